@@ -1,0 +1,93 @@
+"""Job settings and the production timeouts they default to.
+
+Every timeout is a parameter with its production value as the default; tests
+and scenarios scale them down instead of patching constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DOWNLOAD_COMPLETE_TIMEOUT = 1800.0
+"""How long the agent's gate waits for the server to download every tensor."""
+SUBMIT_UPDATE_TIMEOUT = 300.0
+"""How long the server waits for a site's SubmitUpdate in one round."""
+HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_TIMEOUT = 60.0
+EXTERNAL_PRE_INIT_TIMEOUT = 60.0
+"""How long ``execute()`` waits for a fresh subprocess to call ``init()``."""
+EXTERNAL_EXECUTION_WAIT = 600.0
+"""How long ``execute()`` waits for the result of one task."""
+STOP_GRACE = 5.0
+"""Between SIGTERM to the process group and SIGKILL."""
+STOP_POLL_INTERVAL = 1.0
+"""How often the deferred-stop thread polls the run status."""
+DOWNLOAD_RETRIES = 3
+DOWNLOAD_RETRY_DELAY = 1.0
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+DOWNLOAD_CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Every wait of the runtime, in seconds.  Defaults are production values."""
+
+    download_complete: float = DOWNLOAD_COMPLETE_TIMEOUT
+    submit_update: float = SUBMIT_UPDATE_TIMEOUT
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    heartbeat: float = HEARTBEAT_TIMEOUT
+    pre_init: float = EXTERNAL_PRE_INIT_TIMEOUT
+    execution: float = EXTERNAL_EXECUTION_WAIT
+    stop_grace: float = STOP_GRACE
+    stop_poll: float = STOP_POLL_INTERVAL
+    download_retry_delay: float = DOWNLOAD_RETRY_DELAY
+    download_connect: float = DOWNLOAD_CONNECT_TIMEOUT
+
+    @property
+    def stop_wait(self) -> float:
+        """How long the deferred stop waits for a natural exit (the gate's timeout)."""
+        return self.download_complete
+
+    @classmethod
+    def fast(cls) -> Timeouts:
+        """Scaled-down timeouts for tests and scenarios: seconds, not hours."""
+        return cls(
+            download_complete=5.0,
+            submit_update=5.0,
+            heartbeat_interval=0.2,
+            heartbeat=2.0,
+            pre_init=10.0,
+            execution=15.0,
+            stop_grace=1.0,
+            stop_poll=0.1,
+            download_retry_delay=0.1,
+            download_connect=2.0,
+        )
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """The tensors each site returns per round; ``count == 0`` means nothing to download."""
+
+    count: int = 4
+    size_bytes: int = 64 * 1024
+    dtype: str = "float64"
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One federated job: R rounds over S sites, each site running a real subprocess."""
+
+    sites: int = 1
+    rounds: int = 1
+    launch_once: bool = False
+    tensors: TensorSpec = field(default_factory=TensorSpec)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    download_retries: int = DOWNLOAD_RETRIES
+    chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
+    validate_rounds: tuple[int, ...] = ()
+    """Rounds whose task is ``validate``: the result carries metrics, no tensors."""
+    seed: int = 0
+
+    def site_names(self) -> list[str]:
+        return [f"site-{i + 1}" for i in range(self.sites)]

@@ -1,0 +1,229 @@
+"""The bytes on a socket: message framing and the HMAC challenge handshake.
+
+Shared by the pipe and the download service.  Nothing here owns a thread;
+every blocking read has a deadline, so a peer that sends half a frame and then
+stalls (slow-loris) costs a bounded wait, never a hung reader.
+
+Frame::
+
+    u32 big-endian body length  (1 .. max_frame_bytes)
+    body = u32 header length | header JSON (utf-8) | blob bytes ...
+
+The header is ``{"topic": str, "payload": {...}, "blobs": [len, ...]}``.
+
+Handshake (mutual, the secret never travels)::
+
+    server -> client   MAGIC | nonce_s (32 bytes)
+    client -> server   nonce_c (32 bytes) | HMAC(secret, "client" | nonce_s | nonce_c)
+    server -> client   HMAC(secret, "server" | nonce_c | nonce_s)
+
+Fresh nonces on both sides make a recorded handshake useless to replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MAGIC = b"FLR1"
+NONCE_BYTES = 32
+DIGEST_BYTES = hashlib.sha256().digest_size
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_HEADER_BYTES = 1024 * 1024
+HANDSHAKE_TIMEOUT = 5.0
+FRAME_TIMEOUT = 10.0
+
+_LENGTH = struct.Struct(">I")
+
+
+class Topic:
+    """Topics of pipe messages.  Plain strings on the wire."""
+
+    HELLO = "hello"  # agent -> client: init() was called
+    TASK = "task"
+    RESULT = "result"
+    HEARTBEAT = "heartbeat"
+    END = "END"
+    PEER_GONE = "PEER_GONE"
+
+    STATUS = frozenset({END, PEER_GONE})
+
+
+class WireError(Exception):
+    """The peer broke the protocol; the connection must be closed."""
+
+
+class FrameError(WireError):
+    """A frame was malformed, oversized, truncated or too slow."""
+
+
+class AuthError(WireError):
+    """The peer failed the HMAC challenge."""
+
+
+class ConnectionClosed(WireError):
+    """The peer closed the connection cleanly between frames."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A topic, a JSON payload and optional raw binary attachments."""
+
+    topic: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    blobs: tuple[bytes, ...] = ()
+
+
+def new_secret() -> bytes:
+    """A fresh per-launch secret."""
+    return os.urandom(32)
+
+
+def encode_message(message: Message) -> bytes:
+    """The frame body of ``message`` (without the length prefix)."""
+    header = json.dumps(
+        {
+            "topic": message.topic,
+            "payload": dict(message.payload),
+            "blobs": [len(b) for b in message.blobs],
+        },
+        separators=(",", ":"),
+    ).encode()
+    return b"".join([_LENGTH.pack(len(header)), header, *message.blobs])
+
+
+def decode_message(body: bytes | memoryview) -> Message:
+    """Parse a frame body; any inconsistency raises :class:`FrameError`."""
+    view = memoryview(body)
+    if len(view) < _LENGTH.size:
+        raise FrameError(f"frame body of {len(view)} bytes is shorter than its header length")
+    (header_len,) = _LENGTH.unpack_from(view)
+    if header_len > MAX_HEADER_BYTES or header_len > len(view) - _LENGTH.size:
+        raise FrameError(f"header length {header_len} exceeds the frame body")
+    start = _LENGTH.size
+    try:
+        header = json.loads(bytes(view[start : start + header_len]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FrameError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise FrameError("header is not a JSON object")
+    topic, payload, blob_lengths = header.get("topic"), header.get("payload"), header.get("blobs")
+    if not isinstance(topic, str) or not topic:
+        raise FrameError("header has no topic")
+    if not isinstance(payload, dict):
+        raise FrameError("payload is not a JSON object")
+    if not isinstance(blob_lengths, list) or not all(
+        isinstance(n, int) and n >= 0 for n in blob_lengths
+    ):
+        raise FrameError("blob lengths are not a list of non-negative integers")
+    offset = start + header_len
+    if offset + sum(blob_lengths) != len(view):
+        raise FrameError("blob lengths do not add up to the frame body")
+    blobs = []
+    for n in blob_lengths:
+        blobs.append(bytes(view[offset : offset + n]))
+        offset += n
+    return Message(topic=topic, payload=payload, blobs=tuple(blobs))
+
+
+def send_frame(sock: socket.socket, body: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write one frame; ``body`` may be given in parts to avoid a copy."""
+    parts = [body] if isinstance(body, bytes) else list(body)
+    length = sum(len(p) for p in parts)
+    sock.sendall(_LENGTH.pack(length))
+    for part in parts:
+        sock.sendall(part)
+
+
+def recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytearray:
+    """Read exactly ``n`` bytes before ``deadline`` (monotonic) or raise."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FrameError(f"peer sent {got} of {n} bytes before the deadline")
+            sock.settimeout(remaining)
+        try:
+            k = sock.recv_into(view[got:], n - got)
+        except TimeoutError:
+            raise FrameError(f"peer sent {got} of {n} bytes before the deadline") from None
+        if k == 0:
+            if got == 0:
+                raise ConnectionClosed("peer closed the connection")
+            raise FrameError(f"connection closed after {got} of {n} bytes")
+        got += k
+    return buf
+
+
+def recv_frame(
+    sock: socket.socket,
+    *,
+    max_frame_bytes: int = MAX_FRAME_BYTES,
+    idle_timeout: float | None = None,
+    frame_timeout: float = FRAME_TIMEOUT,
+) -> bytearray:
+    """Read one frame body.
+
+    Waits up to ``idle_timeout`` (``None``: forever) for a frame to start,
+    raising ``TimeoutError`` if none does; once it started, the whole frame
+    must arrive within ``frame_timeout``.
+    """
+    sock.settimeout(idle_timeout)
+    first = sock.recv(1)
+    if not first:
+        raise ConnectionClosed("peer closed the connection")
+    deadline = time.monotonic() + frame_timeout
+    rest = recv_exact(sock, _LENGTH.size - 1, deadline)
+    (length,) = _LENGTH.unpack(first + rest)
+    if length == 0:
+        raise FrameError("empty frame")
+    if length > max_frame_bytes:
+        raise FrameError(f"frame of {length} bytes exceeds the {max_frame_bytes}-byte cap")
+    return recv_exact(sock, length, deadline)
+
+
+def _mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
+    return hmac.new(secret, role + first + second, hashlib.sha256).digest()
+
+
+def server_handshake(
+    sock: socket.socket, secret: bytes, timeout: float = HANDSHAKE_TIMEOUT
+) -> None:
+    """Challenge a freshly accepted peer; raises :class:`WireError` on failure."""
+    deadline = time.monotonic() + timeout
+    nonce_s = os.urandom(NONCE_BYTES)
+    sock.settimeout(timeout)
+    sock.sendall(MAGIC + nonce_s)
+    reply = recv_exact(sock, NONCE_BYTES + DIGEST_BYTES, deadline)
+    nonce_c, mac = bytes(reply[:NONCE_BYTES]), bytes(reply[NONCE_BYTES:])
+    if not hmac.compare_digest(mac, _mac(secret, b"client", nonce_s, nonce_c)):
+        raise AuthError("peer failed the HMAC challenge")
+    sock.sendall(_mac(secret, b"server", nonce_c, nonce_s))
+
+
+def client_handshake(
+    sock: socket.socket, secret: bytes, timeout: float = HANDSHAKE_TIMEOUT
+) -> None:
+    """Answer the server's challenge and check that the server knows the secret too."""
+    deadline = time.monotonic() + timeout
+    sock.settimeout(timeout)
+    hello = recv_exact(sock, len(MAGIC) + NONCE_BYTES, deadline)
+    if bytes(hello[: len(MAGIC)]) != MAGIC:
+        raise AuthError("server did not speak the flrelia protocol")
+    nonce_s = bytes(hello[len(MAGIC) :])
+    nonce_c = os.urandom(NONCE_BYTES)
+    sock.sendall(nonce_c + _mac(secret, b"client", nonce_s, nonce_c))
+    proof = bytes(recv_exact(sock, DIGEST_BYTES, deadline))
+    if not hmac.compare_digest(proof, _mac(secret, b"server", nonce_c, nonce_s)):
+        raise AuthError("server failed the HMAC challenge")
