@@ -42,11 +42,11 @@ class Timeouts:
     stop_poll: float = STOP_POLL_INTERVAL
     download_retry_delay: float = DOWNLOAD_RETRY_DELAY
     download_connect: float = DOWNLOAD_CONNECT_TIMEOUT
+    stop_wait: float = DOWNLOAD_COMPLETE_TIMEOUT
+    """How long the deferred stop waits for a natural exit, and the next round for it.
 
-    @property
-    def stop_wait(self) -> float:
-        """How long the deferred stop waits for a natural exit (the gate's timeout)."""
-        return self.download_complete
+    The client-API executor sets it to the gate's timeout (``download_complete``).
+    """
 
     @classmethod
     def fast(cls) -> Timeouts:
@@ -62,6 +62,7 @@ class Timeouts:
             stop_poll=0.1,
             download_retry_delay=0.1,
             download_connect=2.0,
+            stop_wait=5.0,
         )
 
 

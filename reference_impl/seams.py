@@ -6,6 +6,7 @@ these callables as a parameter whose default is the real thing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -25,10 +26,8 @@ def exit_process(code: int) -> NoReturn:
     """
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 

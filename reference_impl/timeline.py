@@ -136,6 +136,7 @@ class Timeline:
     def record(
         self,
         kind: EventKind,
+        /,
         *,
         site: str | None = None,
         round: int | None = None,
@@ -153,6 +154,17 @@ class Timeline:
         )
         self.add(event)
         return event
+
+    def for_process(self, process: str) -> Timeline:
+        """A view that records into this timeline under another process label.
+
+        The server and every site's client run in one OS process; their
+        events share a store but keep their own lane in reports.
+        """
+        view = Timeline.__new__(Timeline)
+        view.__dict__.update(self.__dict__)
+        view.process = process
+        return view
 
     def add(self, event: Event) -> None:
         with self._lock:
@@ -203,6 +215,10 @@ class Timeline:
 
     def __iter__(self) -> Iterator[Event]:
         return iter(self.events())
+
+    def __bool__(self) -> bool:
+        """A timeline is a thing, not a collection: an empty one is still true."""
+        return True
 
     def __len__(self) -> int:
         with self._lock:

@@ -42,6 +42,8 @@ HANDSHAKE_TIMEOUT = 5.0
 FRAME_TIMEOUT = 10.0
 
 _LENGTH = struct.Struct(">I")
+_COALESCE_BYTES = 64 * 1024
+"""A first part up to this size is copied to travel with the length prefix."""
 
 
 class Topic:
@@ -100,7 +102,7 @@ def encode_message(message: Message) -> bytes:
     return b"".join([_LENGTH.pack(len(header)), header, *message.blobs])
 
 
-def decode_message(body: bytes | memoryview) -> Message:
+def decode_message(body: bytes | bytearray | memoryview) -> Message:
     """Parse a frame body; any inconsistency raises :class:`FrameError`."""
     view = memoryview(body)
     if len(view) < _LENGTH.size:
@@ -138,8 +140,11 @@ def send_frame(sock: socket.socket, body: bytes | Sequence[bytes | memoryview]) 
     """Write one frame; ``body`` may be given in parts to avoid a copy."""
     parts = [body] if isinstance(body, bytes) else list(body)
     length = sum(len(p) for p in parts)
-    sock.sendall(_LENGTH.pack(length))
-    for part in parts:
+    # The length travels with the first part: a separate tiny write would stall
+    # on Nagle's algorithm for a request/reply peer.
+    first = parts[0] if parts and len(parts[0]) <= _COALESCE_BYTES else b""
+    sock.sendall(_LENGTH.pack(length) + bytes(first))
+    for part in parts[1 if first else 0 :]:
         sock.sendall(part)
 
 

@@ -1,0 +1,278 @@
+"""The training subprocess's side of the runtime: pipe, download service and the gate.
+
+``send()`` is where the fix of SPEC §2 lives on this side of the process
+boundary: publish the tensors, send only their references, then *gate*: wait
+until the server has downloaded every tensor (never when there is nothing to
+download), and only then exit (``launch_once=False``) or go on serving rounds
+(``launch_once=True``).  The process ends through an injectable exit seam.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reference_impl import failpoints, seams
+from reference_impl.config import (
+    DOWNLOAD_CHUNK_BYTES,
+    DOWNLOAD_COMPLETE_TIMEOUT,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TIMEOUT,
+)
+from reference_impl.download import DownloadService, TensorRef
+from reference_impl.failpoints import failpoint
+from reference_impl.messages import Result, Task, result_message
+from reference_impl.pipe import (
+    PIPE_ADDRESS_ENV,
+    PIPE_SECRET_ENV,
+    Pipe,
+    address_from_env,
+)
+from reference_impl.pipe_handler import PipeHandler
+from reference_impl.seams import ExitFn
+from reference_impl.timeline import EventKind, Timeline
+from reference_impl.wire import Message, Topic
+
+log = logging.getLogger(__name__)
+
+SITE_ENV = "FLRELIA_SITE"
+LAUNCH_ONCE_ENV = "FLRELIA_LAUNCH_ONCE"
+AGENT_SETTINGS_ENV = "FLRELIA_AGENT_SETTINGS"
+AGENT_CLASS_ENV = "FLRELIA_AGENT_CLASS"
+DEFAULT_AGENT_CLASS = "reference_impl.agent:Agent"
+EXIT_PEER_GONE = 75
+"""Exit code when the client vanished (parent died, pipe gone): see :meth:`Agent._on_status`."""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """What the launcher tells the subprocess, through :data:`AGENT_SETTINGS_ENV`."""
+
+    site: str
+    launch_once: bool
+    download_complete_timeout: float = DOWNLOAD_COMPLETE_TIMEOUT
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT
+    chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            SITE_ENV: self.site,
+            LAUNCH_ONCE_ENV: "1" if self.launch_once else "0",
+            AGENT_SETTINGS_ENV: json.dumps(
+                {
+                    "download_complete_timeout": self.download_complete_timeout,
+                    "heartbeat_interval": self.heartbeat_interval,
+                    "heartbeat_timeout": self.heartbeat_timeout,
+                    "chunk_bytes": self.chunk_bytes,
+                }
+            ),
+        }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AgentSettings:
+        extra: dict[str, Any] = json.loads(env.get(AGENT_SETTINGS_ENV, "{}"))
+        return cls(
+            site=env.get(SITE_ENV, "site-1"),
+            launch_once=env.get(LAUNCH_ONCE_ENV, "0") == "1",
+            **extra,
+        )
+
+
+class Agent:
+    """One training process's connection to its client.
+
+    Lifecycle: ``init()`` once, then per round ``receive()`` and ``send()``,
+    while ``is_running()``.  ``send()`` returns only after the gate.
+    """
+
+    def __init__(
+        self,
+        pipe: Pipe,
+        settings: AgentSettings,
+        *,
+        timeline: Timeline | None = None,
+        exit_fn: ExitFn = seams.exit_process,
+    ) -> None:
+        self.settings = settings
+        self.site = settings.site
+        self._pipe = pipe
+        self._timeline = timeline or Timeline(f"train-{settings.site}")
+        self._exit_fn = exit_fn
+        self._handler: PipeHandler | None = None
+        self._service: DownloadService | None = None
+        self._running = threading.Event()
+        self._round: int | None = None
+        self._closed = False
+
+    @classmethod
+    def from_environment(cls, *, exit_fn: ExitFn = seams.exit_process) -> Agent:
+        """Build the agent class the launcher named, from the launcher's environment."""
+        failpoints.configure_from_environment()
+        settings = AgentSettings.from_env(os.environ)
+        timeline = Timeline.from_environment(f"train-{settings.site}")
+        failpoints.set_recorder(
+            lambda name, action, site, round: timeline.record(
+                EventKind.FAILPOINT, site=site, round=round, name=name, action=action
+            )
+        )
+        failpoint("agent.before_init", site=settings.site)
+        pipe = Pipe.connect(
+            address_from_env(os.environ[PIPE_ADDRESS_ENV]),
+            bytes.fromhex(os.environ[PIPE_SECRET_ENV]),
+            name=f"agent-{settings.site}",
+            timeline=timeline,
+        )
+        agent_class = _load_class(os.environ.get(AGENT_CLASS_ENV, DEFAULT_AGENT_CLASS))
+        return agent_class(pipe, settings, timeline=timeline, exit_fn=exit_fn)
+
+    # -- the client API ----------------------------------------------------
+
+    def init(self) -> None:
+        """Start heartbeats and the download service; tell the client we are ready."""
+        self._handler = PipeHandler(
+            self._pipe,
+            name=f"agent-{self.site}",
+            heartbeat_interval=self.settings.heartbeat_interval,
+            heartbeat_timeout=self.settings.heartbeat_timeout,
+            status_callback=self._on_status,
+            timeline=self._timeline,
+            site=self.site,
+        )
+        self._service = DownloadService(
+            site=self.site, chunk_bytes=self.settings.chunk_bytes, timeline=self._timeline
+        )
+        self._running.set()
+        self._handler.start()
+        self._handler.send(Message(Topic.HELLO, {"site": self.site, "pid": os.getpid()}))
+        self._timeline.record(EventKind.INIT, site=self.site, launch_once=self.settings.launch_once)
+        failpoint("agent.after_init", site=self.site)
+
+    def is_running(self) -> bool:
+        return self._running.is_set()
+
+    def receive(self, timeout: float | None = None) -> Task | None:
+        """The next task, or ``None`` once the client said END or went away."""
+        handler = self._require_handler()
+        remaining = timeout
+        while self.is_running():
+            message = handler.get_next(0.1 if remaining is None else min(0.1, remaining))
+            if message is not None and message.topic == Topic.TASK:
+                task = Task.from_message(message)
+                self._round = task.round
+                self._timeline.record(
+                    EventKind.TASK_RECEIVED, site=self.site, round=task.round, task_kind=task.kind
+                )
+                failpoint("agent.after_task_received", site=self.site, round=task.round)
+                return task
+            if remaining is not None:
+                remaining -= 0.1
+                if remaining <= 0:
+                    return None
+        return None
+
+    def send(self, result: Result) -> None:
+        """Publish, send references, gate on the download, then finish the round."""
+        refs = self._publish(result)
+        self._send_result(result, refs)
+        self._gate(refs)
+        self._finish_round()
+
+    # -- the steps of send(), each overridable by a known-bug variant --------
+
+    def _publish(self, result: Result) -> list[TensorRef]:
+        if not result.tensors:
+            return []
+        service = self._require_service()
+        return service.publish(result.tensors, round=self._current_round())
+
+    def _send_result(self, result: Result, refs: list[TensorRef]) -> None:
+        round = self._current_round()
+        failpoint("agent.before_result_sent", site=self.site, round=round)
+        message = result_message(self.site, round, result, [r.to_json() for r in refs])
+        if not self._require_handler().send(message):
+            raise ConnectionError(f"{self.site}: could not send the result of round {round}")
+        self._timeline.record(EventKind.RESULT_SENT, site=self.site, round=round, tensors=len(refs))
+        failpoint("agent.after_result_sent", site=self.site, round=round)
+
+    def _gate(self, refs: list[TensorRef]) -> None:
+        """Block until the server downloaded every published tensor; never when none was."""
+        if not refs:
+            return
+        round = self._current_round()
+        timeout = self.settings.download_complete_timeout
+        self._timeline.record(EventKind.GATE_WAIT, site=self.site, round=round, timeout=timeout)
+        if self._require_service().wait_all_downloaded(timeout):
+            self._timeline.record(EventKind.GATE_OPEN, site=self.site, round=round)
+            failpoint("agent.after_download", site=self.site, round=round)
+        else:
+            self._timeline.record(EventKind.GATE_TIMEOUT, site=self.site, round=round)
+            log.error(
+                "%s: the server did not download round %s within %ss", self.site, round, timeout
+            )
+
+    def _finish_round(self) -> None:
+        """One process per round: exit now.  One for all rounds: serve the next."""
+        if not self.settings.launch_once:
+            self.exit(0)
+
+    # -- shutdown ----------------------------------------------------------
+
+    def exit(self, code: int) -> None:
+        """Say goodbye on the pipe, release everything, end the process via the seam."""
+        failpoint("agent.before_exit", site=self.site, round=self._round)
+        self.close()
+        self._timeline.record(EventKind.EXIT, site=self.site, round=self._round, returncode=code)
+        self._exit_fn(code)
+
+    def close(self) -> None:
+        """Send END, stop the handler, close the service and the pipe.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._running.clear()
+        if self._handler is not None:
+            self._handler.send(Message(Topic.END, {"site": self.site, "pid": os.getpid()}))
+            self._handler.stop(close_pipe=True)
+        else:
+            self._pipe.close()
+        if self._service is not None:
+            self._service.close()
+
+    def _on_status(self, message: Message) -> None:
+        """END from the client ends the script's loop; a vanished client ends the process."""
+        self._running.clear()
+        if message.topic == Topic.PEER_GONE:
+            log.error("%s: client is gone (%s); exiting", self.site, message.payload.get("reason"))
+            self._exit_fn(EXIT_PEER_GONE)
+
+    # -- helpers -----------------------------------------------------------
+
+    def _require_handler(self) -> PipeHandler:
+        if self._handler is None:
+            raise RuntimeError("call init() first")
+        return self._handler
+
+    def _require_service(self) -> DownloadService:
+        if self._service is None:
+            raise RuntimeError("call init() first")
+        return self._service
+
+    def _current_round(self) -> int:
+        if self._round is None:
+            raise RuntimeError("send() before receive()")
+        return self._round
+
+
+def _load_class(path: str) -> type[Agent]:
+    module_name, _, class_name = path.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise TypeError(f"{path} is not an Agent class")
+    return cls

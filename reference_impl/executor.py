@@ -1,0 +1,306 @@
+"""Executors: run one round of a task in the training subprocess.
+
+:class:`LauncherExecutor` stops the subprocess synchronously at the end of a
+round.  :class:`ClientAPILauncherExecutor` defers the stop (SPEC §2): the
+subprocess must stay alive until the server has pulled its tensors, so a
+background thread waits for it to exit on its own, then cleans up; the next
+round first waits for that thread (the round boundary).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from reference_impl.config import Timeouts
+from reference_impl.failpoints import failpoint
+from reference_impl.launcher import Launcher, RunStatus
+from reference_impl.messages import Task
+from reference_impl.pipe_handler import HandlerState, PipeHandler
+from reference_impl.task_exchanger import TaskExchanger
+from reference_impl.timeline import EventKind, Timeline
+from reference_impl.wire import Message, Topic
+
+log = logging.getLogger(__name__)
+
+WAIT_SLICE = 0.05
+"""How long one wait for a pipe message lasts before the executor re-checks the process."""
+RESULT_DRAIN = 0.5
+"""After the process exited, how long a result it sent just before may still take to arrive."""
+
+
+class ExecutionError(RuntimeError):
+    """A round could not produce a result; the message says what happened and where."""
+
+
+class ExecutionAborted(ExecutionError):
+    """The job was aborted while the round was running."""
+
+
+class RoundState(Enum):
+    """Where one site's round is.  Transitions are methods of the executor."""
+
+    IDLE = "idle"
+    LAUNCHING = "launching"
+    WAITING_INIT = "waiting_init"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    """The result is back; the subprocess is being stopped (deferred or not)."""
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What ``execute()`` returns: the payload of the subprocess's RESULT message."""
+
+    site: str
+    round: int
+    weight: float
+    refs: tuple[Mapping[str, Any], ...]
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+class LauncherExecutor:
+    """Launches the training script per task and stops it when the round ends."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        launcher: Launcher,
+        exchanger: TaskExchanger,
+        timeouts: Timeouts,
+        timeline: Timeline,
+        launch_env: Mapping[str, str],
+        abort: threading.Event | None = None,
+    ) -> None:
+        self.site = site
+        self.launcher = launcher
+        self.exchanger = exchanger
+        self.timeouts = timeouts
+        self.timeline = timeline
+        self._launch_env = dict(launch_env)
+        self.abort = abort or threading.Event()
+        self.state = RoundState.IDLE
+        self._round: int | None = None
+        self._round_boundary = threading.Event()
+        self._round_boundary.set()
+        self._deferred_thread: threading.Thread | None = None
+
+    # -- one round ---------------------------------------------------------
+
+    def execute(self, task: Task) -> RoundResult:
+        """Run ``task`` in the training subprocess and return its result."""
+        self._round = task.round
+        try:
+            self._await_round_boundary()
+            handler = self._launch(task)
+            self._send_task(handler, task)
+            result = self._await_result(handler, task)
+        except ExecutionError:
+            self._enter(RoundState.FAILED)
+            raise
+        self._enter(RoundState.STOPPING)
+        self._finalize_round(task)
+        return result
+
+    def finalize(self) -> None:
+        """End of job: let the last round's stop finish, end the subprocess, release all."""
+        self._await_round_boundary()
+        if self.launcher.launch_once and self.exchanger.handler is not None:
+            self.exchanger.handler.send(Message(Topic.END, {"site": self.site}))
+            self._wait_for_exit(self.timeouts.stop_wait)
+        self.launcher.stop_task()
+        self.exchanger.close()
+        self._enter(RoundState.IDLE)
+
+    # -- the steps ---------------------------------------------------------
+
+    def _await_round_boundary(self) -> None:
+        """Wait until the previous round's deferred stop finished; force it on timeout."""
+        if not self._round_boundary.is_set():
+            self.timeline.record(
+                EventKind.ROUND_BOUNDARY_WAIT,
+                site=self.site,
+                round=self._round,
+                timeout=self.timeouts.stop_wait,
+            )
+        if not self._round_boundary.wait(self.timeouts.stop_wait):
+            log.warning(
+                "%s: the previous round's deferred stop did not finish within %ss; forcing it",
+                self.site,
+                self.timeouts.stop_wait,
+            )
+            self.launcher.stop_task()
+        if (
+            self.launcher.needs_deferred_stop()
+            and self.launcher.check_run_status() is not RunStatus.NOT_STARTED
+        ):
+            self.launcher.stop_task()
+
+    def _launch(self, task: Task) -> PipeHandler:
+        self._enter(RoundState.LAUNCHING)
+        failpoint("executor.before_launch", site=self.site, round=task.round)
+        handler = self.exchanger.handler_for_round(task.round)
+        launched = self.launcher.launch_task(f"{task.kind}-round-{task.round}", self._launch_env)
+        if launched or self.launcher.needs_deferred_stop():
+            self._enter(RoundState.WAITING_INIT)
+            self._await_init(handler)
+        return handler
+
+    def _await_init(self, handler: PipeHandler) -> None:
+        deadline = time.monotonic() + self.timeouts.pre_init
+        while True:
+            self._check_abort()
+            message = handler.get_next(WAIT_SLICE)
+            if message is not None and message.topic == Topic.HELLO:
+                return
+            status = self.launcher.check_run_status()
+            if status in (RunStatus.SUCCESS, RunStatus.FAILED):
+                raise ExecutionError(
+                    f"{self.site}: external process has not called init and run status "
+                    f"becomes {status.value}"
+                )
+            if handler.state is HandlerState.STOPPED:
+                raise ExecutionError(f"{self.site}: pipe handler stopped before init")
+            if time.monotonic() > deadline:
+                raise ExecutionError(
+                    f"{self.site}: external process did not call init within "
+                    f"{self.timeouts.pre_init}s"
+                )
+
+    def _send_task(self, handler: PipeHandler, task: Task) -> None:
+        self._enter(RoundState.RUNNING)
+        if not handler.send(task.to_message()):
+            raise ExecutionError(
+                f"{self.site}: could not send the task of round {task.round}: pipe handler "
+                f"is {handler.state.value}"
+            )
+        self.timeline.record(
+            EventKind.TASK_SENT, site=self.site, round=task.round, task_kind=task.kind
+        )
+
+    def _await_result(self, handler: PipeHandler, task: Task) -> RoundResult:
+        self.exchanger.begin_waiting(task.round)
+        try:
+            return self._read_result(handler, task)
+        finally:
+            self.exchanger.end_waiting()
+
+    def _read_result(self, handler: PipeHandler, task: Task) -> RoundResult:
+        deadline = time.monotonic() + self.timeouts.execution
+        exited_at: float | None = None
+        while True:
+            self._check_abort()
+            message = handler.get_next(WAIT_SLICE)
+            if message is not None and message.topic == Topic.RESULT:
+                if message.payload.get("round") == task.round:
+                    return self._accept_result(message)
+                log.warning(
+                    "%s: dropping a result for round %s", self.site, message.payload.get("round")
+                )
+            now = time.monotonic()
+            status = self.launcher.check_run_status()
+            if status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.NOT_STARTED):
+                exited_at = exited_at or now
+                if now - exited_at > RESULT_DRAIN:
+                    raise ExecutionError(
+                        f"{self.site}: training process ended ({status.value}) before it sent "
+                        f"the result of round {task.round}"
+                    )
+            elif handler.state is HandlerState.STOPPED:
+                raise ExecutionError(
+                    f"{self.site}: pipe handler stopped while waiting for the result of round "
+                    f"{task.round} (peer gone or END)"
+                )
+            if now > deadline:
+                raise ExecutionError(
+                    f"{self.site}: no result for round {task.round} within "
+                    f"{self.timeouts.execution}s"
+                )
+
+    def _accept_result(self, message: Message) -> RoundResult:
+        p = message.payload
+        result = RoundResult(
+            site=self.site,
+            round=int(p["round"]),
+            weight=float(p.get("weight", 1.0)),
+            refs=tuple(p.get("refs", [])),
+            metrics=dict(p.get("metrics", {})),
+        )
+        self.timeline.record(
+            EventKind.RESULT_RECEIVED, site=self.site, round=result.round, tensors=len(result.refs)
+        )
+        failpoint("executor.after_result", site=self.site, round=result.round)
+        return result
+
+    def _finalize_round(self, task: Task) -> None:
+        """Stop a per-round subprocess now.  (The base executor has no deferred stop.)"""
+        if self.launcher.needs_deferred_stop():
+            self.launcher.stop_task()
+        self._enter(RoundState.DONE)
+
+    # -- helpers -----------------------------------------------------------
+
+    def _wait_for_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.launcher.check_run_status() is RunStatus.RUNNING:
+            if self.abort.wait(min(self.timeouts.stop_poll, max(0.0, deadline - time.monotonic()))):
+                return False
+            if time.monotonic() >= deadline:
+                return False
+        return True
+
+    def _check_abort(self) -> None:
+        if self.abort.is_set():
+            raise ExecutionAborted(f"{self.site}: job aborted")
+
+    def _enter(self, state: RoundState) -> None:
+        self.state = state
+
+
+class ClientAPILauncherExecutor(LauncherExecutor):
+    """Defers the stop until the subprocess exits on its own after its download gate."""
+
+    def _finalize_round(self, task: Task) -> None:
+        if not self.launcher.needs_deferred_stop():
+            self._enter(RoundState.DONE)
+            return
+        self._round_boundary.clear()
+        self.timeline.record(
+            EventKind.DEFERRED_STOP_START,
+            site=self.site,
+            round=task.round,
+            wait=self.timeouts.stop_wait,
+        )
+        self._deferred_thread = threading.Thread(
+            target=self._deferred_stop,
+            args=(task.round,),
+            name=f"deferred-stop-{self.site}-round-{task.round}",
+            daemon=True,
+        )
+        self._deferred_thread.start()
+
+    def _deferred_stop(self, round: int) -> None:
+        """Wait for the natural exit (or the wait limit, or abort), then stop; always
+        open the round boundary."""
+        try:
+            exited = self._wait_for_exit(self.timeouts.stop_wait)
+            if not exited:
+                log.warning(
+                    "%s: round %s process did not exit by itself; stopping it", self.site, round
+                )
+            failpoint("executor.deferred_stop.before_stop", site=self.site, round=round)
+            self.launcher.stop_task()
+        except Exception:
+            log.exception("%s: deferred stop of round %s failed", self.site, round)
+        finally:
+            self.timeline.record(EventKind.DEFERRED_STOP_DONE, site=self.site, round=round)
+            self._enter(RoundState.DONE)
+            self._round_boundary.set()

@@ -1,0 +1,270 @@
+"""Run a whole federated job: R rounds over S sites, in this process plus one
+real training subprocess per site (per round, or for all rounds).
+
+:class:`Runtime` names the parts a job is built from.  The correct parts are
+the defaults; a known-bug variant is a :class:`Runtime` with one part replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from reference_impl import failpoints
+from reference_impl.agent import AGENT_CLASS_ENV, DEFAULT_AGENT_CLASS, AgentSettings
+from reference_impl.config import JobConfig
+from reference_impl.download import Downloader
+from reference_impl.executor import (
+    ClientAPILauncherExecutor,
+    ExecutionError,
+    LauncherExecutor,
+)
+from reference_impl.launcher import SubprocessLauncher
+from reference_impl.messages import Array
+from reference_impl.pipe import (
+    PIPE_ADDRESS_ENV,
+    PIPE_SECRET_ENV,
+    Pipe,
+    address_to_env,
+    secret_to_env,
+)
+from reference_impl.process_stop import GroupStopStrategy, StopStrategy
+from reference_impl.server import RoundFailed, RoundOutcome, Server, Submission
+from reference_impl.task_exchanger import TaskExchanger
+from reference_impl.timeline import TIMELINE_ENV, EventKind, Timeline
+from reference_impl.wire import new_secret
+
+log = logging.getLogger(__name__)
+
+TRAIN_COMMAND = (sys.executable, "-m", "reference_impl.train_script")
+SITE_JOIN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The parts of the client side.  Replace one to build a variant."""
+
+    executor_class: type[LauncherExecutor] = ClientAPILauncherExecutor
+    exchanger_class: type[TaskExchanger] = TaskExchanger
+    launcher_class: type[SubprocessLauncher] = SubprocessLauncher
+    stop_strategy: Callable[[float], StopStrategy] = GroupStopStrategy
+    agent_class: str = DEFAULT_AGENT_CLASS
+    """Import path ``module:Class`` of the agent, resolved inside the subprocess."""
+    command: tuple[str, ...] = TRAIN_COMMAND
+
+    def with_parts(self, **parts: object) -> Runtime:
+        return replace(self, **parts)  # type: ignore[arg-type]
+
+
+@dataclass
+class JobResult:
+    """Everything a caller (or an invariant) needs to judge a run."""
+
+    config: JobConfig
+    ok: bool
+    error: str | None
+    rounds: list[RoundOutcome]
+    global_model: dict[str, Array]
+    timeline: Timeline
+    seconds: float
+    site_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bytes_downloaded(self) -> int:
+        return sum(r.bytes_downloaded for r in self.rounds)
+
+    @property
+    def launched_pids(self) -> list[int]:
+        return [int(e.detail["pid"]) for e in self.timeline.events(EventKind.LAUNCH)]
+
+
+class SiteRunner:
+    """One site's client runner: take a task, execute it, submit the result."""
+
+    def __init__(self, site: str, server: Server, executor: LauncherExecutor, pipe: Pipe) -> None:
+        self.site = site
+        self._server = server
+        self._executor = executor
+        self._pipe = pipe
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, name=f"client-{site}", daemon=True)
+
+    @property
+    def executor(self) -> LauncherExecutor:
+        return self._executor
+
+    def _run(self) -> None:
+        tasks = self._server.task_queues[self.site]
+        try:
+            while True:
+                task = tasks.get()
+                if task is None:
+                    return
+                try:
+                    result = self._executor.execute(task)
+                except ExecutionError as exc:
+                    self.error = str(exc)
+                    self._server.submit(Submission(self.site, task.round, error=str(exc)))
+                    return
+                self._server.submit(Submission(self.site, task.round, result=result))
+        finally:
+            try:
+                self._executor.finalize()
+            finally:
+                self._pipe.close()
+
+
+def run_job(
+    config: JobConfig,
+    *,
+    runtime: Runtime | None = None,
+    timeline: Timeline | None = None,
+    abort: threading.Event | None = None,
+    subprocess_env: Mapping[str, str] | None = None,
+    work_dir: Path | None = None,
+    on_site_ready: Callable[[str, LauncherExecutor], None] | None = None,
+) -> JobResult:
+    """Run ``config`` to completion (or first failure) and return what happened.
+
+    ``subprocess_env`` is added to every training process's environment (the
+    harness passes ``FLRELIA_FAILPOINTS`` and script behaviours this way).
+    ``abort`` ends the job early: every wait wakes, every process is stopped.
+    """
+    runtime = runtime or Runtime()
+    timeline = timeline or Timeline("server")
+    abort = abort or threading.Event()
+    own_dir = work_dir is None
+    directory = Path(tempfile.mkdtemp(prefix="flrelia-job-")) if work_dir is None else work_dir
+    subprocess_timeline = directory / "subprocess-timeline.jsonl"
+    started = time.monotonic()
+    timeline.record(
+        EventKind.JOB_START,
+        sites=config.sites,
+        rounds=config.rounds,
+        launch_once=config.launch_once,
+    )
+    restore_recorder = _record_failpoints(timeline)
+    server = Server(
+        config,
+        timeline=timeline.for_process("server"),
+        downloader=Downloader(
+            retries=config.download_retries,
+            retry_delay=config.timeouts.download_retry_delay,
+            connect_timeout=config.timeouts.download_connect,
+            timeline=timeline.for_process("server"),
+        ),
+        abort=abort,
+    )
+    runners = [
+        _site_runner(
+            site, config, runtime, server, timeline, abort, subprocess_env, subprocess_timeline
+        )
+        for site in config.site_names()
+    ]
+    error: str | None = None
+    try:
+        for runner in runners:
+            if on_site_ready is not None:
+                on_site_ready(runner.site, runner.executor)
+            runner.thread.start()
+        server.run()
+    except RoundFailed as exc:
+        error = str(exc)
+        abort.set()
+    finally:
+        for runner in runners:
+            runner.thread.join(SITE_JOIN_TIMEOUT)
+            if runner.thread.is_alive():
+                log.error(
+                    "%s: client runner did not finish within %ss", runner.site, SITE_JOIN_TIMEOUT
+                )
+        restore_recorder()
+        timeline.merge_file(subprocess_timeline)
+        if own_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+    ok = (
+        error is None
+        and all(r.ok for r in server.outcomes)
+        and len(server.outcomes) == config.rounds
+    )
+    timeline.record(EventKind.JOB_END, ok=ok, error=error)
+    return JobResult(
+        config=config,
+        ok=ok,
+        error=error,
+        rounds=server.outcomes,
+        global_model=server.model,
+        timeline=timeline,
+        seconds=time.monotonic() - started,
+        site_errors={r.site: r.error for r in runners if r.error},
+    )
+
+
+def _site_runner(
+    site: str,
+    config: JobConfig,
+    runtime: Runtime,
+    server: Server,
+    timeline: Timeline,
+    abort: threading.Event,
+    subprocess_env: Mapping[str, str] | None,
+    subprocess_timeline: Path,
+) -> SiteRunner:
+    client_timeline = timeline.for_process(f"client-{site}")
+    secret = new_secret()
+    pipe = Pipe.listen(secret, name=f"client-{site}", timeline=client_timeline)
+    settings = AgentSettings(
+        site=site,
+        launch_once=config.launch_once,
+        download_complete_timeout=config.timeouts.download_complete,
+        heartbeat_interval=config.timeouts.heartbeat_interval,
+        heartbeat_timeout=config.timeouts.heartbeat,
+        chunk_bytes=config.chunk_bytes,
+    )
+    env = {
+        **(subprocess_env or {}),
+        **settings.to_env(),
+        PIPE_ADDRESS_ENV: address_to_env(pipe.address),
+        PIPE_SECRET_ENV: secret_to_env(secret),
+        TIMELINE_ENV: str(subprocess_timeline),
+        AGENT_CLASS_ENV: runtime.agent_class,
+    }
+    launcher = runtime.launcher_class(
+        list(runtime.command),
+        launch_once=config.launch_once,
+        name=site,
+        stop_strategy=runtime.stop_strategy(config.timeouts.stop_grace),
+        timeline=client_timeline,
+        site=site,
+    )
+    exchanger = runtime.exchanger_class(
+        pipe, site=site, timeouts=config.timeouts, timeline=client_timeline
+    )
+    executor = runtime.executor_class(
+        site=site,
+        launcher=launcher,
+        exchanger=exchanger,
+        timeouts=config.timeouts,
+        timeline=client_timeline,
+        launch_env=env,
+        abort=abort,
+    )
+    return SiteRunner(site, server, executor, pipe)
+
+
+def _record_failpoints(timeline: Timeline) -> Callable[[], None]:
+    """Make every failpoint hit in this process a timeline event, until restored."""
+    harness = timeline.for_process("harness")
+    failpoints.set_recorder(
+        lambda name, action, site, round: harness.record(
+            EventKind.FAILPOINT, site=site, round=round, name=name, action=action
+        )
+    )
+    return lambda: failpoints.set_recorder(None)

@@ -1,0 +1,155 @@
+"""End-to-end jobs on real training subprocesses (SPEC §1-§2)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import psutil
+import pytest
+
+from reference_impl import failpoints
+from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from reference_impl.job import JobResult, run_job
+from reference_impl.server import initial_model
+from reference_impl.timeline import EventKind
+from reference_impl.train_script import local_update, site_weight
+
+pytestmark = pytest.mark.slow
+
+FAST = Timeouts.fast()
+
+
+def expected_global_model(config: JobConfig) -> dict[str, np.ndarray]:
+    """The weighted average, computed here without the server's code."""
+    model = initial_model(config)
+    for round in range(1, config.rounds + 1):
+        if round in config.validate_rounds:
+            continue
+        sites = config.site_names()
+        weights = [site_weight(s) for s in sites]
+        updates = [local_update(model, s, round) for s in sites]
+        model = {
+            name: (
+                sum(w * u[name].astype(np.float64) for w, u in zip(weights, updates, strict=True))
+                / sum(weights)
+            ).astype(model[name].dtype)
+            for name in model
+        }
+    return model
+
+
+def assert_no_process_left(result: JobResult) -> None:
+    alive = [
+        pid
+        for pid in result.launched_pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert alive == [], f"training processes still alive: {alive}"
+
+
+@pytest.mark.parametrize("launch_once", [False, True], ids=["per-round", "launch-once"])
+def test_three_sites_three_rounds_average_exactly(launch_once: bool) -> None:
+    config = JobConfig(
+        sites=3,
+        rounds=3,
+        launch_once=launch_once,
+        tensors=TensorSpec(count=3, size_bytes=48 * 1024),
+        timeouts=FAST,
+        chunk_bytes=16 * 1024,
+    )
+    result = run_job(config)
+    assert result.ok, result.error
+    assert [r.round for r in result.rounds if r.ok] == [1, 2, 3]
+    expected = expected_global_model(config)
+    for name, array in expected.items():
+        np.testing.assert_allclose(result.global_model[name], array, rtol=1e-12)
+    launches = len(result.launched_pids)
+    assert launches == (3 if launch_once else 9)
+    assert_no_process_left(result)
+
+
+def test_late_server_pull_still_downloads_every_tensor() -> None:
+    """The download starts after the old synchronous stop would have killed the process."""
+    config = JobConfig(
+        sites=1,
+        rounds=2,
+        tensors=TensorSpec(count=2, size_bytes=8192),
+        timeouts=replace(FAST, stop_grace=0.2),
+    )
+    with failpoints.scoped("downloader.before_download[site=site-1]=1*sleep(1500)"):
+        result = run_job(config)
+    assert result.ok, result.error
+    start = result.timeline.events(EventKind.DOWNLOAD_START, round=1)[0]
+    result_sent = result.timeline.events(EventKind.RESULT_RECEIVED, round=1)[0]
+    assert start.ts - result_sent.ts >= 1.5
+    for name, array in expected_global_model(config).items():
+        np.testing.assert_allclose(result.global_model[name], array)
+    assert_no_process_left(result)
+
+
+def test_result_without_tensors_does_not_wait_for_a_download() -> None:
+    config = JobConfig(
+        sites=2,
+        rounds=2,
+        validate_rounds=(2,),
+        tensors=TensorSpec(count=1, size_bytes=1024),
+        timeouts=replace(FAST, download_complete=30.0, stop_wait=30.0),
+    )
+    result = run_job(config)
+    assert result.ok, result.error
+    assert result.rounds[1].kind == "validate" and result.rounds[1].seconds < 10.0
+    assert not result.timeline.events(EventKind.GATE_WAIT, round=2)
+    assert_no_process_left(result)
+
+
+def test_previous_round_stop_finishes_before_the_next_launch() -> None:
+    config = JobConfig(
+        sites=2, rounds=3, tensors=TensorSpec(count=1, size_bytes=4096), timeouts=FAST
+    )
+    result = run_job(config)
+    assert result.ok, result.error
+    for site in config.site_names():
+        done = result.timeline.events(EventKind.DEFERRED_STOP_DONE, site=site)
+        launches = result.timeline.events(EventKind.LAUNCH, site=site)
+        assert len(launches) == 3 and len(done) >= 2
+        for round in (2, 3):
+            launch = next(
+                e for e in launches if e.detail.get("task", "").endswith(f"round-{round}")
+            )
+            previous = next(e for e in done if e.round == round - 1)
+            assert previous.ts < launch.ts
+
+
+def test_timeline_has_every_event_kind_of_a_round() -> None:
+    config = JobConfig(
+        sites=1, rounds=2, tensors=TensorSpec(count=2, size_bytes=4096), timeouts=FAST
+    )
+    result = run_job(config)
+    assert result.ok, result.error
+    expected = {
+        EventKind.LAUNCH,
+        EventKind.INIT,
+        EventKind.TASK_SENT,
+        EventKind.TASK_RECEIVED,
+        EventKind.RESULT_SENT,
+        EventKind.RESULT_RECEIVED,
+        EventKind.SUBMIT,
+        EventKind.DOWNLOAD_START,
+        EventKind.DOWNLOAD_CHUNK,
+        EventKind.DOWNLOAD_DONE,
+        EventKind.GATE_WAIT,
+        EventKind.GATE_OPEN,
+        EventKind.STOP_REQUESTED,
+        EventKind.EXIT,
+        EventKind.HANDLER_CREATED,
+        EventKind.HANDLER_STOPPED,
+        EventKind.DEFERRED_STOP_START,
+        EventKind.DEFERRED_STOP_DONE,
+        EventKind.AGGREGATED,
+        EventKind.PIPE_CLEARED,
+    }
+    assert expected <= result.timeline.kinds(), expected - result.timeline.kinds()
+    processes = {e.process for e in result.timeline.events()}
+    assert any(p.startswith("train-") for p in processes), processes
+    assert "server" in processes and "client-site-1" in processes
