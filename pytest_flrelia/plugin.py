@@ -1,11 +1,98 @@
-"""pytest hooks, options and fixtures of pytest-flrelia, in the order pytest calls them."""
+"""pytest hooks, options and fixtures of pytest-flrelia, in the order pytest calls them.
+
+The work lives in the modules these hooks call: :mod:`~pytest_flrelia.settings`
+(options -> one frozen record), :mod:`~pytest_flrelia.collect` (scenario files
+-> items), :mod:`~pytest_flrelia.scenario` (YAML -> scenarios).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
+from pytest_flrelia.collect import SCENARIO_MARKER, SETTINGS_KEY, ScenarioFile, collect_file
+from pytest_flrelia.settings import (
+    KNOWN_BUG,
+    REPORT,
+    TARGET,
+    TIME_SCALE,
+    WITHIN,
+    Settings,
+    settings_from_config,
+)
+from pytest_flrelia.units import format_duration
+
+TARGET_HELP = (
+    "system under test: 'reference' (default) or a target plugged in through the "
+    "'flrelia.targets' entry point group"
+)
+KNOWN_BUG_HELP = (
+    "run against the known-bug variant SLUG of the reference implementation "
+    "(list them with --flrelia-known-bugs)"
+)
+KNOWN_BUGS_HELP = "list the known-bug slugs with one line each and exit"
+REPORT_HELP = "write, per scenario, the timeline (JSON lines) and a Mermaid sequence diagram to DIR"
+TIME_SCALE_HELP = (
+    "multiply every scenario duration by this factor (default 1.0; more on slow hosts)"
+)
+WITHIN_HELP = "wall-clock bound of a scenario that sets no expect.within (default 30s)"
+FLRELIA_MARKER_HELP = (
+    "flrelia(**settings): scenario settings for a test that uses the flrelia fixture"
+)
+SCENARIO_MARKER_HELP = f"{SCENARIO_MARKER}: a test collected from a *.scenario.yaml file"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flrelia", "fault-injection scenarios (pytest-flrelia)")
+    for source, metavar, help_text in (
+        (TARGET, "NAME", TARGET_HELP),
+        (KNOWN_BUG, "SLUG", KNOWN_BUG_HELP),
+        (REPORT, "DIR", REPORT_HELP),
+        (TIME_SCALE, "FACTOR", TIME_SCALE_HELP),
+        (WITHIN, "DURATION", WITHIN_HELP),
+    ):
+        group.addoption(source.option, dest=source.dest, metavar=metavar, help=help_text)
+        parser.addini(source.ini, help_text)
+    group.addoption(
+        "--flrelia-known-bugs",
+        dest="flrelia_known_bugs",
+        action="store_true",
+        help=KNOWN_BUGS_HELP,
+    )
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if config.getoption("flrelia_known_bugs"):
+        width = max(len(slug) for slug in KNOWN_BUG_SLUGS)
+        for slug, summary in KNOWN_BUG_SLUGS.items():
+            print(f"{slug:<{width}}  {summary}")
+        return 0
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "flrelia(**settings): scenario settings for a test that uses the flrelia fixture"
-    )
+    config.addinivalue_line("markers", FLRELIA_MARKER_HELP)
+    config.addinivalue_line("markers", SCENARIO_MARKER_HELP)
+    config.stash[SETTINGS_KEY] = settings_from_config(config)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or settings == Settings():
+        return None  # nothing to say when every setting is the default
+    parts = [f"target={settings.target}"]
+    if settings.known_bug is not None:
+        parts.append(f"known-bug={settings.known_bug}")
+    if settings.time_scale != 1.0:
+        parts.append(f"time-scale={settings.time_scale:g}")
+    if settings.report_dir is not None:
+        parts.append(f"report={settings.report_dir}")
+    if settings.default_within != Settings.default_within:
+        parts.append(f"within={format_duration(settings.default_within)}")
+    return "flrelia: " + ", ".join(parts)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
+    return collect_file(file_path, parent)

@@ -45,6 +45,7 @@ SITE_ENV = "FLRELIA_SITE"
 LAUNCH_ONCE_ENV = "FLRELIA_LAUNCH_ONCE"
 AGENT_SETTINGS_ENV = "FLRELIA_AGENT_SETTINGS"
 AGENT_CLASS_ENV = "FLRELIA_AGENT_CLASS"
+LAUNCH_ROUND_ENV = "FLRELIA_LAUNCH_ROUND"
 DEFAULT_AGENT_CLASS = "reference_impl.agent:Agent"
 EXIT_PEER_GONE = 75
 """Exit code when the client vanished (parent died, pipe gone): see :meth:`Agent._on_status`."""
@@ -109,7 +110,11 @@ class Agent:
         self._service: DownloadService | None = None
         self._running = threading.Event()
         self._round: int | None = None
+        self._launch_round = _launch_round()
         self._closed = False
+        self._pipe_broken = False
+        failpoints.register_action("break_pipe", self._break_pipe)
+        failpoints.register_action("linger_thread", self._linger_in_thread)
 
     @classmethod
     def from_environment(cls, *, exit_fn: ExitFn = seams.exit_process) -> Agent:
@@ -122,7 +127,7 @@ class Agent:
                 EventKind.FAILPOINT, site=site, round=round, name=name, action=action
             )
         )
-        failpoint("agent.before_init", site=settings.site)
+        failpoint("agent.before_init", site=settings.site, round=_launch_round())
         pipe = Pipe.connect(
             address_from_env(os.environ[PIPE_ADDRESS_ENV]),
             bytes.fromhex(os.environ[PIPE_SECRET_ENV]),
@@ -152,7 +157,7 @@ class Agent:
         self._handler.start()
         self._handler.send(Message(Topic.HELLO, {"site": self.site, "pid": os.getpid()}))
         self._timeline.record(EventKind.INIT, site=self.site, launch_once=self.settings.launch_once)
-        failpoint("agent.after_init", site=self.site)
+        failpoint("agent.after_init", site=self.site, round=self._launch_round)
 
     def is_running(self) -> bool:
         return self._running.is_set()
@@ -226,7 +231,7 @@ class Agent:
 
     def exit(self, code: int) -> None:
         """Say goodbye on the pipe, release everything, end the process via the seam."""
-        failpoint("agent.before_exit", site=self.site, round=self._round)
+        failpoint("agent.before_exit", site=self.site, round=self._round or self._launch_round)
         self.close()
         self._timeline.record(EventKind.EXIT, site=self.site, round=self._round, returncode=code)
         self._exit_fn(code)
@@ -248,9 +253,26 @@ class Agent:
     def _on_status(self, message: Message) -> None:
         """END from the client ends the script's loop; a vanished client ends the process."""
         self._running.clear()
-        if message.topic == Topic.PEER_GONE:
+        if message.topic == Topic.PEER_GONE and not self._pipe_broken:
             log.error("%s: client is gone (%s); exiting", self.site, message.payload.get("reason"))
             self._exit_fn(EXIT_PEER_GONE)
+
+    # -- fault actions (``call(NAME)`` failpoints) ----------------------------
+
+    def _break_pipe(self) -> None:
+        """The pipe's socket dies under a process that keeps running (and stays silent)."""
+        log.warning("%s: failpoint broke the pipe; the process keeps running", self.site)
+        self._pipe_broken = True
+        self._pipe.close()
+        threading.Event().wait()
+
+    def _linger_in_thread(self) -> None:
+        """A non-daemon thread that never ends holds the process at exit."""
+        lingering = threading.Thread(
+            target=threading.Event().wait, name="lingering-user-thread", daemon=False
+        )
+        lingering.start()
+        lingering.join()
 
     # -- helpers -----------------------------------------------------------
 
@@ -268,6 +290,12 @@ class Agent:
         if self._round is None:
             raise RuntimeError("send() before receive()")
         return self._round
+
+
+def _launch_round() -> int | None:
+    """The round this process was launched for (set by the executor per launch)."""
+    value = os.environ.get(LAUNCH_ROUND_ENV)
+    return int(value) if value else None
 
 
 def _load_class(path: str) -> type[Agent]:

@@ -446,6 +446,7 @@ class DownloadService:
                 name=ref.name,
                 tensor_id=ref.tensor_id,
                 nbytes=ref.nbytes,
+                sha256=ref.sha256,
             )
         if all_done and self._on_all_downloaded is not None:
             self._on_all_downloaded()
@@ -630,7 +631,13 @@ class Downloader:
             except BaseException as exc:
                 self._record(EventKind.DOWNLOAD_FAILED, ref, reason=f"{type(exc).__name__}: {exc}")
                 raise
-            self._record(EventKind.DOWNLOAD_DONE, ref, name=ref.name, nbytes=ref.nbytes)
+            self._record(
+                EventKind.DOWNLOAD_DONE,
+                ref,
+                name=ref.name,
+                nbytes=ref.nbytes,
+                sha256=progress.sha.hexdigest(),
+            )
             return
 
     def _failed(self, ref: TensorRef, reason: str) -> DownloadError:

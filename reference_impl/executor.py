@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from reference_impl.agent import LAUNCH_ROUND_ENV
 from reference_impl.config import Timeouts
 from reference_impl.failpoints import failpoint
 from reference_impl.launcher import Launcher, RunStatus
@@ -93,6 +94,11 @@ class LauncherExecutor:
         self._round_boundary.set()
         self._deferred_thread: threading.Thread | None = None
 
+    @property
+    def launch_env(self) -> Mapping[str, str]:
+        """The environment every launch of the training script gets."""
+        return self._launch_env
+
     # -- one round ---------------------------------------------------------
 
     def execute(self, task: Task) -> RoundResult:
@@ -101,8 +107,13 @@ class LauncherExecutor:
         try:
             self._await_round_boundary()
             handler = self._launch(task)
-            self._send_task(handler, task)
-            result = self._await_result(handler, task)
+            # From the task on, the handler must not change until the result is in.
+            self.exchanger.begin_waiting(task.round)
+            try:
+                self._send_task(handler, task)
+                result = self._read_result(handler, task)
+            finally:
+                self.exchanger.end_waiting()
         except ExecutionError:
             self._enter(RoundState.FAILED)
             raise
@@ -131,7 +142,7 @@ class LauncherExecutor:
                 round=self._round,
                 timeout=self.timeouts.stop_wait,
             )
-        if not self._round_boundary.wait(self.timeouts.stop_wait):
+        if not self._wait_or_abort(self._round_boundary, self.timeouts.stop_wait):
             log.warning(
                 "%s: the previous round's deferred stop did not finish within %ss; forcing it",
                 self.site,
@@ -148,7 +159,10 @@ class LauncherExecutor:
         self._enter(RoundState.LAUNCHING)
         failpoint("executor.before_launch", site=self.site, round=task.round)
         handler = self.exchanger.handler_for_round(task.round)
-        launched = self.launcher.launch_task(f"{task.kind}-round-{task.round}", self._launch_env)
+        launched = self.launcher.launch_task(
+            f"{task.kind}-round-{task.round}",
+            {**self._launch_env, LAUNCH_ROUND_ENV: str(task.round)},
+        )
         if launched or self.launcher.needs_deferred_stop():
             self._enter(RoundState.WAITING_INIT)
             self._await_init(handler)
@@ -185,13 +199,6 @@ class LauncherExecutor:
         self.timeline.record(
             EventKind.TASK_SENT, site=self.site, round=task.round, task_kind=task.kind
         )
-
-    def _await_result(self, handler: PipeHandler, task: Task) -> RoundResult:
-        self.exchanger.begin_waiting(task.round)
-        try:
-            return self._read_result(handler, task)
-        finally:
-            self.exchanger.end_waiting()
 
     def _read_result(self, handler: PipeHandler, task: Task) -> RoundResult:
         deadline = time.monotonic() + self.timeouts.execution
@@ -257,6 +264,14 @@ class LauncherExecutor:
                 return False
         return True
 
+    def _wait_or_abort(self, event: threading.Event, timeout: float) -> bool:
+        """Wait for ``event`` up to ``timeout``; an abort ends the wait early (False)."""
+        deadline = time.monotonic() + timeout
+        while not event.wait(min(WAIT_SLICE * 2, max(0.0, deadline - time.monotonic()))):
+            if self.abort.is_set() or time.monotonic() >= deadline:
+                return False
+        return True
+
     def _check_abort(self) -> None:
         if self.abort.is_set():
             raise ExecutionAborted(f"{self.site}: job aborted")
@@ -291,16 +306,19 @@ class ClientAPILauncherExecutor(LauncherExecutor):
         """Wait for the natural exit (or the wait limit, or abort), then stop; always
         open the round boundary."""
         try:
-            exited = self._wait_for_exit(self.timeouts.stop_wait)
-            if not exited:
-                log.warning(
-                    "%s: round %s process did not exit by itself; stopping it", self.site, round
-                )
-            failpoint("executor.deferred_stop.before_stop", site=self.site, round=round)
-            self.launcher.stop_task()
+            self._wait_for_exit(self.timeouts.stop_wait)
+            self._stop_after_wait(round)
         except Exception:
             log.exception("%s: deferred stop of round %s failed", self.site, round)
         finally:
             self.timeline.record(EventKind.DEFERRED_STOP_DONE, site=self.site, round=round)
             self._enter(RoundState.DONE)
             self._round_boundary.set()
+
+    def _stop_after_wait(self, round: int) -> None:
+        if self.launcher.check_run_status() is RunStatus.RUNNING:
+            log.warning(
+                "%s: round %s process did not exit by itself; stopping it", self.site, round
+            )
+        failpoint("executor.deferred_stop.before_stop", site=self.site, round=round)
+        self.launcher.stop_task()

@@ -169,7 +169,7 @@ class Server:
         deadline = time.monotonic() + self.config.timeouts.submit_update
         while pending:
             if self.abort.is_set():
-                raise RoundFailed("job aborted")
+                raise self._aborted()
             try:
                 sub = self.submissions.get(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
@@ -200,9 +200,14 @@ class Server:
             while thread.is_alive():
                 thread.join(0.1)
                 if self.abort.is_set():
-                    raise RoundFailed("job aborted")
+                    raise self._aborted()
         if errors:
             raise RoundFailed(errors[0])
+
+    def _aborted(self) -> RoundFailed:
+        """Stop pulling (a download may be stuck on a dead peer) and say why."""
+        self.downloader.cancel()
+        return RoundFailed("job aborted")
 
     def _download(
         self, site: str, round: int, refs: list[TensorRef], sink: WeightedSumSink, errors: list[str]

@@ -8,35 +8,15 @@ import numpy as np
 import psutil
 import pytest
 
+from pytest_flrelia.invariants import expected_global_model
 from reference_impl import failpoints
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.job import JobResult, run_job
-from reference_impl.server import initial_model
 from reference_impl.timeline import EventKind
-from reference_impl.train_script import local_update, site_weight
 
 pytestmark = pytest.mark.slow
 
 FAST = Timeouts.fast()
-
-
-def expected_global_model(config: JobConfig) -> dict[str, np.ndarray]:
-    """The weighted average, computed here without the server's code."""
-    model = initial_model(config)
-    for round in range(1, config.rounds + 1):
-        if round in config.validate_rounds:
-            continue
-        sites = config.site_names()
-        weights = [site_weight(s) for s in sites]
-        updates = [local_update(model, s, round) for s in sites]
-        model = {
-            name: (
-                sum(w * u[name].astype(np.float64) for w, u in zip(weights, updates, strict=True))
-                / sum(weights)
-            ).astype(model[name].dtype)
-            for name in model
-        }
-    return model
 
 
 def assert_no_process_left(result: JobResult) -> None:

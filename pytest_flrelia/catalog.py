@@ -1,0 +1,434 @@
+"""What a scenario may name: faults and their parameters, invariants, known bugs.
+
+Declarations only.  The scenario loader validates against them, the schema
+generator turns them into JSON Schema, the docs describe them; the code that
+*injects* a fault or *checks* an invariant lives elsewhere and looks entries
+up here by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+from pytest_flrelia.units import UnitError, parse_duration
+
+KNOWN_BUG_SLUGS: Mapping[str, str] = MappingProxyType(
+    {
+        "sync-stop": "executor stops the subprocess right after execute() gets the result",
+        "launch-once-exits": "agent exits unconditionally after the download gate",
+        "deferred-stop-race": "next launch does not wait for the previous round's deferred stop",
+        "stale-peer-gone": "status callback not bound to its handler: an old PEER_GONE stops "
+        "the new round",
+        "fast-path-skips-exit": "agent returns early when nothing is to download, skipping the "
+        "exit logic",
+        "stopped-handler-reused": "a handler stopped by a status event is started again next round",
+        "heartbeat-broken-pipe": "a heartbeat send error escapes its thread; peer-gone is never "
+        "reported",
+        "deferred-event-not-set": "round-boundary event not set in finally when stop_task() raises",
+        "validate-waits": "download gate waits although nothing was published",
+        "handler-replaced-mid-execute": "a concurrent event replaces the pipe handler while "
+        "execute() waits",
+        "stale-pipe-message": "the pipe is not cleared when a new handler is created",
+        "child-only-sigterm": "stop signals the direct child only, never escalates, waits on "
+        "its output",
+    }
+)
+"""The known-bug variants of SPEC section 3, in its order (KB1..KB12): slug -> one line."""
+
+Outcome = Literal["success", "failure"]
+OUTCOMES: tuple[Outcome, ...] = ("success", "failure")
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """A property checked after a run; ``outcomes`` says when it applies by default."""
+
+    name: str
+    summary: str
+    outcomes: frozenset[str]
+
+
+_BOTH = frozenset(OUTCOMES)
+INVARIANTS: Mapping[str, Invariant] = MappingProxyType(
+    {
+        inv.name: inv
+        for inv in (
+            Invariant("all_rounds_complete", "every round completes", frozenset({"success"})),
+            Invariant(
+                "tensors_intact",
+                "every aggregated tensor matches the checksum the client published",
+                _BOTH,
+            ),
+            Invariant(
+                "no_premature_stop", "no process is stopped while its downloads are pending", _BOTH
+            ),
+            Invariant(
+                "process_per_round",
+                "a fresh subprocess per round (launch_once false) or exactly one (true)",
+                frozenset({"success"}),
+            ),
+            Invariant("no_orphans", "no process of the run remains after it", _BOTH),
+            Invariant(
+                "stale_events_ignored", "status events from older rounds change nothing", _BOTH
+            ),
+            Invariant("within_bound", "the run ends within expect.within", _BOTH),
+            Invariant(
+                "clean_failure",
+                "an expected failure is prompt and its error matches expect.error",
+                frozenset({"failure"}),
+            ),
+            Invariant(
+                "prompt_exit",
+                "a per-round process exits by itself right after its download gate",
+                frozenset({"success"}),
+            ),
+        )
+    }
+)
+"""SPEC section 8 invariant names, in its order."""
+
+AT_POINTS: tuple[str, ...] = (
+    "before_init",
+    "after_task_received",
+    "after_result_sent",
+    "mid_download",
+    "after_download",
+)
+"""Points in a round where a signal, crash or broken pipe can strike the subprocess."""
+
+SIGNAL_NAMES: tuple[str, ...] = (
+    "SIGABRT",
+    "SIGALRM",
+    "SIGHUP",
+    "SIGINT",
+    "SIGKILL",
+    "SIGQUIT",
+    "SIGSTOP",
+    "SIGTERM",
+    "SIGUSR1",
+    "SIGUSR2",
+)
+"""Fixed (not read from this platform) so the shipped JSON Schema is the same everywhere."""
+
+ParamKind = Literal["duration", "int", "float", "signal", "choice", "bool"]
+PARAM_KINDS: tuple[ParamKind, ...] = ("duration", "int", "float", "signal", "choice", "bool")
+SCOPE_KEYS: tuple[str, ...] = ("site", "round")
+"""Keys every fault accepts besides its parameters: where and when it strikes."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a fault, with ``default`` written as a user would write it."""
+
+    name: str
+    kind: ParamKind
+    required: bool = False
+    default: object = None
+    """``None`` with ``required=False``: no static default; ``doc`` says what happens."""
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+    minimum: float | None = None
+
+
+@dataclass(frozen=True)
+class FaultType:
+    """A fault a scenario can inject; ``example`` is a complete, valid ``faults`` entry."""
+
+    name: str
+    summary: str
+    params: Mapping[str, Param]
+    example: Mapping[str, object]
+    round_required: bool = False
+    min_round: int = 1
+    """Smallest ``round`` the fault makes sense in (a stale event needs an older round)."""
+    voids: tuple[str, ...] = ()
+    """Invariants this fault makes meaningless, left out of a scenario's defaults."""
+
+
+class ParamError(ValueError):
+    """A fault entry that does not fit its declaration; ``key`` is the offending key."""
+
+    def __init__(
+        self,
+        key: str,
+        reason: str,
+        valid: Sequence[str] = (),
+        suggestion: str | None = None,
+    ) -> None:
+        self.key = key
+        self.reason = reason
+        self.valid = tuple(valid)
+        self.suggestion = suggestion
+        super().__init__(f"{key}: {reason}")
+
+
+def close_match(word: object, choices: Sequence[str]) -> str | None:
+    """The valid choice a typo most likely meant, if any is close enough."""
+    if not isinstance(word, str):
+        return None
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _params(*params: Param) -> Mapping[str, Param]:
+    return MappingProxyType({p.name: p for p in params})
+
+
+_AT = Param(
+    "at",
+    "choice",
+    required=True,
+    choices=AT_POINTS,
+    doc="the point in the round where it strikes",
+)
+
+CATALOG: Mapping[str, FaultType] = MappingProxyType(
+    {
+        fault.name: fault
+        for fault in (
+            FaultType(
+                "delayed_download",
+                "the server starts pulling this site's tensors `delay` late",
+                _params(Param("delay", "duration", required=True, doc="how late the pull starts")),
+                {"fault": "delayed_download", "site": "site-1", "round": 1, "delay": "500ms"},
+            ),
+            FaultType(
+                "early_sigterm",
+                "a signal reaches the training subprocess at a chosen point",
+                _params(
+                    _AT,
+                    Param(
+                        "signal",
+                        "signal",
+                        default="SIGTERM",
+                        choices=SIGNAL_NAMES,
+                        doc="the signal sent to the subprocess",
+                    ),
+                ),
+                {"fault": "early_sigterm", "at": "after_result_sent", "signal": "SIGTERM"},
+                voids=("prompt_exit",),
+            ),
+            FaultType(
+                "stale_peer_gone",
+                "a PEER_GONE from an older round's handler is delivered during `round`",
+                _params(
+                    Param(
+                        "from_round",
+                        "int",
+                        minimum=1,
+                        doc="the older round whose handler sends it; default: round - 1",
+                    )
+                ),
+                {"fault": "stale_peer_gone", "round": 2},
+                round_required=True,
+                min_round=2,
+            ),
+            FaultType(
+                "stuck_exit",
+                "the subprocess does not exit after its download gate",
+                _params(
+                    Param(
+                        "mode",
+                        "choice",
+                        default="hang",
+                        choices=("hang", "thread"),
+                        doc="hang: block in exit; thread: a non-daemon thread keeps it alive",
+                    )
+                ),
+                {"fault": "stuck_exit", "mode": "thread"},
+                voids=("prompt_exit",),
+            ),
+            FaultType(
+                "slow_start",
+                "the training script calls init() `delay` late",
+                _params(Param("delay", "duration", required=True, doc="how late init() runs")),
+                {"fault": "slow_start", "delay": "1s"},
+            ),
+            FaultType(
+                "crash",
+                "the training subprocess exits with `code` at a chosen point",
+                _params(_AT, Param("code", "int", default=1, doc="the exit code")),
+                {"fault": "crash", "at": "after_task_received", "code": 3},
+                voids=("prompt_exit",),
+            ),
+            FaultType(
+                "heartbeat_loss",
+                "the subprocess stops sending heartbeats",
+                _params(
+                    Param(
+                        "duration",
+                        "duration",
+                        doc="how long heartbeats stay off; default: forever",
+                    )
+                ),
+                {"fault": "heartbeat_loss", "duration": "3s"},
+                voids=("prompt_exit",),
+            ),
+            FaultType(
+                "broken_pipe",
+                "the subprocess closes its pipe socket at a chosen point",
+                _params(_AT),
+                {"fault": "broken_pipe", "at": "after_task_received"},
+                voids=("prompt_exit",),
+            ),
+            FaultType(
+                "corrupt_chunk",
+                "one bit of a served chunk flips after its digest was computed",
+                _params(
+                    Param("times", "int", default=1, minimum=1, doc="how many chunks are corrupted")
+                ),
+                {"fault": "corrupt_chunk", "times": 2},
+            ),
+            FaultType(
+                "slow_aggregation",
+                "the server aggregates `delay` late",
+                _params(Param("delay", "duration", required=True, doc="how late aggregation runs")),
+                {"fault": "slow_aggregation", "delay": "500ms"},
+            ),
+            FaultType(
+                "aux_event",
+                "an auxiliary event arrives while execute() waits for the result",
+                _params(),
+                {"fault": "aux_event", "round": 1},
+            ),
+            FaultType(
+                "stop_error",
+                "stop_task() raises once inside the deferred-stop thread",
+                _params(),
+                {"fault": "stop_error"},
+            ),
+            FaultType(
+                "stale_pipe_message",
+                "a late END or PEER_GONE from the previous round's process is left unread "
+                "in the pipe before `round`",
+                _params(
+                    Param(
+                        "topic",
+                        "choice",
+                        default="END",
+                        choices=("END", "PEER_GONE"),
+                        doc="the status message left in the pipe",
+                    )
+                ),
+                {"fault": "stale_pipe_message", "round": 2, "topic": "END"},
+                round_required=True,
+                min_round=2,
+            ),
+            FaultType(
+                "ignore_sigterm",
+                "the training script ignores SIGTERM: only SIGKILL stops it",
+                _params(),
+                {"fault": "ignore_sigterm"},
+            ),
+            FaultType(
+                "orphan_child",
+                "the training script starts a child process that holds its stdout open",
+                _params(),
+                {"fault": "orphan_child"},
+            ),
+        )
+    }
+)
+"""Every fault a scenario can name, by name."""
+
+
+def validate_params(fault_name: str, raw: Mapping[str, object], where: str) -> dict[str, object]:
+    """Parsed parameters of one fault entry, defaults filled in.
+
+    ``raw`` may be the whole ``faults`` entry: ``fault`` and the scope keys are
+    skipped.  Durations become seconds, signals :class:`signal.Signals`.  A
+    parameter without a static default stays ``None``.  Raises
+    :class:`ParamError` naming the offending key.
+    """
+    fault = CATALOG.get(fault_name)
+    if fault is None:
+        valid = sorted(CATALOG)
+        raise ParamError(
+            "fault", f"unknown fault {fault_name!r}", valid, close_match(fault_name, valid)
+        )
+    known = ("fault", *SCOPE_KEYS)
+    for key in raw:
+        if key not in known and key not in fault.params:
+            valid = sorted((*fault.params, *known))
+            raise ParamError(
+                key,
+                f"unknown parameter {key!r} for fault {fault_name!r}",
+                valid,
+                close_match(key, valid),
+            )
+    parsed: dict[str, object] = {}
+    for name, param in fault.params.items():
+        if name in raw:
+            parsed[name] = parse_param(param, raw[name], f"{where}.{name}")
+        elif param.required:
+            raise ParamError(name, f"fault {fault_name!r} needs parameter {name!r}")
+        elif param.default is not None:
+            parsed[name] = parse_param(param, param.default, f"{where}.{name}")
+        else:
+            parsed[name] = None
+    return parsed
+
+
+def parse_param(param: Param, value: object, where: str) -> object:
+    """One parameter value, parsed by its kind; :class:`ParamError` if it does not fit."""
+    if param.kind == "duration":
+        try:
+            return parse_duration(value, where)
+        except UnitError as err:
+            raise ParamError(param.name, err.reason, err.valid) from err
+    if param.kind in ("int", "float"):
+        number: int | float
+        if param.kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif (
+            param.kind == "float"
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+        ):
+            number = float(value)
+        else:
+            expected = "an integer" if param.kind == "int" else "a number"
+            raise ParamError(param.name, f"expected {expected}, got {value!r}")
+        if not math.isfinite(number):
+            raise ParamError(param.name, f"expected a finite number, got {value!r}")
+        if param.minimum is not None and number < param.minimum:
+            raise ParamError(param.name, f"must be >= {param.minimum:g}, got {value!r}")
+        return number
+    if param.kind == "bool":
+        if not isinstance(value, bool):
+            raise ParamError(param.name, f"expected true or false, got {value!r}")
+        return value
+    valid = list(param.choices)
+    if param.kind == "signal":
+        if value in valid and hasattr(signal, str(value)):
+            return signal.Signals[str(value)]
+        raise ParamError(param.name, f"unknown signal {value!r}", valid, close_match(value, valid))
+    if value not in valid:
+        raise ParamError(param.name, f"invalid value {value!r}", valid, close_match(value, valid))
+    return value
+
+
+__all__ = [
+    "AT_POINTS",
+    "CATALOG",
+    "INVARIANTS",
+    "KNOWN_BUG_SLUGS",
+    "OUTCOMES",
+    "PARAM_KINDS",
+    "SCOPE_KEYS",
+    "SIGNAL_NAMES",
+    "FaultType",
+    "Invariant",
+    "Param",
+    "ParamError",
+    "ParamKind",
+    "close_match",
+    "parse_param",
+    "validate_params",
+]

@@ -1,0 +1,144 @@
+"""Scenario files as pytest collectors: one item per (matrix-expanded) scenario.
+
+A file that does not load is one collection error showing the loader's
+``file:line: key: message`` text, no traceback; the other files are still
+collected.  Items run through :func:`pytest_flrelia.runner.run_scenario`,
+imported on first use so that collecting never imports the runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_flrelia.scenario import Scenario, ScenarioError, load_scenarios
+from pytest_flrelia.settings import Settings
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr, TracebackStyle
+
+SCENARIO_SUFFIXES: tuple[str, ...] = (".scenario.yaml", ".scenario.yml")
+SCENARIO_MARKER = "scenario"
+RUNNER_MODULE = "pytest_flrelia.runner"
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+"""The session's :class:`Settings`, put in ``config.stash`` by ``pytest_configure``."""
+OUTCOME_KEY = pytest.StashKey[object]()
+"""What ``run_scenario`` returned for an item (a ``runner.ScenarioOutcome``), in ``item.stash``."""
+_NAMES_KEY = pytest.StashKey[dict[str, tuple[Path, int]]]()
+"""Scenario name -> (file, line) where the session first saw it: names are session-unique."""
+
+
+def is_scenario_file(path: Path) -> bool:
+    return path.name.endswith(SCENARIO_SUFFIXES)
+
+
+class ScenarioFile(pytest.File):
+    """A ``*.scenario.yaml`` file."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            scenarios = load_scenarios(self.path)
+        except ScenarioError as err:
+            raise self.CollectError(err.format(self._shown_path())) from err
+        self._claim_names(scenarios)
+        for scenario in scenarios:
+            # An explicit string id is parsed like any test id, so a matrix name's
+            # "[...]" is its parameter part (pytest 9 compares structured ids: --lf).
+            item = ScenarioItem.from_parent(
+                self,
+                name=scenario.name,
+                nodeid=f"{self.nodeid}::{scenario.name}",
+                scenario=scenario,
+            )
+            item.add_marker(SCENARIO_MARKER)
+            for index, mark in enumerate(scenario.marks):
+                try:
+                    item.add_marker(mark)
+                except pytest.fail.Exception as err:  # unregistered under --strict-markers
+                    raise self.CollectError(
+                        ScenarioError(
+                            self.path, scenario.line, f"marks[{index}]", str(err.msg)
+                        ).format(self._shown_path())
+                    ) from err
+            item.extra_keyword_matches.update(scenario.catches)
+            yield item
+
+    def _claim_names(self, scenarios: list[Scenario]) -> None:
+        """Refuse a name another file of the session already uses."""
+        seen = self.config.stash.setdefault(_NAMES_KEY, {})
+        for scenario in scenarios:
+            first = seen.get(scenario.name)
+            if first is not None and first[0] != self.path:
+                raise self.CollectError(
+                    ScenarioError(
+                        self.path,
+                        scenario.line,
+                        "name",
+                        f"duplicate scenario name {scenario.name!r}; "
+                        f"first defined at {self._shown_path(first[0])}:{first[1]}",
+                    ).format(self._shown_path())
+                )
+        for scenario in scenarios:
+            seen.setdefault(scenario.name, (self.path, scenario.line))
+
+    def _shown_path(self, path: Path | None = None) -> str:
+        """``path`` as the user can open it from where pytest was started."""
+        path = self.path if path is None else path
+        invocation_dir = self.config.invocation_params.dir
+        return (
+            os.path.relpath(path, invocation_dir)
+            if path.is_relative_to(invocation_dir)
+            else str(path)
+        )
+
+
+class ScenarioItem(pytest.Item):
+    """One scenario run against the session's target."""
+
+    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+
+    def setup(self) -> None:
+        settings = self.config.stash[SETTINGS_KEY]
+        if self.scenario.target is not None and self.scenario.target != settings.target:
+            pytest.skip(
+                f"scenario is for target {self.scenario.target!r}; "
+                f"this session runs --flrelia-target={settings.target}"
+            )
+
+    def runtest(self) -> None:
+        runner = importlib.import_module(RUNNER_MODULE)
+        outcome: object = runner.run_scenario(
+            self.scenario, self.config.stash[SETTINGS_KEY], nodeid=self.nodeid
+        )
+        self.stash[OUTCOME_KEY] = outcome
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: TracebackStyle | None = None,
+    ) -> str | TerminalRepr:
+        """A scenario failure is its report, which already says what happened: no traceback."""
+        failure_type = getattr(sys.modules.get(RUNNER_MODULE), "ScenarioFailure", None)
+        if isinstance(failure_type, type) and isinstance(excinfo.value, failure_type):
+            return str(getattr(excinfo.value, "report", excinfo.value))
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        # pytest counts lines from 0 here and adds 1 when it shows them.
+        return self.path, self.scenario.line - 1, f"scenario: {self.scenario.name}"
+
+
+def collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
+    """The collector for ``file_path`` if it is a scenario file."""
+    if not is_scenario_file(file_path):
+        return None
+    return ScenarioFile.from_parent(parent, path=file_path)

@@ -1,0 +1,323 @@
+"""How each fault of the catalog is injected: failpoints here and in the
+training subprocesses, misbehaving-script switches, and live actions that
+act on the running executors the moment a timeline event is seen.
+
+:func:`build_plan` turns a scenario's ``faults`` into a :class:`FaultPlan`;
+the target applies it.  The declarations (names, parameters, docs) live in
+:mod:`pytest_flrelia.catalog`.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pytest_flrelia.scenario import FaultSpec
+from reference_impl.config import JobConfig
+from reference_impl.executor import LauncherExecutor
+from reference_impl.pipe import PIPE_SECRET_ENV, Pipe
+from reference_impl.timeline import Event, EventKind, Timeline
+from reference_impl.train_script import BEHAVIOUR_ENV, IGNORE_SIGTERM, SPAWN_CHILD
+from reference_impl.wire import Message, Topic
+
+AT_FAILPOINTS: Mapping[str, str] = {
+    "before_init": "agent.before_init",
+    "after_task_received": "agent.after_task_received",
+    "after_result_sent": "agent.after_result_sent",
+    "mid_download": "download.after_chunk",
+    "after_download": "agent.after_download",
+}
+"""Where in the training subprocess each ``at:`` point of a fault strikes."""
+
+STALE_DELIVERY_TIMEOUT = 2.0
+"""How long a live action waits for an injected message to reach the pipe."""
+
+Executors = Mapping[str, LauncherExecutor]
+
+
+@dataclass
+class LiveAction:
+    """Runs ``act`` once, when the first event matching ``trigger`` is recorded."""
+
+    fault: str
+    description: str
+    trigger: Callable[[Event], bool]
+    act: Callable[[Event, Executors, Timeline], None]
+    round_offset: int = 0
+    """The round the fault is aimed at, relative to the triggering event's round."""
+
+    def attach(self, timeline: Timeline, executors: Executors) -> Callable[[], None]:
+        fired = threading.Event()
+        lock = threading.Lock()
+
+        def listener(event: Event) -> None:
+            if fired.is_set() or not self.trigger(event):
+                return
+            with lock:
+                if fired.is_set():
+                    return
+                fired.set()
+            timeline.record(
+                EventKind.FAULT,
+                site=event.site,
+                round=event.round,
+                process="harness",
+                fault=self.fault,
+                description=self.description,
+                affects_round=None if event.round is None else event.round + self.round_offset,
+            )
+            self.act(event, executors, timeline)
+
+        return timeline.subscribe(listener)
+
+
+@dataclass
+class FaultPlan:
+    """Everything the harness does to one run."""
+
+    local_failpoints: list[str] = field(default_factory=list)
+    subprocess_failpoints: list[str] = field(default_factory=list)
+    script_behaviours: set[str] = field(default_factory=set)
+    live_actions: list[LiveAction] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    """One readable line per injected fault, for reports and the session summary."""
+
+    def local_spec(self) -> str:
+        return ";".join(self.local_failpoints)
+
+    def subprocess_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.subprocess_failpoints:
+            env["FLRELIA_FAILPOINTS"] = ";".join(self.subprocess_failpoints)
+        if self.script_behaviours:
+            env[BEHAVIOUR_ENV] = ",".join(sorted(self.script_behaviours))
+        return env
+
+    def attach(self, timeline: Timeline, executors: Executors) -> Callable[[], None]:
+        detachers = [action.attach(timeline, executors) for action in self.live_actions]
+
+        def detach_all() -> None:
+            for detach in detachers:
+                detach()
+
+        return detach_all
+
+
+def build_plan(faults: Sequence[FaultSpec], job: JobConfig) -> FaultPlan:
+    plan = FaultPlan()
+    for spec in faults:
+        _BUILDERS[spec.fault](spec, job, plan)
+        plan.faults.append(_describe(spec))
+    return plan
+
+
+# -- one builder per fault ------------------------------------------------------
+
+
+def _scope(spec: FaultSpec, *, with_round: bool = True) -> str:
+    parts = []
+    if spec.site is not None:
+        parts.append(f"site={spec.site}")
+    if with_round and spec.round is not None:
+        parts.append(f"round={spec.round}")
+    return f"[{','.join(parts)}]" if parts else ""
+
+
+def _ms(seconds: object) -> int:
+    assert isinstance(seconds, float | int)
+    return round(float(seconds) * 1000)
+
+
+def _at(spec: FaultSpec) -> str:
+    return AT_FAILPOINTS[str(spec.params["at"])]
+
+
+def _signal_name(value: object) -> str:
+    return signal.Signals(value).name if isinstance(value, int) else str(value)
+
+
+def _delayed_download(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.local_failpoints.append(
+        f"server.before_download{_scope(spec)}=sleep({_ms(spec.params['delay'])})"
+    )
+
+
+def _early_signal(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.subprocess_failpoints.append(
+        f"{_at(spec)}{_scope(spec)}=1*signal({_signal_name(spec.params['signal'])})"
+    )
+
+
+def _crash(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.subprocess_failpoints.append(f"{_at(spec)}{_scope(spec)}=1*exit({spec.params['code']})")
+
+
+def _broken_pipe(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.subprocess_failpoints.append(f"{_at(spec)}{_scope(spec)}=1*call(break_pipe)")
+
+
+def _slow_start(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.subprocess_failpoints.append(
+        f"agent.before_init{_scope(spec)}=sleep({_ms(spec.params['delay'])})"
+    )
+
+
+def _stuck_exit(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    action = "hang" if spec.params.get("mode", "hang") == "hang" else "call(linger_thread)"
+    plan.subprocess_failpoints.append(f"agent.before_exit{_scope(spec)}={action}")
+
+
+def _heartbeat_loss(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    duration = spec.params.get("duration")
+    action = "hang" if duration is None else f"1*sleep({_ms(duration)})"
+    plan.subprocess_failpoints.append(
+        f"pipe_handler.before_heartbeat{_scope(spec, with_round=False)}={action}"
+    )
+
+
+def _corrupt_chunk(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.subprocess_failpoints.append(
+        f"download.corrupt_chunk{_scope(spec)}={spec.params.get('times', 1)}*return"
+    )
+
+
+def _slow_aggregation(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    scope = f"[round={spec.round}]" if spec.round is not None else ""
+    plan.local_failpoints.append(
+        f"server.before_aggregate{scope}=sleep({_ms(spec.params['delay'])})"
+    )
+
+
+def _stop_error(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.local_failpoints.append(
+        f"executor.deferred_stop.before_stop{_scope(spec)}="
+        "1*raise(RuntimeError, injected stop_task failure)"
+    )
+
+
+def _ignore_sigterm(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.script_behaviours.add(IGNORE_SIGTERM)
+
+
+def _orphan_child(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.script_behaviours.add(SPAWN_CHILD)
+
+
+def _matches(kind: EventKind, spec: FaultSpec, round: int | None) -> Callable[[Event], bool]:
+    def trigger(event: Event) -> bool:
+        return (
+            event.kind is kind
+            and (spec.site is None or event.site == spec.site)
+            and (round is None or event.round == round)
+        )
+
+    return trigger
+
+
+def _stale_peer_gone(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    assert spec.round is not None
+    from_round = int(str(spec.params.get("from_round") or spec.round - 1))
+
+    def act(event: Event, executors: Executors, timeline: Timeline) -> None:
+        exchanger = executors[str(event.site)].exchanger
+        old = [h for h in exchanger.retired if h.round == from_round]
+        if not old:
+            timeline.record(
+                EventKind.ERROR,
+                site=event.site,
+                round=event.round,
+                process="harness",
+                reason=f"no retired handler of round {from_round} to send a stale PEER_GONE",
+            )
+            return
+        old[-1].notify_status(
+            Message(
+                Topic.PEER_GONE, {"reason": f"stale: injected into round {from_round}'s handler"}
+            )
+        )
+
+    plan.live_actions.append(
+        LiveAction(
+            "stale_peer_gone",
+            f"stale PEER_GONE from round {from_round}'s handler during round {spec.round}",
+            _matches(EventKind.TASK_SENT, spec, spec.round),
+            act,
+        )
+    )
+
+
+def _aux_event(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    def act(event: Event, executors: Executors, timeline: Timeline) -> None:
+        executors[str(event.site)].exchanger.on_aux_event("aux-task")
+
+    plan.live_actions.append(
+        LiveAction(
+            "aux_event",
+            "an auxiliary event while execute() waits for the result",
+            _matches(EventKind.TASK_SENT, spec, spec.round),
+            act,
+        )
+    )
+
+
+def _stale_pipe_message(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    """A goodbye from the previous round's process arrives after its handler stopped."""
+    assert spec.round is not None
+    topic = str(spec.params.get("topic") or Topic.END)
+
+    def act(event: Event, executors: Executors, timeline: Timeline) -> None:
+        executor = executors[str(event.site)]
+        pipe = executor.exchanger.pipe
+        secret = bytes.fromhex(executor.launch_env[PIPE_SECRET_ENV])
+        late = Pipe.connect(pipe.address, secret, name=f"late-{event.site}")
+        try:
+            before = pipe.pending
+            late.send(Message(topic, {"site": event.site, "reason": "late goodbye"}))
+            pipe.wait_pending(before + 1, STALE_DELIVERY_TIMEOUT)
+        finally:
+            late.close()
+
+    plan.live_actions.append(
+        LiveAction(
+            "stale_pipe_message",
+            f"a late {topic} left in the pipe before round {spec.round}",
+            _matches(EventKind.DEFERRED_STOP_DONE, spec, spec.round - 1),
+            act,
+            round_offset=1,
+        )
+    )
+
+
+_BUILDERS: Mapping[str, Callable[[FaultSpec, JobConfig, FaultPlan], None]] = {
+    "delayed_download": _delayed_download,
+    "early_sigterm": _early_signal,
+    "stale_peer_gone": _stale_peer_gone,
+    "stuck_exit": _stuck_exit,
+    "slow_start": _slow_start,
+    "crash": _crash,
+    "heartbeat_loss": _heartbeat_loss,
+    "broken_pipe": _broken_pipe,
+    "corrupt_chunk": _corrupt_chunk,
+    "slow_aggregation": _slow_aggregation,
+    "aux_event": _aux_event,
+    "stop_error": _stop_error,
+    "stale_pipe_message": _stale_pipe_message,
+    "ignore_sigterm": _ignore_sigterm,
+    "orphan_child": _orphan_child,
+}
+
+
+def _describe(spec: FaultSpec) -> str:
+    params = ", ".join(
+        f"{k}={_signal_name(v) if isinstance(v, signal.Signals) else v}"
+        for k, v in spec.params.items()
+        if v is not None
+    )
+    where = ", ".join(p for p in (spec.site, f"round {spec.round}" if spec.round else None) if p)
+    return f"{spec.fault}({params})" + (f" at {where}" if where else "")
+
+
+def fault_names() -> Iterable[str]:
+    return _BUILDERS.keys()

@@ -1,0 +1,397 @@
+"""The invariants of SPEC §5, checked over a run's timeline and process table.
+
+Each check is a function ``(RunRecord) -> Check``.  A check that has nothing
+to look at in a run (no stale event was injected, no tensor was published)
+says so with ``applicable=False`` instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pytest_flrelia.report import CheckFailure
+from reference_impl.config import JobConfig
+from reference_impl.job import JobResult
+from reference_impl.messages import Array
+from reference_impl.server import initial_model
+from reference_impl.timeline import Event, EventKind
+from reference_impl.train_script import local_update, site_weight
+
+PROMPT_EXIT_SECONDS = 2.0
+"""How long a per-round process may take to exit after its gate opened."""
+STALE_FAULTS = ("stale_peer_gone", "stale_pipe_message", "aux_event")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything the checks may look at."""
+
+    result: JobResult | None
+    events: Sequence[Event]
+    survivors: Sequence[str]
+    seconds: float
+    within: float
+    timed_out: bool
+    outcome: str
+    error_pattern: str | None
+    harness_error: str | None = None
+    reference_model: bool = True
+    """Whether the target runs the reference training script (its model can be recomputed)."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    expected: str
+    seen: str
+    at: float | None = None
+    evidence: tuple[Event, ...] = ()
+    applicable: bool = True
+
+    def failure(self) -> CheckFailure:
+        return CheckFailure(self.name, self.expected, self.seen, self.at, self.evidence)
+
+
+def _pass(name: str, expected: str, seen: str) -> Check:
+    return Check(name, True, expected, seen)
+
+
+def _na(name: str, why: str) -> Check:
+    return Check(name, True, "", why, applicable=False)
+
+
+def _of(events: Sequence[Event], kind: EventKind) -> list[Event]:
+    return [e for e in events if e.kind is kind]
+
+
+def _train(event: Event) -> bool:
+    return event.process.startswith("train-")
+
+
+# -- the expectation ----------------------------------------------------------------
+
+
+def expectation(run: RunRecord) -> Check:
+    expected = f"outcome {run.outcome}" + (
+        f" with an error matching /{run.error_pattern}/" if run.error_pattern else ""
+    )
+    if run.harness_error:
+        return Check("expectation", False, expected, f"the harness failed: {run.harness_error}")
+    if run.result is None:
+        return Check("expectation", False, expected, "the run never finished")
+    end = next((e for e in reversed(run.events) if e.kind is EventKind.JOB_END), None)
+    at = end.ts if end else None
+    if run.outcome == "success":
+        if run.result.ok:
+            return _pass("expectation", expected, "success")
+        return Check("expectation", False, expected, f"failure: {run.result.error}", at)
+    if run.result.ok:
+        return Check("expectation", False, expected, "success", at)
+    error = run.result.error or ""
+    if run.error_pattern and not re.search(run.error_pattern, error):
+        return Check("expectation", False, expected, f"failure: {error}", at)
+    return _pass("expectation", expected, f"failure: {error}")
+
+
+# -- SPEC §8 invariants -----------------------------------------------------------------
+
+
+def all_rounds_complete(run: RunRecord) -> Check:
+    name = "all_rounds_complete"
+    if run.result is None:
+        return Check(name, False, "every round completes", "the run never finished")
+    rounds = run.result.config.rounds
+    done = [r.round for r in run.result.rounds if r.ok]
+    expected = f"rounds 1..{rounds} complete"
+    if len(done) == rounds:
+        return _pass(name, expected, f"{rounds} of {rounds} rounds complete")
+    failed = [e for e in _of(run.events, EventKind.ROUND_END) if not e.detail.get("ok")]
+    first = failed[0] if failed else None
+    reason = first.detail.get("error") if first else run.result.error
+    return Check(
+        name,
+        False,
+        expected,
+        f"{len(done)} of {rounds} complete; round {len(done) + 1}: {reason}",
+        first.ts if first else None,
+        tuple(failed[:1]),
+    )
+
+
+def tensors_intact(run: RunRecord) -> Check:
+    name = "tensors_intact"
+    published = {
+        (e.site, e.round, e.detail.get("name")): e.detail.get("sha256")
+        for e in _of(run.events, EventKind.TENSOR_SERVED)
+    }
+    downloads = _of(run.events, EventKind.DOWNLOAD_DONE)
+    if not downloads:
+        return _na(name, "no tensor was downloaded")
+    for done in downloads:
+        key = (done.site, done.round, done.detail.get("name"))
+        want = published.get(key)
+        if want is not None and done.detail.get("sha256") != want:
+            return Check(
+                name,
+                False,
+                f"{key} arrives with the checksum its site published",
+                f"sha256 {done.detail.get('sha256')} != published {want}",
+                done.ts,
+                (done,),
+            )
+    if run.result is not None and run.result.ok and run.reference_model:
+        expected_model = expected_global_model(run.result.config)
+        for tensor, array in expected_model.items():
+            got = run.result.global_model.get(tensor)
+            if got is None or not np.allclose(got, array, rtol=1e-9, atol=1e-12):
+                return Check(
+                    name,
+                    False,
+                    f"global tensor {tensor} equals the weighted average",
+                    "it differs from the average recomputed by the harness",
+                )
+    return _pass(name, "every tensor intact", f"{len(downloads)} tensors verified")
+
+
+def expected_global_model(config: JobConfig) -> dict[str, Array]:
+    """The weighted average of every round, recomputed from the training script's
+    pure update rule without any of the server's code."""
+    model = initial_model(config)
+    for round in range(1, config.rounds + 1):
+        if round in config.validate_rounds:
+            continue
+        sites = config.site_names()
+        weights = [site_weight(s) for s in sites]
+        updates = [local_update(model, s, round) for s in sites]
+        averaged: dict[str, Array] = {}
+        for name, array in model.items():
+            total = np.zeros(array.shape, dtype=np.float64)
+            for weight, update in zip(weights, updates, strict=True):
+                total += weight * update[name].astype(np.float64)
+            averaged[name] = (total / sum(weights)).astype(array.dtype)
+        model = averaged
+    return model
+
+
+def no_premature_stop(run: RunRecord) -> Check:
+    """No stop reaches a process whose published tensors are still being downloaded."""
+    name = "no_premature_stop"
+    published = [
+        e for e in _of(run.events, EventKind.RESULT_SENT) if int(e.detail.get("tensors", 0))
+    ]
+    if not published:
+        return _na(name, "no result had tensors to download")
+    stops = _of(run.events, EventKind.STOP_REQUESTED)
+    for sent in published:
+        released = [
+            e
+            for e in run.events
+            if e.pid == sent.pid
+            and e.ts >= sent.ts
+            and _train(e)
+            and (
+                e.kind in (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT, EventKind.FAILPOINT)
+                and (
+                    e.kind is not EventKind.FAILPOINT
+                    or str(e.detail.get("action", "")).startswith(("signal", "exit"))
+                )
+            )
+        ]
+        release_ts = released[0].ts if released else None
+        for stop in stops:
+            if stop.detail.get("pid") != sent.pid or stop.ts < sent.ts:
+                continue
+            if release_ts is None or stop.ts < release_ts:
+                return Check(
+                    name,
+                    False,
+                    f"{sent.site} round {sent.round}: pid {sent.pid} is stopped only after the "
+                    f"server downloaded its {sent.detail.get('tensors')} tensors",
+                    "stop requested while the download gate was still closed"
+                    + (
+                        ""
+                        if release_ts is None
+                        else f" ({(release_ts - stop.ts) * 1000:.0f} ms early)"
+                    ),
+                    stop.ts,
+                    (sent, stop),
+                )
+    return _pass(name, "stops only after downloads", f"{len(published)} results checked")
+
+
+def process_per_round(run: RunRecord) -> Check:
+    name = "process_per_round"
+    if run.result is None:
+        return _na(name, "the run never finished")
+    launch_once = run.result.config.launch_once
+    by_site: dict[str, list[Event]] = defaultdict(list)
+    for e in _of(run.events, EventKind.RESULT_SENT):
+        by_site[str(e.site)].append(e)
+    launches: dict[str, list[Event]] = defaultdict(list)
+    for e in _of(run.events, EventKind.LAUNCH):
+        launches[str(e.site)].append(e)
+    for site, results in sorted(by_site.items()):
+        pids = [e.pid for e in results]
+        if launch_once:
+            if len(set(pids)) != 1 or len(launches[site]) != 1:
+                return Check(
+                    name,
+                    False,
+                    f"{site}: one process serves every round",
+                    f"{len(launches[site])} launches, result pids {pids}",
+                    launches[site][-1].ts if launches[site] else None,
+                    tuple(launches[site][:3]),
+                )
+        elif len(set(pids)) != len(pids):
+            return Check(
+                name,
+                False,
+                f"{site}: a fresh process per round",
+                f"result pids {pids}: a process answered twice",
+                results[-1].ts,
+                tuple(results[-2:]),
+            )
+    mode = "one process for all rounds" if launch_once else "one process per round"
+    return _pass(name, mode, f"{sum(len(v) for v in launches.values())} launches")
+
+
+def no_orphans(run: RunRecord) -> Check:
+    name = "no_orphans"
+    if run.survivors:
+        return Check(name, False, "no process of the run remains", "; ".join(run.survivors))
+    return _pass(name, "no process of the run remains", "none remained")
+
+
+def stale_events_ignored(run: RunRecord) -> Check:
+    name = "stale_events_ignored"
+    injected = [
+        e for e in _of(run.events, EventKind.FAULT) if e.detail.get("fault") in STALE_FAULTS
+    ]
+    if not injected:
+        return _na(name, "no stale event was injected")
+    for fault in injected:
+        site, round = fault.site, fault.detail.get("affects_round")
+        what = fault.detail.get("description")
+        stopped = [
+            e
+            for e in _of(run.events, EventKind.HANDLER_STOPPED)
+            if e.site == site and e.round == round and e.ts >= fault.ts
+        ]
+        result = [
+            e
+            for e in _of(run.events, EventKind.RESULT_RECEIVED)
+            if e.site == site and e.round == round
+        ]
+        if stopped and (not result or stopped[0].ts < result[0].ts):
+            return Check(
+                name,
+                False,
+                f"{site} round {round} keeps its pipe handler despite {what}",
+                "the current handler was stopped by the stale event",
+                stopped[0].ts,
+                (fault, stopped[0]),
+            )
+        if not result:
+            return Check(
+                name,
+                False,
+                f"{site} round {round} completes despite {what}",
+                f"round {round} never got its result",
+                fault.ts,
+                (fault,),
+            )
+    return _pass(name, "stale events change nothing", f"{len(injected)} stale events ignored")
+
+
+def within_bound(run: RunRecord) -> Check:
+    name = "within_bound"
+    expected = f"the run ends within {run.within:g}s"
+    if run.timed_out or run.seconds > run.within:
+        return Check(
+            name, False, expected, f"still running after {run.seconds:.2f}s; stopped by the harness"
+        )
+    return _pass(name, expected, f"ended after {run.seconds:.2f}s")
+
+
+def clean_failure(run: RunRecord) -> Check:
+    name = "clean_failure"
+    expected = "a prompt failure whose error says what happened"
+    if run.result is None or run.result.ok:
+        return Check(name, False, expected, "the run did not fail")
+    error = run.result.error or ""
+    if not error.strip():
+        return Check(name, False, expected, "the run failed without an error message")
+    if run.timed_out:
+        return Check(name, False, expected, "the failure was not prompt: the bound ran out first")
+    return _pass(name, expected, error)
+
+
+def prompt_exit(run: RunRecord) -> Check:
+    """A per-round process exits by itself soon after its gate (or its result, with
+    nothing to download), instead of lingering until the deferred stop kills it."""
+    name = "prompt_exit"
+    if run.result is None or run.result.config.launch_once:
+        return _na(name, "one process serves every round")
+    sent = _of(run.events, EventKind.RESULT_SENT)
+    if not sent:
+        return _na(name, "no result was sent")
+    for result in sent:
+        mine = [e for e in run.events if e.pid == result.pid and _train(e) and e.ts >= result.ts]
+        released = next(
+            (e for e in mine if e.kind in (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT)), None
+        )
+        start = released.ts if released else result.ts
+        if int(result.detail.get("tensors", 0)) and released is None:
+            continue  # never downloaded: another invariant (or the expectation) speaks
+        exited = next((e for e in mine if e.kind is EventKind.EXIT), None)
+        if exited is None or exited.ts - start > PROMPT_EXIT_SECONDS:
+            lingered = (
+                "never exited by itself"
+                if exited is None
+                else (f"exited {exited.ts - start:.2f}s later")
+            )
+            return Check(
+                name,
+                False,
+                f"{result.site} round {result.round}: pid {result.pid} exits within "
+                f"{PROMPT_EXIT_SECONDS:g}s of its {'gate' if released else 'result'}",
+                lingered,
+                start,
+                (result, *(x for x in (released, exited) if x)),
+            )
+    return _pass(name, "per-round processes exit promptly", f"{len(sent)} processes exited")
+
+
+CHECKS: Mapping[str, Callable[[RunRecord], Check]] = {
+    "all_rounds_complete": all_rounds_complete,
+    "tensors_intact": tensors_intact,
+    "no_premature_stop": no_premature_stop,
+    "process_per_round": process_per_round,
+    "no_orphans": no_orphans,
+    "stale_events_ignored": stale_events_ignored,
+    "within_bound": within_bound,
+    "clean_failure": clean_failure,
+    "prompt_exit": prompt_exit,
+}
+
+
+@dataclass
+class Verdict:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def evaluate(run: RunRecord, invariants: Sequence[str]) -> Verdict:
+    """The expectation, then each named invariant, in order."""
+    verdict = Verdict([expectation(run)])
+    verdict.checks.extend(CHECKS[name](run) for name in invariants)
+    return verdict

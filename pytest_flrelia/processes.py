@@ -1,0 +1,78 @@
+"""Finding and reaping every process a scenario run started, wherever it went.
+
+Each run tags the processes it starts with a unique environment variable,
+inherited by every descendant: a grandchild that changed process group or
+was re-parented to init is still found by its tag.  Zombies count as gone
+(their parent or init reaps them).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psutil
+
+RUN_ID_ENV = "FLRELIA_RUN_ID"
+REAP_TIMEOUT = 5.0
+
+
+class ProcessGuard:
+    """The processes of one run: list the survivors, kill them."""
+
+    def __init__(self) -> None:
+        self.run_id = uuid.uuid4().hex
+        self._uid = os.getuid()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment to give every process of the run."""
+        return {RUN_ID_ENV: self.run_id}
+
+    def survivors(self) -> list[psutil.Process]:
+        """Live (non-zombie) processes carrying this run's tag."""
+        found = []
+        for process in psutil.process_iter(["uids", "status"]):
+            try:
+                if process.info["uids"].real != self._uid:
+                    continue
+                if process.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
+                if process.environ().get(RUN_ID_ENV) == self.run_id:
+                    found.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    def settle(self, timeout: float) -> list[psutil.Process]:
+        """Survivors that are still alive after waiting up to ``timeout`` for them to exit."""
+        survivors = self.survivors()
+        if survivors and timeout > 0:
+            _, alive = psutil.wait_procs(survivors, timeout=timeout)
+            survivors = [p for p in alive if _alive(p)]
+        return survivors
+
+    def kill_all(self) -> list[int]:
+        """SIGKILL every survivor and wait for them; returns the pids killed."""
+        survivors = self.survivors()
+        for process in survivors:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(survivors, timeout=REAP_TIMEOUT)
+        return [p.pid for p in survivors]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def describe(process: psutil.Process) -> str:
+    try:
+        return f"pid {process.pid} ({' '.join(process.cmdline())[:80]})"
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return f"pid {process.pid}"

@@ -1,0 +1,180 @@
+"""Run one scenario: build the job, apply its faults, enforce its bound, judge it.
+
+The job runs in a thread of this process (sites are threads, training code
+runs in real subprocesses).  When the ``within`` bound passes, the run is
+aborted, every process it started is killed (found by its run tag, wherever
+it went), and the bound is reported as a failed invariant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+from pytest_flrelia.catalog import CATALOG
+from pytest_flrelia.faults import build_plan
+from pytest_flrelia.invariants import Check, RunRecord, Verdict, evaluate
+from pytest_flrelia.processes import ProcessGuard, describe
+from pytest_flrelia.report import failure_report, write_artifacts
+from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
+from pytest_flrelia.settings import REFERENCE_TARGET, Settings
+from pytest_flrelia.targets import load_target
+from reference_impl.config import JobConfig, Timeouts
+from reference_impl.job import JobResult
+from reference_impl.timeline import EventKind, Timeline
+
+log = logging.getLogger(__name__)
+
+ABORT_GRACE = 15.0
+"""After the bound: how long the aborted job may take to unwind before we give up on it."""
+SETTLE = 1.0
+"""After the run: how long its processes may still take to exit before they count as orphans."""
+
+
+class ScenarioFailure(Exception):
+    """A scenario did not hold; ``report`` is the text pytest shows."""
+
+    def __init__(self, report: str, verdict: Verdict | None = None) -> None:
+        super().__init__(report)
+        self.report = report
+        self.verdict = verdict
+
+
+@dataclass(frozen=True)
+class ScenarioOutcome:
+    """What a passing (or failing) run looked like: for reports and the session summary."""
+
+    scenario: Scenario
+    verdict: Verdict
+    seconds: float
+    faults: tuple[str, ...]
+    result: JobResult | None
+
+
+def run_scenario(
+    scenario: Scenario, settings: Settings, *, nodeid: str | None = None
+) -> ScenarioOutcome:
+    """Run ``scenario`` against the session's target; raise :class:`ScenarioFailure` if it fails."""
+    scale = settings.time_scale
+    job = _scaled_job(scenario.job, scale)
+    faults = tuple(_scaled_fault(f, scale) for f in scenario.faults)
+    within = scenario.expect.within_or(settings.default_within) * scale
+    plan = build_plan(faults, job)
+    target = load_target(scenario.target or settings.target)
+    guard = ProcessGuard()
+    timeline = Timeline("server")
+    abort = threading.Event()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = target.run(
+                job,
+                plan,
+                known_bug=settings.known_bug,
+                timeline=timeline,
+                abort=abort,
+                env=guard.env,
+            )
+        except BaseException:  # reported as a harness error, never swallowed
+            box["error"] = traceback.format_exc()
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, name=f"flrelia-job-{scenario.name}", daemon=True)
+    thread.start()
+    thread.join(within)
+    timed_out = thread.is_alive()
+    if timed_out:
+        timeline.record(EventKind.ERROR, process="harness", reason=f"bound of {within:g}s passed")
+        abort.set()
+        guard.kill_all()
+        thread.join(ABORT_GRACE)
+    seconds = time.monotonic() - started
+    survivors = guard.settle(SETTLE)
+    orphans = [describe(p) for p in survivors]
+    guard.kill_all()
+    result = box.get("result")
+    record = RunRecord(
+        result=result if isinstance(result, JobResult) else None,
+        events=timeline.events(),
+        survivors=orphans,
+        seconds=seconds,
+        within=within,
+        timed_out=timed_out,
+        outcome=scenario.expect.outcome,
+        error_pattern=scenario.expect.error,
+        harness_error=_harness_error(box, thread),
+        reference_model=(scenario.target or settings.target) == REFERENCE_TARGET,
+    )
+    verdict = evaluate(record, applicable_invariants(scenario))
+    if settings.report_dir is not None:
+        write_artifacts(settings.report_dir, scenario.name, record.events)
+    outcome = ScenarioOutcome(scenario, verdict, seconds, tuple(plan.faults), record.result)
+    if verdict.failures:
+        raise ScenarioFailure(_report(scenario, settings, record, verdict, nodeid), verdict)
+    return outcome
+
+
+def applicable_invariants(scenario: Scenario) -> tuple[str, ...]:
+    """The scenario's invariants, or every one that applies to its outcome minus those
+    its faults make meaningless (a stuck exit cannot exit promptly)."""
+    if scenario.expect.invariants:
+        return scenario.expect.invariants
+    voided = {name for f in scenario.faults for name in CATALOG[f.fault].voids}
+    return tuple(n for n in default_invariants(scenario.expect.outcome) if n not in voided)
+
+
+def _harness_error(box: dict[str, object], thread: threading.Thread) -> str | None:
+    if "error" in box:
+        return str(box["error"]).strip().splitlines()[-1]
+    if thread.is_alive():
+        return f"the job did not unwind within {ABORT_GRACE:g}s of being aborted"
+    return None
+
+
+def _report(
+    scenario: Scenario, settings: Settings, record: RunRecord, verdict: Verdict, nodeid: str | None
+) -> str:
+    return failure_report(
+        scenario_name=scenario.name,
+        scenario_path=str(scenario.path),
+        line=scenario.line,
+        description=scenario.description,
+        failures=[c.failure() for c in _earliest_first(verdict.failures)],
+        events=record.events,
+        reproduce=nodeid or f"{scenario.path}::{scenario.name}",
+        known_bug=settings.known_bug,
+        seconds=record.seconds,
+    )
+
+
+def _earliest_first(checks: list[Check]) -> list[Check]:
+    """The violation seen first leads the report (and its swimlane)."""
+    return sorted(checks, key=lambda c: (c.at is None, c.at or 0.0))
+
+
+def _scaled_job(job: JobConfig, scale: float) -> JobConfig:
+    if scale == 1.0:
+        return job
+    timeouts = Timeouts(
+        **{f.name: getattr(job.timeouts, f.name) * scale for f in dataclasses.fields(Timeouts)}
+    )
+    return dataclasses.replace(job, timeouts=timeouts)
+
+
+def _scaled_fault(fault: FaultSpec, scale: float) -> FaultSpec:
+    if scale == 1.0:
+        return fault
+    kinds = {p.name: p.kind for p in CATALOG[fault.fault].params.values()}
+    params = {
+        k: (v * scale if kinds.get(k) == "duration" and isinstance(v, float | int) else v)
+        for k, v in fault.params.items()
+    }
+    return dataclasses.replace(fault, params=params)
+
+
+__all__ = ["ScenarioFailure", "ScenarioOutcome", "applicable_invariants", "run_scenario"]

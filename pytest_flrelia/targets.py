@@ -1,0 +1,84 @@
+"""Systems under test.  ``reference`` is built in; others plug in through the
+``flrelia.targets`` entry point group (the entry point names a class or a
+factory returning a :class:`Target`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import threading
+from collections.abc import Mapping
+from typing import Protocol
+
+from pytest_flrelia.faults import FaultPlan
+from pytest_flrelia.known_bugs import runtime_for
+from pytest_flrelia.settings import REFERENCE_TARGET, TARGETS_ENTRY_POINT_GROUP
+from reference_impl import failpoints
+from reference_impl.config import JobConfig
+from reference_impl.executor import LauncherExecutor
+from reference_impl.job import JobResult, run_job
+from reference_impl.timeline import Timeline
+
+
+class Target(Protocol):
+    """Runs one job with a fault plan applied and returns what happened."""
+
+    name: str
+
+    def run(
+        self,
+        job: JobConfig,
+        plan: FaultPlan,
+        *,
+        known_bug: str | None,
+        timeline: Timeline,
+        abort: threading.Event,
+        env: Mapping[str, str],
+    ) -> JobResult: ...
+
+
+class ReferenceTarget:
+    """The embedded reference runtime, or one of its known-bug variants."""
+
+    name = REFERENCE_TARGET
+
+    def run(
+        self,
+        job: JobConfig,
+        plan: FaultPlan,
+        *,
+        known_bug: str | None,
+        timeline: Timeline,
+        abort: threading.Event,
+        env: Mapping[str, str],
+    ) -> JobResult:
+        executors: dict[str, LauncherExecutor] = {}
+        detach = plan.attach(timeline, executors)
+        try:
+            with failpoints.scoped(plan.local_spec()):
+                return run_job(
+                    job,
+                    runtime=runtime_for(known_bug),
+                    timeline=timeline,
+                    abort=abort,
+                    subprocess_env={**plan.subprocess_env(), **env},
+                    on_site_ready=executors.__setitem__,
+                )
+        finally:
+            detach()
+
+
+class UnknownTargetError(LookupError):
+    pass
+
+
+def load_target(name: str) -> Target:
+    """The target called ``name``: built in, or from the entry point group."""
+    if name == REFERENCE_TARGET:
+        return ReferenceTarget()
+    for entry_point in importlib.metadata.entry_points(group=TARGETS_ENTRY_POINT_GROUP):
+        if entry_point.name == name:
+            factory = entry_point.load()
+            target: Target = factory()
+            return target
+    raise UnknownTargetError(f"no flrelia target named {name!r}")
