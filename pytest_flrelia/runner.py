@@ -86,7 +86,13 @@ def run_scenario(
     started = time.monotonic()
     thread = threading.Thread(target=run, name=f"flrelia-job-{scenario.name}", daemon=True)
     thread.start()
-    thread.join(within)
+    try:
+        thread.join(within)
+    except BaseException:
+        # Ctrl-C, or pytest-timeout's signal method: nothing of the run may outlive it.
+        abort.set()
+        guard.kill_all()
+        raise
     timed_out = thread.is_alive()
     if timed_out:
         timeline.record(EventKind.ERROR, process="harness", reason=f"bound of {within:g}s passed")

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ from reference_impl.pipe import (
 from reference_impl.pipe_handler import PipeHandler
 from reference_impl.seams import ExitFn
 from reference_impl.timeline import EventKind, Timeline
+from reference_impl.watchdog import ParentWatchdog
 from reference_impl.wire import Message, Topic
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,14 @@ class Agent:
         *,
         timeline: Timeline | None = None,
         exit_fn: ExitFn = seams.exit_process,
+        on_client_gone: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.site = settings.site
         self._pipe = pipe
         self._timeline = timeline or Timeline(f"train-{settings.site}")
         self._exit_fn = exit_fn
+        self._on_client_gone = on_client_gone or (lambda reason: exit_fn(EXIT_PEER_GONE))
         self._handler: PipeHandler | None = None
         self._service: DownloadService | None = None
         self._running = threading.Event()
@@ -127,6 +130,8 @@ class Agent:
                 EventKind.FAILPOINT, site=site, round=round, name=name, action=action
             )
         )
+        watchdog = ParentWatchdog()
+        watchdog.start()
         failpoint("agent.before_init", site=settings.site, round=_launch_round())
         pipe = Pipe.connect(
             address_from_env(os.environ[PIPE_ADDRESS_ENV]),
@@ -135,7 +140,9 @@ class Agent:
             timeline=timeline,
         )
         agent_class = _load_class(os.environ.get(AGENT_CLASS_ENV, DEFAULT_AGENT_CLASS))
-        return agent_class(pipe, settings, timeline=timeline, exit_fn=exit_fn)
+        return agent_class(
+            pipe, settings, timeline=timeline, exit_fn=exit_fn, on_client_gone=watchdog.client_gone
+        )
 
     # -- the client API ----------------------------------------------------
 
@@ -254,8 +261,8 @@ class Agent:
         """END from the client ends the script's loop; a vanished client ends the process."""
         self._running.clear()
         if message.topic == Topic.PEER_GONE and not self._pipe_broken:
-            log.error("%s: client is gone (%s); exiting", self.site, message.payload.get("reason"))
-            self._exit_fn(EXIT_PEER_GONE)
+            reason = f"{self.site}: client is gone ({message.payload.get('reason')})"
+            self._on_client_gone(reason)
 
     # -- fault actions (``call(NAME)`` failpoints) ----------------------------
 

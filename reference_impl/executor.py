@@ -207,11 +207,20 @@ class LauncherExecutor:
             self._check_abort()
             message = handler.get_next(WAIT_SLICE)
             if message is not None and message.topic == Topic.RESULT:
-                if message.payload.get("round") == task.round:
+                if message.payload.get("site") != self.site:
+                    log.warning(
+                        "%s: rejecting a result that claims to be from %r",
+                        self.site,
+                        message.payload.get("site"),
+                    )
+                elif message.payload.get("round") == task.round:
                     return self._accept_result(message)
-                log.warning(
-                    "%s: dropping a result for round %s", self.site, message.payload.get("round")
-                )
+                else:
+                    log.warning(
+                        "%s: dropping a result for round %s",
+                        self.site,
+                        message.payload.get("round"),
+                    )
             now = time.monotonic()
             status = self.launcher.check_run_status()
             if status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.NOT_STARTED):

@@ -8,6 +8,7 @@ the defaults; a known-bug variant is a :class:`Runtime` with one part replaced.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from reference_impl.process_stop import GroupStopStrategy, StopStrategy
 from reference_impl.server import RoundFailed, RoundOutcome, Server, Submission
 from reference_impl.task_exchanger import TaskExchanger
 from reference_impl.timeline import TIMELINE_ENV, EventKind, Timeline
+from reference_impl.watchdog import CLIENT_PID_ENV
 from reference_impl.wire import new_secret
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,7 @@ def _site_runner(
         PIPE_SECRET_ENV: secret_to_env(secret),
         TIMELINE_ENV: str(subprocess_timeline),
         AGENT_CLASS_ENV: runtime.agent_class,
+        CLIENT_PID_ENV: str(os.getpid()),
     }
     launcher = runtime.launcher_class(
         list(runtime.command),

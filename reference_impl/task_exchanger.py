@@ -106,6 +106,19 @@ class TaskExchanger:
 
     def _on_status(self, handler: PipeHandler, message: Message) -> None:
         """Act on a status event only if it comes from the current handler."""
+        claimed = message.payload.get("site")
+        if claimed is not None and claimed != self.site:
+            log.warning(
+                "%s: ignoring %s that claims to be from %r", self.site, message.topic, claimed
+            )
+            self._timeline.record(
+                EventKind.STATUS_IGNORED,
+                site=self.site,
+                round=handler.round,
+                topic=message.topic,
+                reason=f"claims to be from {claimed}",
+            )
+            return
         with self._lock:
             current = handler is self.handler
         if not current:

@@ -1,0 +1,54 @@
+"""The training process's watchdog: if its client dies, the process group dies too.
+
+A client killed without warning (SIGKILL, or pytest-timeout's ``os._exit``)
+cannot stop its training processes.  The watchdog notices the re-parenting
+that follows (``getppid()`` changes) and ends the process's whole group, so
+data-loader children go with it and nothing is left on a CI runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from reference_impl import seams
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 0.5
+CLIENT_PID_ENV = "FLRELIA_CLIENT_PID"
+"""The launching client's pid: a parent that died before the watchdog started is still noticed."""
+
+
+class ParentWatchdog:
+    """A daemon thread that kills this process group once the parent is gone."""
+
+    def __init__(self, interval: float = WATCH_INTERVAL) -> None:
+        self._parent = int(os.environ.get(CLIENT_PID_ENV) or os.getppid())
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="parent-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            if os.getppid() != self._parent:
+                self.client_gone(f"parent {self._parent} is gone")
+                return
+
+    @staticmethod
+    def client_gone(reason: str) -> None:
+        """End this process and its children: SIGKILL the whole group when we lead it
+        (the launcher made us leader), else only ourselves."""
+        log.error("%s; ending process group %d", reason, os.getpgrp())
+        if os.getpgrp() == os.getpid():
+            seams.killpg(os.getpgrp(), signal.SIGKILL)
+        else:
+            seams.kill(os.getpid(), signal.SIGKILL)
