@@ -33,6 +33,7 @@ from collections import deque
 from types import TracebackType
 
 from reference_impl.failpoints import failpoint
+from reference_impl.threads import join_all
 from reference_impl.timeline import EventKind, Timeline
 from reference_impl.wire import (
     FRAME_TIMEOUT,
@@ -412,15 +413,7 @@ class Pipe:
             connection.shutdown()
         for sock in handshaking:
             _shutdown(sock)
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        current = threading.current_thread()
-        for thread in threads:
-            if thread is current:
-                continue
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                logger.warning("pipe %s: thread %s did not end within %.1f s",
-                               self.name, thread.name, JOIN_TIMEOUT)
+        join_all(threads, JOIN_TIMEOUT, f"pipe {self.name}", logger)
 
     def __enter__(self) -> Pipe:
         return self

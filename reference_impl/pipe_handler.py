@@ -25,6 +25,7 @@ from typing import Any
 
 from reference_impl.failpoints import failpoint
 from reference_impl.pipe import PeerNotConnected, Pipe, PipeError
+from reference_impl.threads import join_all
 from reference_impl.timeline import EventKind, Timeline
 from reference_impl.wire import Message, Topic
 
@@ -273,17 +274,7 @@ class PipeHandler:
             self._record(EventKind.HANDLER_STOPPED, close_pipe=close_pipe)
         if close_pipe:
             self.pipe.close()
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        current = threading.current_thread()
-        for thread in threads:
-            if thread is current:
-                continue
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                logger.warning(
-                    "pipe handler %s: thread %s did not end within %.1f s",
-                    self.name, thread.name, JOIN_TIMEOUT,
-                )
+        join_all(threads, JOIN_TIMEOUT, f"pipe handler {self.name}", logger)
 
     def _stop_for_status(self, message: Message) -> None:
         """From the handler's own threads: report ``message`` and stop, leaving the pipe open."""
