@@ -39,7 +39,7 @@ Executors = Mapping[str, LauncherExecutor]
 
 @dataclass
 class LiveAction:
-    """Runs ``act`` once, when the first event matching ``trigger`` is recorded."""
+    """Runs ``act`` when an event matching ``trigger`` is recorded, once per site and round."""
 
     fault: str
     description: str
@@ -49,16 +49,16 @@ class LiveAction:
     """The round the fault is aimed at, relative to the triggering event's round."""
 
     def attach(self, timeline: Timeline, executors: Executors) -> Callable[[], None]:
-        fired = threading.Event()
+        fired: set[tuple[str | None, int | None]] = set()
         lock = threading.Lock()
 
         def listener(event: Event) -> None:
-            if fired.is_set() or not self.trigger(event):
+            if not self.trigger(event):
                 return
-            with lock:
-                if fired.is_set():
+            with lock:  # once per site and round: a fault without scope hits them all
+                if (event.site, event.round) in fired:
                     return
-                fired.set()
+                fired.add((event.site, event.round))
             timeline.record(
                 EventKind.FAULT,
                 site=event.site,

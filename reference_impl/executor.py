@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 WAIT_SLICE = 0.05
 """How long one wait for a pipe message lasts before the executor re-checks the process."""
+ROUND_BOUNDARY_MARGIN = 1.0
+"""How much longer than the deferred stop can take the next round waits for it."""
 RESULT_DRAIN = 0.5
 """After the process exited, how long a result it sent just before may still take to arrive."""
 
@@ -142,11 +144,14 @@ class LauncherExecutor:
                 round=self._round,
                 timeout=self.timeouts.stop_wait,
             )
-        if not self._wait_or_abort(self._round_boundary, self.timeouts.stop_wait):
+        # The deferred stop may use its whole wait and then a stop's grace: wait a little longer
+        # than that, so a stuck process is stopped once, by the deferred thread.
+        limit = self.timeouts.stop_wait + self.timeouts.stop_grace + ROUND_BOUNDARY_MARGIN
+        if not self._wait_or_abort(self._round_boundary, limit):
             log.warning(
                 "%s: the previous round's deferred stop did not finish within %ss; forcing it",
                 self.site,
-                self.timeouts.stop_wait,
+                limit,
             )
             self.launcher.stop_task()
         if (

@@ -60,6 +60,7 @@ class PipeHandler:
         heartbeat_interval: float,
         heartbeat_timeout: float,
         status_callback: StatusCallback | None = None,
+        status_filter: Callable[[Message], bool] | None = None,
         timeline: Timeline | None = None,
         site: str | None = None,
         round: int | None = None,
@@ -79,6 +80,9 @@ class PipeHandler:
         # peer is reported within heartbeat_timeout plus one check.
         self._check_interval = min(heartbeat_interval, heartbeat_timeout / 4)
         self._status_callback = status_callback
+        self._status_filter = status_filter
+        """Decides whether a *received* status message may stop this handler (e.g. it
+        must name this handler's site); a rejected one is logged and dropped."""
         self._timeline = timeline
         self._cond = threading.Condition()  # guards state, messages, threads
         self._state = HandlerState.CREATED
@@ -196,7 +200,9 @@ class PipeHandler:
         next_beat = time.monotonic()
         while not self._stopping.is_set():
             silent_for = time.monotonic() - self._last_heard
-            if silent_for >= self._heartbeat_timeout:
+            # Silence counts once the peer has spoken: before that the peer may still be
+            # starting, and the caller bounds that wait (the executor's pre_init).
+            if self._heard_from_peer and silent_for >= self._heartbeat_timeout:
                 self._stop_for_status(
                     Message(
                         Topic.PEER_GONE,
@@ -246,6 +252,20 @@ class PipeHandler:
             if message.topic == Topic.HEARTBEAT:
                 continue
             if message.topic in Topic.STATUS:
+                if self._status_filter is not None and not self._status_filter(message):
+                    logger.warning(
+                        "pipe handler %s: ignoring %s that fails the status filter: %s",
+                        self.name,
+                        message.topic,
+                        dict(message.payload),
+                    )
+                    self._record(
+                        EventKind.STATUS_IGNORED,
+                        topic=message.topic,
+                        reason="rejected by the status filter",
+                        payload=dict(message.payload),
+                    )
+                    continue
                 self._stop_for_status(message)
                 return
             with self._cond:
@@ -292,8 +312,9 @@ class PipeHandler:
         try:
             self._status_callback(message)
         except Exception:  # the callback must not kill the reader or heartbeat thread
-            logger.exception("pipe handler %s: status callback failed on %s",
-                             self.name, message.topic)
+            logger.exception(
+                "pipe handler %s: status callback failed on %s", self.name, message.topic
+            )
 
     def _record(self, kind: EventKind, **detail: Any) -> None:
         if self._timeline is not None:

@@ -94,6 +94,7 @@ class TaskExchanger:
             heartbeat_interval=self._timeouts.heartbeat_interval,
             heartbeat_timeout=self._timeouts.heartbeat,
             status_callback=self._bind(bound),
+            status_filter=self._names_this_site,
             timeline=self._timeline,
             site=self.site,
             round=round,
@@ -104,21 +105,13 @@ class TaskExchanger:
     def _bind(self, bound: list[PipeHandler]) -> Callable[[Message], None]:
         return lambda message: self._on_status(bound[0], message)
 
+    def _names_this_site(self, message: Message) -> bool:
+        """A received status event that claims another site is forged or misrouted."""
+        claimed = message.payload.get("site")
+        return claimed is None or claimed == self.site
+
     def _on_status(self, handler: PipeHandler, message: Message) -> None:
         """Act on a status event only if it comes from the current handler."""
-        claimed = message.payload.get("site")
-        if claimed is not None and claimed != self.site:
-            log.warning(
-                "%s: ignoring %s that claims to be from %r", self.site, message.topic, claimed
-            )
-            self._timeline.record(
-                EventKind.STATUS_IGNORED,
-                site=self.site,
-                round=handler.round,
-                topic=message.topic,
-                reason=f"claims to be from {claimed}",
-            )
-            return
         with self._lock:
             current = handler is self.handler
         if not current:

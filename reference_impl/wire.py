@@ -43,6 +43,7 @@ FRAME_TIMEOUT = 10.0
 
 _LENGTH = struct.Struct(">I")
 _COALESCE_BYTES = 64 * 1024
+_INITIAL_BUFFER_BYTES = 64 * 1024
 """A first part up to this size is copied to travel with the length prefix."""
 
 
@@ -113,8 +114,8 @@ def decode_message(body: bytes | bytearray | memoryview) -> Message:
     start = _LENGTH.size
     try:
         header = json.loads(bytes(view[start : start + header_len]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FrameError(f"header is not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, too deep, too long
+        raise FrameError(f"header is not JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(header, dict):
         raise FrameError("header is not a JSON object")
     topic, payload, blob_lengths = header.get("topic"), header.get("payload"), header.get("blobs")
@@ -123,7 +124,7 @@ def decode_message(body: bytes | bytearray | memoryview) -> Message:
     if not isinstance(payload, dict):
         raise FrameError("payload is not a JSON object")
     if not isinstance(blob_lengths, list) or not all(
-        isinstance(n, int) and n >= 0 for n in blob_lengths
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in blob_lengths
     ):
         raise FrameError("blob lengths are not a list of non-negative integers")
     offset = start + header_len
@@ -149,18 +150,24 @@ def send_frame(sock: socket.socket, body: bytes | Sequence[bytes | memoryview]) 
 
 
 def recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytearray:
-    """Read exactly ``n`` bytes before ``deadline`` (monotonic) or raise."""
-    buf = bytearray(n)
-    view = memoryview(buf)
+    """Read exactly ``n`` bytes before ``deadline`` (monotonic) or raise.
+
+    The buffer grows with what actually arrives (doubling from 64 KiB), so a
+    peer that announces a large frame and sends nothing costs nothing.
+    """
+    buf = bytearray(min(n, _INITIAL_BUFFER_BYTES))
     got = 0
     while got < n:
+        if got == len(buf):
+            buf.extend(bytes(min(n - len(buf), len(buf))))
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise FrameError(f"peer sent {got} of {n} bytes before the deadline")
             sock.settimeout(remaining)
         try:
-            k = sock.recv_into(view[got:], n - got)
+            with memoryview(buf) as view:
+                k = sock.recv_into(view[got:], len(buf) - got)
         except TimeoutError:
             raise FrameError(f"peer sent {got} of {n} bytes before the deadline") from None
         if k == 0:
@@ -189,13 +196,21 @@ def recv_frame(
     if not first:
         raise ConnectionClosed("peer closed the connection")
     deadline = time.monotonic() + frame_timeout
-    rest = recv_exact(sock, _LENGTH.size - 1, deadline)
+    try:
+        rest = recv_exact(sock, _LENGTH.size - 1, deadline)
+    except ConnectionClosed:
+        raise FrameError("connection closed inside a length prefix") from None
     (length,) = _LENGTH.unpack(first + rest)
     if length == 0:
         raise FrameError("empty frame")
     if length > max_frame_bytes:
         raise FrameError(f"frame of {length} bytes exceeds the {max_frame_bytes}-byte cap")
-    return recv_exact(sock, length, deadline)
+    try:
+        return recv_exact(sock, length, deadline)
+    except ConnectionClosed:
+        raise FrameError(
+            f"connection closed after the length prefix of a {length}-byte frame"
+        ) from None
 
 
 def _mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
