@@ -149,6 +149,8 @@ class FaultType:
     """Smallest ``round`` the fault makes sense in (a stale event needs an older round)."""
     voids: tuple[str, ...] = ()
     """Invariants this fault makes meaningless, left out of a scenario's defaults."""
+    per_round_only: bool = False
+    """The fault acts on the deferred stop between rounds: it needs ``launch_once: false``."""
 
 
 class ParamError(ValueError):
@@ -302,6 +304,7 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 "stop_task() raises once inside the deferred-stop thread",
                 _params(),
                 {"fault": "stop_error"},
+                per_round_only=True,
             ),
             FaultType(
                 "stale_pipe_message",
@@ -319,6 +322,7 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 {"fault": "stale_pipe_message", "round": 2, "topic": "END"},
                 round_required=True,
                 min_round=2,
+                per_round_only=True,
             ),
             FaultType(
                 "ignore_sigterm",

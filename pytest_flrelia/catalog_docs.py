@@ -241,7 +241,13 @@ def _fault_section(fault: FaultType, mechanics: Mechanics) -> str:
         f"{_wrap('**Scope:** ' + _scopes(fault, mechanics))}\n\n"
         f"{_wrap('**Mechanics:** ' + mechanics.how)}\n\n"
         f"**Voids:** {_voids(fault.voids)}\n\n"
-        f"```yaml\n{_example(fault.example)}```\n"
+        + (
+            "**Needs** one process per round (`launch_once: false`): the loader refuses it "
+            "otherwise.\n\n"
+            if fault.per_round_only
+            else ""
+        )
+        + f"```yaml\n{_example(fault.example)}```\n"
     )
 
 

@@ -762,6 +762,12 @@ def _build_faults(reader: _Reader, job: JobConfig) -> Iterable[FaultSpec]:
                 f"fault {name!r} needs round >= {fault.min_round}: it replays an event of an "
                 f"earlier round; got {round_number}",
             )
+        if fault.per_round_only and job.launch_once:
+            raise reader.error(
+                (*at, "fault"),
+                f"fault {name!r} needs one process per round (launch_once: false): it acts on "
+                "the deferred stop between rounds, which launch_once has not",
+            )
         if name == "stale_peer_gone":
             params = _stale_peer_gone(reader, at, params, cast(int, round_number))
         yield FaultSpec(
