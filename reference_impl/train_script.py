@@ -19,7 +19,9 @@ import sys
 from collections.abc import Mapping
 
 from reference_impl import client_api as flare
+from reference_impl.agent import SITE_ENV
 from reference_impl.messages import VALIDATE, Array, Result
+from reference_impl.timeline import EventKind, Timeline
 
 BEHAVIOUR_ENV = "FLRELIA_SCRIPT_BEHAVIOUR"
 IGNORE_SIGTERM = "ignore_sigterm"
@@ -55,6 +57,12 @@ def _apply_behaviours(behaviours: set[str]) -> subprocess.Popen[bytes] | None:
 
 def main() -> None:
     behaviours = {b for b in os.environ.get(BEHAVIOUR_ENV, "").split(",") if b}
+    if behaviours:  # misbehaving on purpose: say so in the timeline
+        site = os.environ.get(SITE_ENV)
+        timeline = Timeline.from_environment(f"train-{site}")
+        for behaviour in sorted(behaviours):
+            timeline.record(EventKind.FAULT, site=site, behaviour=behaviour)
+        timeline.close()
     child = _apply_behaviours(behaviours)
     if child is not None:
         print(f"started worker child {child.pid}", flush=True)
