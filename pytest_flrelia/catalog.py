@@ -85,7 +85,8 @@ INVARIANTS: Mapping[str, Invariant] = MappingProxyType(
             ),
             Invariant(
                 "prompt_exit",
-                "a per-round process exits by itself right after its download gate",
+                "a process moves on right after its round: exits (one per round) or takes "
+                "its next task (one for all rounds)",
                 frozenset({"success"}),
             ),
         )

@@ -3,7 +3,8 @@
 A file that does not load is one collection error showing the loader's
 ``file:line: key: message`` text, no traceback; the other files are still
 collected.  Items run through :func:`pytest_flrelia.runner.run_scenario`,
-imported on first use so that collecting never imports the runtime.
+imported on first use so that collecting never imports the runtime; each run's
+figures go to the session summary (:mod:`~pytest_flrelia.summary`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_flrelia import summary
 from pytest_flrelia.scenario import Scenario, ScenarioError, load_scenarios
 from pytest_flrelia.settings import Settings
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
+
+    from pytest_flrelia.invariants import Verdict
+    from pytest_flrelia.runner import ScenarioOutcome
 
 SCENARIO_SUFFIXES: tuple[str, ...] = (".scenario.yaml", ".scenario.yml")
 SCENARIO_MARKER = "scenario"
@@ -116,10 +121,20 @@ class ScenarioItem(pytest.Item):
 
     def runtest(self) -> None:
         runner = importlib.import_module(RUNNER_MODULE)
-        outcome: object = runner.run_scenario(
-            self.scenario, self.config.stash[SETTINGS_KEY], nodeid=self.nodeid
-        )
-        self.stash[OUTCOME_KEY] = outcome
+        verdict: Verdict | None = None
+        faults = len(self.scenario.faults)
+        try:
+            outcome: ScenarioOutcome = runner.run_scenario(
+                self.scenario, self.config.stash[SETTINGS_KEY], nodeid=self.nodeid
+            )
+        except runner.ScenarioFailure as failure:
+            verdict = failure.verdict
+            raise
+        else:
+            verdict, faults = outcome.verdict, len(outcome.faults)
+            self.stash[OUTCOME_KEY] = outcome
+        finally:  # a harness error still ran a scenario: it counts, with no checks
+            summary.record(self, summary.tally(verdict, faults))
 
     def repr_failure(
         self,

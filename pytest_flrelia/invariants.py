@@ -22,8 +22,9 @@ from reference_impl.server import initial_model
 from reference_impl.timeline import Event, EventKind
 from reference_impl.train_script import local_update, site_weight
 
-PROMPT_EXIT_SECONDS = 2.0
-"""How long a per-round process may take to exit after its gate opened."""
+PROMPT_EXIT_SECONDS = 1.0
+"""How long a process may take to move on after its round: exit (one process per round)
+or take its next task (one for all rounds)."""
 STALE_FAULTS = ("stale_peer_gone", "stale_pipe_message", "aux_event")
 
 
@@ -333,28 +334,33 @@ def clean_failure(run: RunRecord) -> Check:
 
 
 def prompt_exit(run: RunRecord) -> Check:
-    """A per-round process exits by itself soon after its gate (or its result, with
-    nothing to download), instead of lingering until the deferred stop kills it."""
+    """A process moves on right after its round: one process per round exits by itself
+    soon after its gate (after its result, with nothing to download) instead of lingering
+    until the deferred stop kills it; one process for all rounds takes its next task as
+    soon as it is sent instead of sitting in a gate that has nothing to wait for."""
     name = "prompt_exit"
-    if run.result is None or run.result.config.launch_once:
-        return _na(name, "one process serves every round")
+    if run.result is None:
+        return _na(name, "the run never finished")
     sent = _of(run.events, EventKind.RESULT_SENT)
     if not sent:
         return _na(name, "no result was sent")
+    if run.result.config.launch_once:
+        return _prompt_next_task(run, sent)
     for result in sent:
         mine = [e for e in run.events if e.pid == result.pid and _train(e) and e.ts >= result.ts]
-        released = next(
-            (e for e in mine if e.kind in (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT)), None
-        )
-        start = released.ts if released else result.ts
-        if int(result.detail.get("tensors", 0)) and released is None:
-            continue  # never downloaded: another invariant (or the expectation) speaks
+        released: Event | None = None
+        if int(result.detail.get("tensors", 0)):
+            gate = (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT)
+            released = next((e for e in mine if e.kind in gate), None)
+            if released is None:
+                continue  # never downloaded: another invariant (or the expectation) speaks
+        start = released.ts if released else result.ts  # nothing to download: no gate
         exited = next((e for e in mine if e.kind is EventKind.EXIT), None)
         if exited is None or exited.ts - start > PROMPT_EXIT_SECONDS:
             lingered = (
                 "never exited by itself"
                 if exited is None
-                else (f"exited {exited.ts - start:.2f}s later")
+                else f"exited {exited.ts - start:.2f}s later"
             )
             return Check(
                 name,
@@ -366,6 +372,33 @@ def prompt_exit(run: RunRecord) -> Check:
                 (result, *(x for x in (released, exited) if x)),
             )
     return _pass(name, "per-round processes exit promptly", f"{len(sent)} processes exited")
+
+
+def _prompt_next_task(run: RunRecord, sent: Sequence[Event]) -> Check:
+    name = "prompt_exit"
+    received = _of(run.events, EventKind.TASK_RECEIVED)
+    checked = 0
+    for task in _of(run.events, EventKind.TASK_SENT):
+        if task.round is None or task.round == 1:
+            continue
+        pickup = next(
+            (e for e in received if e.site == task.site and e.round == task.round), None
+        )
+        if pickup is None:
+            continue  # never received: all_rounds_complete speaks
+        checked += 1
+        if pickup.ts - task.ts > PROMPT_EXIT_SECONDS:
+            return Check(
+                name,
+                False,
+                f"{task.site} round {task.round}: the process takes its task within "
+                f"{PROMPT_EXIT_SECONDS:g}s of it being sent",
+                f"taken {pickup.ts - task.ts:.2f}s later: the process was held up in round "
+                f"{task.round - 1}",
+                task.ts,
+                (task, pickup),
+            )
+    return _pass(name, "the process takes every next task promptly", f"{checked} tasks checked")
 
 
 CHECKS: Mapping[str, Callable[[RunRecord], Check]] = {

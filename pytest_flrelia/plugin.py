@@ -2,12 +2,16 @@
 
 The work lives in the modules these hooks call: :mod:`~pytest_flrelia.settings`
 (options -> one frozen record), :mod:`~pytest_flrelia.collect` (scenario files
--> items), :mod:`~pytest_flrelia.scenario` (YAML -> scenarios).
+-> items), :mod:`~pytest_flrelia.scenario` (YAML -> scenarios),
+:mod:`~pytest_flrelia.summary` (the closing line), :mod:`~pytest_flrelia.fixture`
+(the ``flrelia`` fixture, imported when a test asks for it: it loads the runtime).
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,7 +26,11 @@ from pytest_flrelia.settings import (
     Settings,
     settings_from_config,
 )
+from pytest_flrelia.summary import REPORTER_NAME, SummaryReporter
 from pytest_flrelia.units import format_duration
+
+if TYPE_CHECKING:
+    from pytest_flrelia.fixture import Flrelia
 
 TARGET_HELP = (
     "system under test: 'reference' (default) or a target plugged in through the "
@@ -39,9 +47,14 @@ TIME_SCALE_HELP = (
 )
 WITHIN_HELP = "wall-clock bound of a scenario that sets no expect.within (default 30s)"
 FLRELIA_MARKER_HELP = (
-    "flrelia(**settings): scenario settings for a test that uses the flrelia fixture"
+    "flrelia(**keywords): defaults for flrelia.run() in this test: job keys (sites, rounds, "
+    "launch_once, tensors, timeouts, ...), faults, and expect keys (within, outcome, ...)"
 )
 SCENARIO_MARKER_HELP = f"{SCENARIO_MARKER}: a test collected from a *.scenario.yaml file"
+
+SCENARIO_COLLECT_ERRORS_KEY = pytest.StashKey[int]()
+"""How many scenario files failed to collect; if they are all the collection errors,
+the other files still run (see ``pytest_runtestloop``)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,6 +89,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", FLRELIA_MARKER_HELP)
     config.addinivalue_line("markers", SCENARIO_MARKER_HELP)
     config.stash[SETTINGS_KEY] = settings_from_config(config)
+    config.stash[SCENARIO_COLLECT_ERRORS_KEY] = 0
+    if not hasattr(config, "workerinput"):  # xdist workers send their reports to the controller
+        config.pluginmanager.register(SummaryReporter(), REPORTER_NAME)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -96,3 +112,40 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
     return collect_file(file_path, parent)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    # Here rather than in pytest_collectreport: that hook gets neither the collector nor
+    # the config, and only the collector says whether the error is a scenario file's.
+    outcome = yield
+    report: pytest.CollectReport = outcome.get_result()
+    if report.failed and isinstance(collector, ScenarioFile):
+        collector.config.stash[SCENARIO_COLLECT_ERRORS_KEY] += 1
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """A bad scenario file does not stop the others: pytest's own loop would say
+    "Interrupted: N errors during collection" and run nothing.  Any other collection
+    error, ``-x``/``--maxfail`` reached, or ``--collect-only`` keep pytest's behaviour;
+    the session still fails because of the errors."""
+    config = session.config
+    scenario_errors = config.stash.get(SCENARIO_COLLECT_ERRORS_KEY, 0)
+    if (
+        scenario_errors
+        and session.testsfailed == scenario_errors
+        and not session.shouldfail
+        and not config.option.collectonly
+    ):
+        config.option.continue_on_collection_errors = True
+
+
+@pytest.fixture
+def flrelia(request: pytest.FixtureRequest) -> Flrelia:
+    """Run a scenario from this test: ``flrelia.run(sites=2, faults=[...], within="10s")``
+    returns the verdict, the job's result and the timeline; ``run.check()`` raises the
+    failure report.  ``@pytest.mark.flrelia(...)`` gives defaults for the keywords."""
+    from pytest_flrelia.fixture import Flrelia  # noqa: PLC0415 (imports the runtime)
+
+    return Flrelia(request.node, request.config.stash[SETTINGS_KEY])

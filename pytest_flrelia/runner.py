@@ -25,7 +25,7 @@ from pytest_flrelia.settings import REFERENCE_TARGET, Settings
 from pytest_flrelia.targets import load_target
 from reference_impl.config import JobConfig, Timeouts
 from reference_impl.job import JobResult
-from reference_impl.timeline import EventKind, Timeline
+from reference_impl.timeline import Event, EventKind, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,17 @@ SETTLE = 1.0
 class ScenarioFailure(Exception):
     """A scenario did not hold; ``report`` is the text pytest shows."""
 
-    def __init__(self, report: str, verdict: Verdict | None = None) -> None:
+    def __init__(
+        self,
+        report: str,
+        verdict: Verdict | None = None,
+        outcome: ScenarioOutcome | None = None,
+    ) -> None:
         super().__init__(report)
         self.report = report
         self.verdict = verdict
+        self.outcome = outcome
+        """The failed run itself: its job result and timeline, for the Python API."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class ScenarioOutcome:
     seconds: float
     faults: tuple[str, ...]
     result: JobResult | None
+    events: tuple[Event, ...] = ()
+    """The whole timeline, also of a run the bound cut short (it has no ``result``)."""
 
 
 def run_scenario(
@@ -119,9 +128,12 @@ def run_scenario(
     verdict = evaluate(record, applicable_invariants(scenario))
     if settings.report_dir is not None:
         write_artifacts(settings.report_dir, scenario.name, record.events)
-    outcome = ScenarioOutcome(scenario, verdict, seconds, tuple(plan.faults), record.result)
+    outcome = ScenarioOutcome(
+        scenario, verdict, seconds, tuple(plan.faults), record.result, tuple(record.events)
+    )
     if verdict.failures:
-        raise ScenarioFailure(_report(scenario, settings, record, verdict, nodeid), verdict)
+        report = _report(scenario, settings, record, verdict, nodeid)
+        raise ScenarioFailure(report, verdict, outcome)
     return outcome
 
 

@@ -208,9 +208,12 @@ class Agent:
         round = self._current_round()
         failpoint("agent.before_result_sent", site=self.site, round=round)
         message = result_message(self.site, round, result, [r.to_json() for r in refs])
-        if not self._require_handler().send(message):
-            raise ConnectionError(f"{self.site}: could not send the result of round {round}")
+        # Recorded first: the client may act on the result before this thread runs again.
         self._timeline.record(EventKind.RESULT_SENT, site=self.site, round=round, tensors=len(refs))
+        if not self._require_handler().send(message):
+            self._timeline.record(EventKind.ERROR, site=self.site, round=round,
+                                  reason="the result could not be sent")
+            raise ConnectionError(f"{self.site}: could not send the result of round {round}")
         failpoint("agent.after_result_sent", site=self.site, round=round)
 
     def _gate(self, refs: list[TensorRef]) -> None:

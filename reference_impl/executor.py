@@ -33,8 +33,11 @@ WAIT_SLICE = 0.05
 """How long one wait for a pipe message lasts before the executor re-checks the process."""
 ROUND_BOUNDARY_MARGIN = 1.0
 """How much longer than the deferred stop can take the next round waits for it."""
-RESULT_DRAIN = 0.5
-"""After the process exited, how long a result it sent just before may still take to arrive."""
+EXIT_AFTER_BROKEN_PIPE = 0.5
+"""How long after its pipe broke a dying process may take to be seen ended."""
+RESULT_DRAIN = 5.0
+"""The most a result sent just before the process ended may take to be read (normally the
+pipe drains in milliseconds, see ``_pipe_drained``)."""
 
 
 class ExecutionError(RuntimeError):
@@ -208,6 +211,7 @@ class LauncherExecutor:
     def _read_result(self, handler: PipeHandler, task: Task) -> RoundResult:
         deadline = time.monotonic() + self.timeouts.execution
         exited_at: float | None = None
+        stopped_at: float | None = None
         while True:
             self._check_abort()
             message = handler.get_next(WAIT_SLICE)
@@ -229,22 +233,37 @@ class LauncherExecutor:
             now = time.monotonic()
             status = self.launcher.check_run_status()
             if status in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.NOT_STARTED):
+                # What the process sent before it ended is still on its way: give up only
+                # once its connection is closed and everything it sent has been read.
                 exited_at = exited_at or now
-                if now - exited_at > RESULT_DRAIN:
+                if (message is None and self._pipe_drained(handler)) or (
+                    now - exited_at > RESULT_DRAIN
+                ):
                     raise ExecutionError(
                         f"{self.site}: training process ended ({status.value}) before it sent "
                         f"the result of round {task.round}"
                     )
             elif handler.state is HandlerState.STOPPED:
-                raise ExecutionError(
-                    f"{self.site}: pipe handler stopped while waiting for the result of round "
-                    f"{task.round} (peer gone or END)"
-                )
+                # A dying process breaks its pipe a moment before it can be reaped: prefer
+                # the process's own story when it ends within the drain window.
+                stopped_at = stopped_at or now
+                if now - stopped_at > EXIT_AFTER_BROKEN_PIPE:
+                    raise ExecutionError(
+                        f"{self.site}: pipe handler stopped while waiting for the result of "
+                        f"round {task.round} (peer gone or END)"
+                    )
             if now > deadline:
                 raise ExecutionError(
                     f"{self.site}: no result for round {task.round} within "
                     f"{self.timeouts.execution}s"
                 )
+
+    def _pipe_drained(self, handler: PipeHandler) -> bool:
+        """No connection is open any more and nothing received is left unread."""
+        pipe = self.exchanger.pipe
+        return not pipe.peer_connected and (
+            pipe.pending == 0 or handler.state is HandlerState.STOPPED
+        )
 
     def _accept_result(self, message: Message) -> RoundResult:
         p = message.payload

@@ -1,0 +1,189 @@
+"""The ``flrelia`` fixture as a user writes tests with it, run in real pytest subprocesses.
+
+The inner tests assert what a test author relies on (result, timeline, check(),
+marker defaults, errors); the outer tests assert they passed and what the
+terminal showed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_ARGS = ("-p", "no:flrelia", "-p", "pytest_flrelia.plugin")
+QUIET_ARGS = ("-p", "no:hypothesispytest", "-p", "no:faker", "-p", "no:cacheprovider")
+INNER_TIMEOUT = 120.0
+"""Upper bound on one inner session: a hang fails the test instead of the suite."""
+
+HELPERS = '''
+import os
+
+import psutil
+import pytest
+
+from pytest_flrelia.fixture import RunSpecError
+from pytest_flrelia.processes import RUN_ID_ENV
+from pytest_flrelia.runner import ScenarioFailure
+from reference_impl.timeline import EventKind
+
+SMALL = {"count": 1, "size": "16KiB"}
+LATE = {"fault": "delayed_download", "site": "site-1", "delay": "200ms"}
+
+
+def run_processes():
+    """Live processes of any scenario run started from this session."""
+    mark = os.environ["FLRELIA_TEST_MARK"]
+    found = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            environ = process.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if environ.get("FLRELIA_TEST_MARK") == mark and RUN_ID_ENV in environ:
+            found.append(process.pid)
+    return found
+'''
+
+API_TESTS = (
+    HELPERS
+    + """
+
+def test_passing_run_returns_the_result_and_the_timeline(flrelia):
+    run = flrelia.run(
+        sites=1, rounds=2, tensors=SMALL, faults=[LATE, {"fault": "orphan_child"}], within="10s"
+    )
+
+    assert run.ok and run.result.rounds[1].ok
+    assert run.report is None and run.failures == []
+    run.check()
+    assert [r.round for r in run.result.rounds] == [1, 2]
+    kinds = {e.kind for e in run.events}
+    assert {EventKind.DOWNLOAD_DONE, EventKind.JOB_END} <= kinds
+    assert run.scenario.name == "test_api.test_passing_run_returns_the_result_and_the_timeline"
+    assert run_processes() == []  # the orphaned child too: nothing outlives the run
+
+
+def test_failing_run_check_raises_the_report(flrelia):
+    run = flrelia.run(tensors=SMALL, outcome="failure")
+
+    assert not run.ok
+    assert "expectation" in [c.name for c in run.failures]
+    with pytest.raises(ScenarioFailure) as raised:
+        run.check()
+    assert raised.value.report == run.report
+    assert raised.value.verdict is run.verdict
+
+
+def test_failing_check_shows_the_report(flrelia):
+    flrelia.run(tensors=SMALL, outcome="failure").check()
+
+
+@pytest.mark.flrelia(rounds=2, tensors=SMALL, faults=[LATE], within="10s")
+def test_marker_gives_defaults_and_a_call_overrides_them(flrelia):
+    first = flrelia.run()
+    second = flrelia.run(rounds=1, faults=[])
+
+    assert first.ok and second.ok
+    assert first.result.config.rounds == 2
+    assert [f.fault for f in first.scenario.faults] == ["delayed_download"]
+    assert first.scenario.expect.within == 10.0
+    assert second.result.config.rounds == 1 and second.scenario.faults == ()
+    assert second.scenario.name == first.scenario.name + "-2"
+    assert flrelia.runs == [first, second]
+
+
+def test_unknown_keyword_names_the_call_and_the_close_match(flrelia):
+    with pytest.raises(RunSpecError, match=r"^flrelia.run\\(\\): unknown keyword 'site'; .*"
+                       r"did you mean 'sites'\\?$"):
+        flrelia.run(site=2)
+
+
+@pytest.mark.flrelia(sites=0)
+def test_bad_marker_value_names_the_marker(flrelia):
+    with pytest.raises(RunSpecError) as raised:
+        flrelia.run()
+    assert str(raised.value) == "@pytest.mark.flrelia: sites: must be >= 1, got 0"
+
+
+def test_bad_fault_parameter_is_reported_by_the_scenario_loader(flrelia):
+    with pytest.raises(RunSpecError) as raised:
+        flrelia.run(faults=[{"fault": "delayed_download", "delay": "soon"}])
+    assert str(raised.value).startswith("flrelia.run(): faults[0].delay: invalid duration 'soon'")
+"""
+)
+
+SETTINGS_TESTS = (
+    HELPERS
+    + """
+
+def test_runs_use_the_session_settings(flrelia):
+    run = flrelia.run(tensors=SMALL, faults=[LATE], within="5s")
+
+    assert not run.ok  # against sync-stop the late pull finds the process gone
+    assert "known bug 'sync-stop'" in run.report
+    assert "pytest 'test_settings.py::test_runs_use_the_session_settings' " \\
+        "--flrelia-known-bug=sync-stop" in run.report
+    bound = next(c for c in run.verdict.checks if c.name == "within_bound")
+    assert bound.expected == "the run ends within 10s"  # 5s at --flrelia-time-scale=2
+    assert run_processes() == []
+"""
+)
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester whose subprocess sessions import this checkout and carry a fresh mark."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FLRELIA_TEST_MARK", uuid.uuid4().hex)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*PLUGIN_ARGS, *QUIET_ARGS, *args, timeout=INNER_TIMEOUT)
+
+
+def test_fixture_runs_checks_and_takes_marker_defaults(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_api=API_TESTS)
+
+    result = run(inner, "-rf")
+
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_failing_check_shows_the_report _*",
+            "E   *ScenarioFailure: scenario test_api.test_failing_check_shows_the_report "
+            "(*test_api.py:*) failed against the correct implementation after *s",
+            "E       expectation at +*ms",
+            "E         expected: outcome failure",
+            "E         seen:     success",
+            "E       reproduce:",
+            "E         pytest 'test_api.py::test_failing_check_shows_the_report'",
+            # 5 runs; the faults of the passing run (2) and of the marker's first run (1)
+            "flrelia: 5 scenarios, 3 faults injected, * invariants checked (* failed)",
+            "FAILED test_api.py::test_failing_check_shows_the_report*",
+        ]
+    )
+
+
+def test_fixture_runs_with_the_known_bug_time_scale_and_report_dir(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_settings=SETTINGS_TESTS)
+
+    result = run(
+        inner,
+        "--flrelia-known-bug=sync-stop",
+        "--flrelia-time-scale=2",
+        "--flrelia-report=reports",
+    )
+
+    result.assert_outcomes(passed=1)
+    name = "test_settings.test_runs_use_the_session_settings"
+    assert sorted(p.name for p in (inner.path / "reports").iterdir()) == [
+        f"{name}.mmd",
+        f"{name}.timeline.jsonl",
+    ]

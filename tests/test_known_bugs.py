@@ -1,0 +1,130 @@
+"""The harness catches every known bug and passes the correct runtime (SPEC §3).
+
+Each variant runs the shipped scenarios whose ``catches`` name it: one must
+fail, and for the runtime's fault, not because the harness broke.  Every
+shipped scenario passes on the correct runtime.  ``docs/bug-zoo.md`` (written
+by ``python -m pytest_flrelia.zoo``) names every bug and every scenario.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
+from pytest_flrelia.invariants import CHECKS
+from pytest_flrelia.known_bugs import KNOWN_BUGS
+from pytest_flrelia.runner import ScenarioFailure, run_scenario
+from pytest_flrelia.scenario import Scenario
+from pytest_flrelia.settings import Settings
+from pytest_flrelia.zoo import CORRECT, Cell, Matrix, harness_failure, render, shipped_scenarios
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = shipped_scenarios(ROOT / "scenarios")
+BUG_ZOO = ROOT / "docs" / "bug-zoo.md"
+CHECK_NAMES = frozenset({"expectation", *CHECKS})
+
+THREAD_DIES = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+ESCAPING_BUGS = frozenset({"heartbeat-broken-pipe", "deferred-event-not-set"})
+"""KB7 and KB8 let an exception escape a thread (heartbeat, deferred stop): that is
+the bug under test, not the test's."""
+
+
+def _variant(slug: str) -> object:
+    return pytest.param(slug, id=slug, marks=[THREAD_DIES] if slug in ESCAPING_BUGS else [])
+
+
+def _catching(slug: str) -> list[Scenario]:
+    return [s for s in SCENARIOS if slug in s.catches]
+
+
+@pytest.mark.parametrize("slug", [_variant(slug) for slug in KNOWN_BUGS])
+def test_known_bug_fails_a_scenario_meant_to_catch_it(slug: str) -> None:
+    scenarios = _catching(slug)
+    assert scenarios, f"no shipped scenario lists {slug!r} in catches"
+    caught: list[str] = []
+    for scenario in scenarios:
+        try:
+            run_scenario(scenario, Settings(known_bug=slug))
+        except ScenarioFailure as failure:
+            assert failure.verdict is not None, failure.report
+            crash = harness_failure(failure.verdict)
+            assert crash is None, f"{scenario.name}: {crash}\n{failure.report}"
+            names = {check.name for check in failure.verdict.failures}
+            assert names, failure.report
+            assert names <= CHECK_NAMES, failure.report
+            assert f"--flrelia-known-bug={slug}" in failure.report  # how to reproduce it
+            caught.append(scenario.name)
+    assert caught, f"{slug} passed every scenario meant to catch it: {[s.name for s in scenarios]}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_correct_runtime_passes_shipped_scenario(scenario: Scenario) -> None:
+    try:
+        outcome = run_scenario(scenario, Settings())
+    except ScenarioFailure as failure:
+        pytest.fail(failure.report, pytrace=False)
+    assert not outcome.verdict.failures
+    assert outcome.verdict.checks[0].name == "expectation"
+
+
+def test_variants_are_the_catalog_slugs_in_spec_order() -> None:
+    assert list(KNOWN_BUGS) == list(KNOWN_BUG_SLUGS)
+    assert len(KNOWN_BUGS) == 12
+    assert [bug.kb for bug in KNOWN_BUGS.values()] == [f"KB{n}" for n in range(1, 13)]
+    assert all(bug.slug == slug for slug, bug in KNOWN_BUGS.items())
+
+
+def test_every_known_bug_is_caught_by_some_shipped_scenario() -> None:
+    missing = [slug for slug in KNOWN_BUGS if not _catching(slug)]
+    assert not missing
+
+
+def test_every_catches_entry_names_a_known_bug() -> None:
+    unknown = {(s.name, slug) for s in SCENARIOS for slug in s.catches if slug not in KNOWN_BUGS}
+    assert not unknown
+
+
+def test_bug_zoo_page_lists_every_bug_and_every_shipped_scenario() -> None:
+    """Adding a scenario or a bug without regenerating the page fails here."""
+    text = BUG_ZOO.read_text(encoding="utf-8")
+    for slug, bug in KNOWN_BUGS.items():
+        assert re.search(rf"^\| {bug.kb} \| `{re.escape(slug)}` \|", text, re.MULTILINE), slug
+    rows = re.findall(r"^\| `([^`]+)` \|", text, re.MULTILINE)
+    assert rows == [s.name for s in SCENARIOS]
+    assert "## Problems" not in text
+
+
+def test_detection_time_is_the_wall_time_until_the_first_failure_in_file_order() -> None:
+    first, second, third = SCENARIOS[:3]
+    slug = "sync-stop"
+
+    def cell(scenario: Scenario, variant: str, failed: bool, seconds: float) -> Cell:
+        check = "no_premature_stop" if failed else None
+        return Cell(scenario.name, variant, failed, check, None, None, seconds)
+
+    cells = [
+        cell(first, CORRECT, False, 1.0),
+        cell(second, CORRECT, True, 1.0),
+        cell(third, CORRECT, False, 1.0),
+        cell(first, slug, False, 1.5),
+        cell(second, slug, True, 2.0),
+        cell(third, slug, True, 0.25),
+    ]
+    matrix = Matrix(
+        (first, second, third), (CORRECT, slug), {(c.scenario, c.variant): c for c in cells}
+    )
+    found = matrix.detection(slug)
+    assert found.first is not None and found.first.scenario == second.name
+    assert found.seconds_until_first == pytest.approx(3.5)
+    assert found.fastest is not None and found.fastest.scenario == third.name
+    assert found.caught_by == (second.name, third.name)
+    assert [p.split(":")[0] for p in matrix.problems()] == [second.name]
+    page = render(matrix, Path("scenarios"))
+    assert f"| `{second.name}` | **FAILED** (`no_premature_stop`) |" in page
+    assert "| KB1 | `sync-stop` | " + f"`{second.name}` | 3.5 s | `{third.name}` | 0.2 s |" in page
+    assert "## Problems" in page
