@@ -84,6 +84,11 @@ INVARIANTS: Mapping[str, Invariant] = MappingProxyType(
                 frozenset({"failure"}),
             ),
             Invariant(
+                "no_thread_crash",
+                "no thread of the run dies of an unhandled exception",
+                _BOTH,
+            ),
+            Invariant(
                 "prompt_exit",
                 "a process moves on right after its round: exits (one per round) or takes "
                 "its next task (one for all rounds)",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pytest_flrelia.scenario import FaultSpec
 from reference_impl.config import JobConfig
 from reference_impl.executor import LauncherExecutor
-from reference_impl.pipe import PIPE_SECRET_ENV, Pipe
+from reference_impl.pipe import PIPE_SECRET_ENV, Pipe, PipeError
 from reference_impl.timeline import Event, EventKind, Timeline
 from reference_impl.train_script import BEHAVIOUR_ENV, IGNORE_SIGTERM, SPAWN_CHILD
 from reference_impl.wire import Message, Topic
@@ -271,7 +271,17 @@ def _stale_pipe_message(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> Non
         executor = executors[str(event.site)]
         pipe = executor.exchanger.pipe
         secret = bytes.fromhex(executor.launch_env[PIPE_SECRET_ENV])
-        late = Pipe.connect(pipe.address, secret, name=f"late-{event.site}")
+        try:
+            late = Pipe.connect(pipe.address, secret, name=f"late-{event.site}")
+        except PipeError as exc:
+            timeline.record(
+                EventKind.ERROR,
+                site=event.site,
+                round=event.round,
+                process="harness",
+                reason=f"fault not injected: {exc}",
+            )
+            return
         try:
             before = pipe.pending
             late.send(Message(topic, {"site": event.site, "reason": "late goodbye"}))

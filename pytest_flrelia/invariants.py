@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pytest_flrelia.report import CheckFailure
+from pytest_flrelia.thread_watch import THREAD_CRASH
 from reference_impl.config import JobConfig
 from reference_impl.job import JobResult
 from reference_impl.messages import Array
@@ -401,6 +402,21 @@ def _prompt_next_task(run: RunRecord, sent: Sequence[Event]) -> Check:
     return _pass(name, "the process takes every next task promptly", f"{checked} tasks checked")
 
 
+def no_thread_crash(run: RunRecord) -> Check:
+    """No thread of the run died of an unhandled exception (a dead heartbeat or
+    deferred-stop thread fails nothing at once: rounds just wait out their timeouts)."""
+    name = "no_thread_crash"
+    expected = "no thread of the run dies of an unhandled exception"
+    crashes = [
+        e for e in _of(run.events, EventKind.ERROR) if e.detail.get("error") == THREAD_CRASH
+    ]
+    if crashes:
+        first = crashes[0]
+        seen = f"thread {first.detail.get('thread')} died: {first.detail.get('exception')}"
+        return Check(name, False, expected, seen, first.ts, tuple(crashes[:3]))
+    return _pass(name, expected, "none died")
+
+
 CHECKS: Mapping[str, Callable[[RunRecord], Check]] = {
     "all_rounds_complete": all_rounds_complete,
     "tensors_intact": tensors_intact,
@@ -411,6 +427,7 @@ CHECKS: Mapping[str, Callable[[RunRecord], Check]] = {
     "within_bound": within_bound,
     "clean_failure": clean_failure,
     "prompt_exit": prompt_exit,
+    "no_thread_crash": no_thread_crash,
 }
 
 

@@ -23,6 +23,7 @@ from pytest_flrelia.report import failure_report, write_artifacts
 from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
 from pytest_flrelia.settings import REFERENCE_TARGET, Settings
 from pytest_flrelia.targets import load_target
+from pytest_flrelia.thread_watch import watch_thread_crashes
 from reference_impl.config import JobConfig, Timeouts
 from reference_impl.job import JobResult
 from reference_impl.timeline import Event, EventKind, Timeline
@@ -81,14 +82,15 @@ def run_scenario(
 
     def run() -> None:
         try:
-            box["result"] = target.run(
-                job,
-                plan,
-                known_bug=settings.known_bug,
-                timeline=timeline,
-                abort=abort,
-                env=guard.env,
-            )
+            with watch_thread_crashes(timeline, abort):
+                box["result"] = target.run(
+                    job,
+                    plan,
+                    known_bug=settings.known_bug,
+                    timeline=timeline,
+                    abort=abort,
+                    env=guard.env,
+                )
         except BaseException:  # reported as a harness error, never swallowed
             box["error"] = traceback.format_exc()
 

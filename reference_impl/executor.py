@@ -33,6 +33,9 @@ WAIT_SLICE = 0.05
 """How long one wait for a pipe message lasts before the executor re-checks the process."""
 ROUND_BOUNDARY_MARGIN = 1.0
 """How much longer than the deferred stop can take the next round waits for it."""
+PEER_CLOSE_WAIT = 2.0
+"""Per-round mode: how long the next round waits for the previous process's connection to
+finish delivering (its goodbye must land before the pipe is cleared, not after)."""
 EXIT_AFTER_BROKEN_PIPE = 0.5
 """How long after its pipe broke a dying process may take to be seen ended."""
 RESULT_DRAIN = 5.0
@@ -166,6 +169,10 @@ class LauncherExecutor:
     def _launch(self, task: Task) -> PipeHandler:
         self._enter(RoundState.LAUNCHING)
         failpoint("executor.before_launch", site=self.site, round=task.round)
+        if self.launcher.needs_deferred_stop() and not self.exchanger.pipe.wait_for_no_peer(
+            PEER_CLOSE_WAIT
+        ):
+            log.warning("%s: the previous process's connection is still open", self.site)
         handler = self.exchanger.handler_for_round(task.round)
         launched = self.launcher.launch_task(
             f"{task.kind}-round-{task.round}",

@@ -390,6 +390,12 @@ class Pipe:
                 lambda: len(self._inbox) >= count or self._closed, timeout
             ) and len(self._inbox) >= count
 
+    def wait_for_no_peer(self, timeout: float) -> bool:
+        """Wait until every connection has closed and its reader has delivered all it read:
+        after that, nothing more can arrive from a peer that is gone.  False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed or not self._connections, timeout)
+
     def wait_for_peer(self, timeout: float) -> bool:
         """Wait until an authenticated connection is open; False on timeout or close."""
         with self._cond:

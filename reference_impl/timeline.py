@@ -12,6 +12,7 @@ file into its in-memory :class:`Timeline` when the job ends.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 TIMELINE_ENV = "FLRELIA_TIMELINE"
+
+log = logging.getLogger(__name__)
 
 
 class EventKind(str, Enum):
@@ -174,7 +177,10 @@ class Timeline:
             if fd is not None:
                 os.write(fd, (event.to_json() + "\n").encode())
         for listener in listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # a listener's failure must not break the recording thread
+                log.exception("timeline listener %r failed on %s", listener, event.kind.value)
 
     def extend(self, events: Iterable[Event]) -> None:
         with self._lock:
