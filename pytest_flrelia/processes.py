@@ -13,6 +13,8 @@ import uuid
 
 import psutil
 
+from reference_impl.process_stop import wait_gone
+
 RUN_ID_ENV = "FLRELIA_RUN_ID"
 REAP_TIMEOUT = 5.0
 
@@ -60,7 +62,8 @@ class ProcessGuard:
                 process.kill()
             except psutil.NoSuchProcess:
                 continue
-        psutil.wait_procs(survivors, timeout=REAP_TIMEOUT)
+        # Exited is gone: an orphan's zombie waits for init, which may reap it late.
+        wait_gone(survivors, REAP_TIMEOUT)
         return [p.pid for p in survivors]
 
 
