@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable, Mapping
 
 import psutil
 
@@ -24,7 +25,6 @@ class ProcessGuard:
 
     def __init__(self) -> None:
         self.run_id = uuid.uuid4().hex
-        self._uid = os.getuid()
 
     @property
     def env(self) -> dict[str, str]:
@@ -33,18 +33,7 @@ class ProcessGuard:
 
     def survivors(self) -> list[psutil.Process]:
         """Live (non-zombie) processes carrying this run's tag."""
-        found = []
-        for process in psutil.process_iter(["uids", "status"]):
-            try:
-                if process.info["uids"].real != self._uid:
-                    continue
-                if process.info["status"] == psutil.STATUS_ZOMBIE:
-                    continue
-                if process.environ().get(RUN_ID_ENV) == self.run_id:
-                    found.append(process)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return found
+        return live_processes_where(lambda env: env.get(RUN_ID_ENV) == self.run_id)
 
     def settle(self, timeout: float) -> list[psutil.Process]:
         """Survivors that are still alive after waiting up to ``timeout`` for them to exit."""
@@ -65,6 +54,23 @@ class ProcessGuard:
         # Exited is gone: an orphan's zombie waits for init, which may reap it late.
         wait_gone(survivors, REAP_TIMEOUT)
         return [p.pid for p in survivors]
+
+
+def live_processes_where(
+    matches: Callable[[Mapping[str, str]], bool],
+) -> list[psutil.Process]:
+    """This user's live (non-zombie) processes whose environment ``matches``."""
+    uid = os.getuid()
+    found = []
+    for process in psutil.process_iter(["uids", "status"]):
+        try:
+            if process.info["uids"].real != uid or process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if matches(process.environ()):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
 
 
 def _alive(process: psutil.Process) -> bool:

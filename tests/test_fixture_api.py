@@ -22,11 +22,10 @@ INNER_TIMEOUT = 120.0
 HELPERS = '''
 import os
 
-import psutil
 import pytest
 
 from pytest_flrelia.fixture import RunSpecError
-from pytest_flrelia.processes import RUN_ID_ENV
+from pytest_flrelia.processes import RUN_ID_ENV, live_processes_where
 from pytest_flrelia.runner import ScenarioFailure
 from reference_impl.timeline import EventKind
 
@@ -37,17 +36,12 @@ LATE = {"fault": "delayed_download", "site": "site-1", "delay": "200ms"}
 def run_processes():
     """Live processes of any scenario run started from this session."""
     mark = os.environ["FLRELIA_TEST_MARK"]
-    found = []
-    for process in psutil.process_iter(["status"]):
-        try:
-            if process.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            environ = process.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        if environ.get("FLRELIA_TEST_MARK") == mark and RUN_ID_ENV in environ:
-            found.append(process.pid)
-    return found
+    return [
+        process.pid
+        for process in live_processes_where(
+            lambda env: env.get("FLRELIA_TEST_MARK") == mark and RUN_ID_ENV in env
+        )
+    ]
 '''
 
 API_TESTS = (

@@ -12,10 +12,9 @@ import re
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
-from pytest_flrelia.processes import RUN_ID_ENV
+from pytest_flrelia.processes import RUN_ID_ENV, live_processes_where
 
 ROOT = Path(__file__).resolve().parent.parent
 # Works whether or not the package is installed: block the entry point, load the module.
@@ -128,17 +127,12 @@ def summary_line(result: pytest.RunResult) -> str:
 
 def marked_survivors(mark: str) -> list[str]:
     """Live processes of a scenario run (run id) that carry this test's mark."""
-    found = []
-    for process in psutil.process_iter(["status"]):
-        try:
-            if process.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            environ = process.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        if environ.get(MARK_ENV) == mark and RUN_ID_ENV in environ:
-            found.append(f"pid {process.pid}: {' '.join(process.cmdline())}")
-    return found
+    return [
+        f"pid {process.pid}: {' '.join(process.cmdline())}"
+        for process in live_processes_where(
+            lambda env: env.get(MARK_ENV) == mark and RUN_ID_ENV in env
+        )
+    ]
 
 
 def test_failing_scenario_report_shows_the_invariant_the_swimlane_and_how_to_reproduce(
