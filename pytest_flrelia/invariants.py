@@ -189,7 +189,15 @@ def no_premature_stop(run: RunRecord) -> Check:
     ]
     if not published:
         return _na(name, "no result had tensors to download")
-    stops = _of(run.events, EventKind.STOP_REQUESTED)
+    # Once a round failed the job is being torn down: stopping everything is then right.
+    failed_round = next(
+        (e.ts for e in _of(run.events, EventKind.ROUND_END) if not e.detail.get("ok")), None
+    )
+    stops = [
+        e
+        for e in _of(run.events, EventKind.STOP_REQUESTED)
+        if failed_round is None or e.ts < failed_round
+    ]
     for sent in published:
         released = [
             e
