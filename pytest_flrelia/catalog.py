@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-from pytest_flrelia.units import UnitError, parse_duration
+from reference_impl.units import UnitError, parse_duration
 
 KNOWN_BUG_SLUGS: Mapping[str, str] = MappingProxyType(
     {

@@ -27,7 +27,7 @@ from pytest_flrelia.settings import (
     settings_from_config,
 )
 from pytest_flrelia.summary import REPORTER_NAME, SummaryReporter
-from pytest_flrelia.units import format_duration
+from reference_impl.units import format_duration
 
 if TYPE_CHECKING:
     from pytest_flrelia.fixture import Flrelia

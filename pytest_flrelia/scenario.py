@@ -43,8 +43,8 @@ from pytest_flrelia.schema_gen import (
     SITE_PATTERN,
     scenario_schema,
 )
-from pytest_flrelia.units import UnitError, describe_value, parse_duration, parse_size
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from reference_impl.units import UnitError, describe_value, parse_duration, parse_size
 
 KeyPath = tuple[str | int, ...]
 SCHEMA_RESOURCE = "scenario.schema.json"

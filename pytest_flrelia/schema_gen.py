@@ -23,13 +23,13 @@ from pytest_flrelia.catalog import (
     SCOPE_KEYS,
     Param,
 )
-from pytest_flrelia.units import DURATION_PATTERN, SIZE_PATTERN, format_duration, format_size
 from reference_impl.config import (
     DOWNLOAD_CHUNK_BYTES,
     DOWNLOAD_RETRIES,
     TensorSpec,
     Timeouts,
 )
+from reference_impl.units import DURATION_PATTERN, SIZE_PATTERN, format_duration, format_size
 
 Schema = dict[str, Any]
 

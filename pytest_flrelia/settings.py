@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 
 from pytest_flrelia.catalog import KNOWN_BUG_SLUGS, close_match
-from pytest_flrelia.units import UnitError, parse_duration
+from reference_impl.units import UnitError, parse_duration
 
 REFERENCE_TARGET = "reference"
 TARGETS_ENTRY_POINT_GROUP = "flrelia.targets"

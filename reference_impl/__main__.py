@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+from reference_impl import units
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.job import run_job
 from reference_impl.timeline import Event, EventKind, Timeline
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
-_UNITS = {
-    None: 1,
-    "B": 1,
-    "KiB": 2**10,
-    "MiB": 2**20,
-    "GiB": 2**30,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-}
-
 
 def parse_size(text: str) -> int:
-    match = _SIZE.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (like 1024, 64KiB, 1MiB, 1GiB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
+    """``--tensor-size``: the same size syntax scenario files use."""
+    try:
+        return units.parse_size(text, "--tensor-size")
+    except units.UnitError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size (like 1024, 64KiB, 1MiB, 1GiB)"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

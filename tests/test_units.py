@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_flrelia.units import (
+from reference_impl.units import (
     DURATION_FORMS,
     SIZE_FORMS,
     UnitError,

@@ -2,8 +2,8 @@
 
 ``500ms``, ``5s``, ``2m``, ``1h`` or a number of seconds; ``1024``, ``64KiB``,
 ``1MiB``, ``1GiB`` (powers of 1024) or ``KB``/``MB``/``GB`` (powers of 1000).
-One parser each, shared by the scenario loader and the settings, so a value
-means the same thing wherever it is written.
+One parser each, shared by the scenario loader, the plugin's settings and the
+command line, so a value means the same thing wherever it is written.
 """
 
 from __future__ import annotations
