@@ -129,7 +129,7 @@ def all_rounds_complete(run: RunRecord) -> Check:
 def tensors_intact(run: RunRecord) -> Check:
     name = "tensors_intact"
     published = {
-        (e.site, e.round, e.detail.get("name")): e.detail.get("sha256")
+        (e.site, e.round, e.detail.get("name")): e.detail.get("checksum")
         for e in _of(run.events, EventKind.TENSOR_SERVED)
     }
     downloads = _of(run.events, EventKind.DOWNLOAD_DONE)
@@ -138,12 +138,12 @@ def tensors_intact(run: RunRecord) -> Check:
     for done in downloads:
         key = (done.site, done.round, done.detail.get("name"))
         want = published.get(key)
-        if want is not None and done.detail.get("sha256") != want:
+        if want is not None and done.detail.get("checksum") != want:
             return Check(
                 name,
                 False,
                 f"{key} arrives with the checksum its site published",
-                f"sha256 {done.detail.get('sha256')} != published {want}",
+                f"checksum {done.detail.get('checksum')} != published {want}",
                 done.ts,
                 (done,),
             )

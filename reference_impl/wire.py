@@ -82,7 +82,7 @@ class Message:
 
     topic: str
     payload: Mapping[str, Any] = field(default_factory=dict)
-    blobs: tuple[bytes, ...] = ()
+    blobs: tuple[bytes | memoryview, ...] = ()
 
 
 def new_secret() -> bytes:
@@ -104,7 +104,25 @@ def encode_message(message: Message) -> bytes:
 
 
 def decode_message(body: bytes | bytearray | memoryview) -> Message:
-    """Parse a frame body; any inconsistency raises :class:`FrameError`."""
+    """Parse a frame body; any inconsistency raises :class:`FrameError`.
+
+    The blobs are copies: the message outlives ``body``.
+    """
+    topic, payload, blobs = _parse(body)
+    return Message(topic=topic, payload=payload, blobs=tuple(bytes(b) for b in blobs))
+
+
+def decode_message_view(body: bytearray | memoryview) -> Message:
+    """Like :func:`decode_message`, but the blobs are views into ``body``: no copy.
+
+    For a reader that reuses its frame buffer (the downloader): the blobs are
+    valid only until ``body`` is overwritten.
+    """
+    topic, payload, blobs = _parse(body)
+    return Message(topic=topic, payload=payload, blobs=tuple(blobs))
+
+
+def _parse(body: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any], list[memoryview]]:
     view = memoryview(body)
     if len(view) < _LENGTH.size:
         raise FrameError(f"frame body of {len(view)} bytes is shorter than its header length")
@@ -132,9 +150,9 @@ def decode_message(body: bytes | bytearray | memoryview) -> Message:
         raise FrameError("blob lengths do not add up to the frame body")
     blobs = []
     for n in blob_lengths:
-        blobs.append(bytes(view[offset : offset + n]))
+        blobs.append(view[offset : offset + n])
         offset += n
-    return Message(topic=topic, payload=payload, blobs=tuple(blobs))
+    return topic, payload, blobs
 
 
 def send_frame(sock: socket.socket, body: bytes | Sequence[bytes | memoryview]) -> None:

@@ -97,7 +97,6 @@ def test_download_from_a_subprocess_against_raw_loopback() -> None:
         "raw_loopback_mib_per_s",
         "download_mib_per_s",
         "chunk_digest_mib_per_s",
-        "sha256_mib_per_s",
         "download_throughput_ratio",
     )
     # RSS growth: zero when the process reuses memory an earlier test already touched.

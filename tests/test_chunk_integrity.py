@@ -128,7 +128,7 @@ def assert_clean_and_exact(
 
 
 def assert_retried_each_corrupt_chunk(
-    timeline: Timeline, service: BitFlipService, expected_chunks: list[int]
+    timeline: Timeline, service: BitFlipService, ref: TensorRef, expected_chunks: list[int]
 ) -> None:
     assert [offset for offset, _ in service.corrupted] == expected_chunks, "flips not sent"
     retries = timeline.events(EventKind.DOWNLOAD_RETRY)
@@ -137,7 +137,7 @@ def assert_retried_each_corrupt_chunk(
         assert retry.detail["reason"] == f"corrupt chunk at offset {offset}: digest mismatch"
     (done,) = timeline.events(EventKind.DOWNLOAD_DONE)
     assert not timeline.events(EventKind.DOWNLOAD_FAILED)
-    assert done.detail["sha256"] is not None
+    assert done.detail["checksum"] == ref.checksum
 
 
 def tensor_of(nbytes: int, seed: int = 0) -> np.ndarray:
@@ -181,7 +181,7 @@ def test_a_flipped_bit_is_retried_and_never_reaches_the_sink(
 
     service, ref, sink = download_with_flips(services, timeline, tensor, flips)
 
-    assert_retried_each_corrupt_chunk(timeline, service, retried)
+    assert_retried_each_corrupt_chunk(timeline, service, ref, retried)
     assert_clean_and_exact(sink, ref, tensor.tobytes())
     assert service.wait_all_downloaded(WAIT), "the gate opens once the tensor is verified"
 
@@ -205,7 +205,7 @@ def test_any_single_bit_flip_is_caught(data: st.DataObject, nbytes: int, chunk_b
             started, timeline, tensor, [(position, bit)], chunk_bytes=chunk_bytes
         )
         chunk = position // chunk_bytes * chunk_bytes
-        assert_retried_each_corrupt_chunk(timeline, service, [chunk])
+        assert_retried_each_corrupt_chunk(timeline, service, ref, [chunk])
         assert_clean_and_exact(sink, ref, tensor.tobytes(), chunk_bytes)
         assert service.wait_all_downloaded(WAIT)
     finally:
@@ -263,11 +263,11 @@ def test_a_job_with_corrupt_chunks_in_every_training_process_aggregates_exactly(
         (site, round) for site in config.site_names() for round in (1, 2)
     }
     served = {
-        e.detail["tensor_id"]: e.detail["sha256"]
+        e.detail["tensor_id"]: e.detail["checksum"]
         for e in result.timeline.events(EventKind.TENSOR_SERVED)
     }
     done = {
-        e.detail["tensor_id"]: e.detail["sha256"]
+        e.detail["tensor_id"]: e.detail["checksum"]
         for e in result.timeline.events(EventKind.DOWNLOAD_DONE)
     }
     assert done == served and len(done) == processes * config.tensors.count

@@ -24,6 +24,7 @@ import pytest
 
 from reference_impl import failpoints, wire
 from reference_impl.download import (
+    DIGEST_SIZE,
     TOPIC,
     ArraySink,
     Downloader,
@@ -33,6 +34,8 @@ from reference_impl.download import (
     TensorRef,
     _frame_parts,
     chunk_digest,
+    chunk_digests,
+    tensor_checksum,
 )
 from reference_impl.timeline import EventKind, Timeline
 
@@ -203,7 +206,7 @@ def test_tensor_ref_survives_json_and_hides_its_token(make_service: ServiceFacto
     assert TensorRef.from_json(json.loads(json.dumps(ref.to_json()))) == ref
     assert ref.token not in repr(ref)
     for broken in (
-        {k: v for k, v in ref.to_json().items() if k != "sha256"},
+        {k: v for k, v in ref.to_json().items() if k != "checksum"},
         {**ref.to_json(), "nbytes": True},
         {**ref.to_json(), "token": "not hex"},
         {**ref.to_json(), "address": ["127.0.0.1"]},
@@ -220,6 +223,53 @@ def test_zero_copy_chunk_frame_matches_the_wire_encoding() -> None:
 
     assert b"".join(parts) == wire.encode_message(wire.Message(TOPIC, payload, (bytes(blob),)))
     assert parts[1] is blob
+
+
+def test_the_reader_decodes_chunks_in_place_and_the_pipe_decoder_copies() -> None:
+    body = bytearray(wire.encode_message(wire.Message(TOPIC, {"op": "chunk"}, (b"abc", b"defg"))))
+
+    in_place = wire.decode_message_view(body)
+    copied = wire.decode_message(body)
+    body[-4:] = b"WXYZ"
+
+    assert [bytes(b) for b in in_place.blobs] == [b"abc", b"WXYZ"], "views into the buffer"
+    assert copied.blobs == (b"abc", b"defg"), "copies outlive the buffer"
+    assert in_place.payload == copied.payload == {"op": "chunk"}
+
+
+def test_checksum_covers_every_chunk_in_order() -> None:
+    data = memoryview(bytes(range(256)) * 10)  # 2560 bytes: chunks of 1000, 1000, 560
+    digests = chunk_digests(data, 1000)
+
+    assert digests == [
+        chunk_digest(data[0:1000]),
+        chunk_digest(data[1000:2000]),
+        chunk_digest(data[2000:]),
+    ]
+    checksum = tensor_checksum(digests)
+    assert len(checksum) == 2 * DIGEST_SIZE
+    assert tensor_checksum([digests[1], digests[0], digests[2]]) != checksum, "order matters"
+    assert tensor_checksum(digests[:2]) != checksum, "a missing chunk is caught"
+    flipped = bytearray(data)
+    flipped[1500] ^= 0x80
+    assert tensor_checksum(chunk_digests(memoryview(flipped), 1000)) != checksum
+    assert tensor_checksum(chunk_digests(data, 512)) != checksum, "the chunk size is part of it"
+
+
+def test_a_tensor_that_is_not_the_published_one_fails_without_retry(
+    make_service: ServiceFactory, downloader: Downloader, timeline: Timeline
+) -> None:
+    service = make_service(chunk_bytes=256)
+    (ref,) = service.publish({"w": np.arange(100.0)}, round=3)
+    # Every chunk matches the digest it travels with, but not the tensor the ref announced.
+    wrong = dataclasses.replace(ref, checksum="0" * 2 * DIGEST_SIZE)
+
+    with pytest.raises(DownloadError, match=r"^failed to download from site-1: checksum of "):
+        downloader.download(wrong, ArraySink())
+
+    assert not timeline.events(EventKind.DOWNLOAD_RETRY), "another attempt gets the same bytes"
+    assert not timeline.events(EventKind.DOWNLOAD_DONE)
+    assert service.pending() == 1, "never confirmed: the gate stays closed"
 
 
 def test_gate_is_open_at_once_when_nothing_was_published(make_service: ServiceFactory) -> None:
@@ -244,7 +294,8 @@ def test_gate_blocks_until_every_tensor_is_downloaded(
 ) -> None:
     all_done = threading.Event()
     service = make_service(chunk_bytes=256, on_all_downloaded=all_done.set)
-    refs = service.publish({"a": np.arange(1000.0), "b": np.arange(500, dtype=np.int64)}, round=2)
+    tensors = {"a": np.arange(1000.0), "b": np.arange(500, dtype=np.int64)}
+    refs = service.publish(tensors, round=2)
     sink = HashSink()
     waiting, opened = threading.Event(), threading.Event()
     seen: dict[str, Any] = {}
@@ -257,9 +308,9 @@ def test_gate_blocks_until_every_tensor_is_downloaded(
 
     served: queue.Queue[str] = queue.Queue()
     unsubscribe = timeline.subscribe(
-        lambda event: served.put(event.detail["tensor_id"])
-        if event.kind is EventKind.TENSOR_SERVED
-        else None
+        lambda event: (
+            served.put(event.detail["tensor_id"]) if event.kind is EventKind.TENSOR_SERVED else None
+        )
     )
     waiter = threading.Thread(target=gate, name="test-gate-waiter")
     waiter.start()
@@ -279,7 +330,9 @@ def test_gate_blocks_until_every_tensor_is_downloaded(
     assert seen["ok"] is True
     assert seen["bytes_at_open"] == {ref.tensor_id: ref.nbytes for ref in refs}
     assert all_done.is_set()
-    assert [sink.sha256(ref) for ref in refs] == [ref.sha256 for ref in refs]
+    assert [sink.sha256(ref) for ref in refs] == [
+        hashlib.sha256(np.ascontiguousarray(tensors[ref.name])).hexdigest() for ref in refs
+    ]
 
 
 def test_closing_the_service_releases_a_waiting_gate(make_service: ServiceFactory) -> None:
@@ -339,10 +392,10 @@ def test_unknown_tensor_id_gets_an_error_and_changes_nothing(
             send(sock, "get", tensor_id=bad_id, offset=0)
             reply = receive(sock)
             assert reply.payload["op"] == "error" and bad_id in reply.payload["reason"]
-            send(sock, "done", tensor_id=bad_id, sha256=foreign.sha256)
+            send(sock, "done", tensor_id=bad_id, checksum=foreign.checksum)
             assert receive(sock).payload["op"] == "error"
-        send(sock, "done", tensor_id=ref.tensor_id, sha256="0" * 64)
-        assert "sha256 mismatch" in receive(sock).payload["reason"]
+        send(sock, "done", tensor_id=ref.tensor_id, checksum="0" * 32)
+        assert "checksum mismatch" in receive(sock).payload["reason"]
         assert service.pending() == 1 and other_site.pending() == 1
 
         # The same connection still serves the real tensor.
@@ -354,7 +407,7 @@ def test_unknown_tensor_id_gets_an_error_and_changes_nothing(
         assert frame.payload["op"] == "eof"
         assert bytes(data) == np.arange(50, dtype=np.int32).tobytes()
         assert service.pending() == 1  # fetched, not yet confirmed
-        send(sock, "done", tensor_id=ref.tensor_id, sha256=ref.sha256)
+        send(sock, "done", tensor_id=ref.tensor_id, checksum=ref.checksum)
         assert receive(sock).payload["op"] == "ack"
     assert service.wait_all_downloaded(WAIT)
 
@@ -370,6 +423,7 @@ VIOLATIONS: dict[str, Callable[[TensorRef], bytes]] = {
     "wrong-topic": lambda ref: wire.encode_message(wire.Message(wire.Topic.TASK, {"op": "get"})),
     "negative-offset": lambda ref: request("get", tensor_id=ref.tensor_id, offset=-1),
     "offset-past-end": lambda ref: request("get", tensor_id=ref.tensor_id, offset=ref.nbytes + 1),
+    "offset-inside-a-chunk": lambda ref: request("get", tensor_id=ref.tensor_id, offset=1),
     "string-offset": lambda ref: request("get", tensor_id=ref.tensor_id, offset="0"),
     "unknown-op": lambda ref: request("delete", tensor_id=ref.tensor_id),
 }
@@ -508,7 +562,8 @@ def test_64mib_tensor_streams_with_memory_bounded_by_one_chunk(
 ) -> None:
     chunk = 1024 * 1024
     service = make_service(chunk_bytes=chunk)
-    (ref,) = service.publish({"big": np.arange(8 * 1024 * 1024, dtype=np.float64)}, round=1)
+    big = np.arange(8 * 1024 * 1024, dtype=np.float64)
+    (ref,) = service.publish({"big": big}, round=1)
     assert ref.nbytes == 64 * 1024 * 1024
     log = ChunkLog(HashSink())
 
@@ -522,7 +577,8 @@ def test_64mib_tensor_streams_with_memory_bounded_by_one_chunk(
     assert log.max_in_flight == 1
     assert max(nbytes for _, _, nbytes, _ in log.writes) == chunk
     assert log.offsets("big") == list(range(0, ref.nbytes, chunk))
-    assert isinstance(log.inner, HashSink) and log.inner.sha256(ref) == ref.sha256
+    assert isinstance(log.inner, HashSink)
+    assert log.inner.sha256(ref) == hashlib.sha256(big).hexdigest()
     assert peak < 4 * chunk, f"download peaked at {peak / chunk:.1f} chunks of memory"
     assert service.wait_all_downloaded(WAIT)
 
@@ -584,5 +640,5 @@ def test_killed_service_process_fails_the_download_naming_its_site(
     with pytest.raises(DownloadError, match=r"^failed to download from site-7: "):
         downloader.download(refs[0], sink)
     assert proc.returncode == -signal.SIGKILL
-    expected = hashlib.sha256(subprocess_tensors()["w"].tobytes()).hexdigest()
-    assert refs[0].sha256 == expected
+    original = memoryview(subprocess_tensors()["w"]).cast("B")
+    assert refs[0].checksum == tensor_checksum(chunk_digests(original, refs[0].chunk_bytes))

@@ -252,8 +252,8 @@ def get(ref: TensorRef, offset: Any = 0, tensor_id: str | None = None) -> dict[s
     return {"op": "get", "tensor_id": tensor_id or ref.tensor_id, "offset": offset}
 
 
-def done(ref: TensorRef, sha256: str) -> dict[str, Any]:
-    return {"op": "done", "tensor_id": ref.tensor_id, "sha256": sha256}
+def done(ref: TensorRef, checksum: str) -> dict[str, Any]:
+    return {"op": "done", "tensor_id": ref.tensor_id, "checksum": checksum}
 
 
 @dataclass(frozen=True)
@@ -285,25 +285,29 @@ DOWNLOAD_ATTACKS: dict[str, DownloadAttack] = {
             "token": s.ref1.token,
             "requests": [
                 get(s.ref1, tensor_id=UNKNOWN_ID),
-                done(s.ref1, "0" * 64) | {"tensor_id": UNKNOWN_ID},
+                done(s.ref1, "0" * 32) | {"tensor_id": UNKNOWN_ID},
             ],
         },
         None,
         ("^unknown tensor", "^unknown tensor"),
     ),
     "another site's tensor id over a valid handshake": DownloadAttack(
-        lambda s: {"token": s.ref1.token, "requests": [get(s.ref2), done(s.ref2, s.ref2.sha256)]},
+        lambda s: {"token": s.ref1.token, "requests": [get(s.ref2), done(s.ref2, s.ref2.checksum)]},
         None,
         ("^unknown tensor", "^unknown tensor"),
     ),
-    "done with a wrong sha256": DownloadAttack(
-        lambda s: {"token": s.ref1.token, "requests": [done(s.ref1, "f" * 64)]},
+    "done with a wrong checksum": DownloadAttack(
+        lambda s: {"token": s.ref1.token, "requests": [done(s.ref1, "f" * 32)]},
         None,
-        ("^sha256 mismatch",),
+        ("^checksum mismatch",),
     ),
     "negative offset": DownloadAttack(
         lambda s: {"token": s.ref1.token, "requests": [get(s.ref1, -1)]},
         r"^_ProtocolError: bad offset -1 ",
+    ),
+    "offset inside a chunk": DownloadAttack(
+        lambda s: {"token": s.ref1.token, "requests": [get(s.ref1, 1)]},
+        r"^_ProtocolError: bad offset 1 ",
     ),
     "huge offset": DownloadAttack(
         lambda s: {"token": s.ref1.token, "requests": [get(s.ref1, 2**62)]},
@@ -415,7 +419,7 @@ FORGED_REFS = [
         "shape": [1],
         "dtype": "<f8",
         "nbytes": 8,
-        "sha256": "0" * 64,
+        "checksum": "0" * 32,
         "chunk_bytes": 8,
     }
 ]
