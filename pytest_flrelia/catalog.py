@@ -94,6 +94,11 @@ INVARIANTS: Mapping[str, Invariant] = MappingProxyType(
                 "its next task (one for all rounds)",
                 frozenset({"success"}),
             ),
+            Invariant(
+                "bounded_stop",
+                "every stop reaps its process within stop_grace plus a margin",
+                _BOTH,
+            ),
         )
     }
 )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pytest_flrelia.live_checks import PROMPT_EXIT_SECONDS, STOP_MARGIN, live_violations
 from pytest_flrelia.report import CheckFailure
 from pytest_flrelia.thread_watch import THREAD_CRASH
 from reference_impl.config import JobConfig
@@ -23,9 +24,6 @@ from reference_impl.server import initial_model
 from reference_impl.timeline import Event, EventKind
 from reference_impl.train_script import local_update, site_weight
 
-PROMPT_EXIT_SECONDS = 1.0
-"""How long a process may take to move on after its round: exit (one process per round)
-or take its next task (one for all rounds)."""
 STALE_FAULTS = ("stale_peer_gone", "stale_pipe_message", "aux_event")
 
 
@@ -348,6 +346,14 @@ def prompt_exit(run: RunRecord) -> Check:
     until the deferred stop kills it; one process for all rounds takes its next task as
     soon as it is sent instead of sitting in a gate that has nothing to wait for."""
     name = "prompt_exit"
+    live = _live_failure(
+        run,
+        name,
+        f"a per-round process exits by itself within {PROMPT_EXIT_SECONDS:g}s of its "
+        "round's end (its download; its result, when it had nothing to download)",
+    )
+    if live is not None:
+        return live
     if run.result is None:
         return _na(name, "the run never finished")
     sent = _of(run.events, EventKind.RESULT_SENT)
@@ -410,6 +416,82 @@ def _prompt_next_task(run: RunRecord, sent: Sequence[Event]) -> Check:
     return _pass(name, "the process takes every next task promptly", f"{checked} tasks checked")
 
 
+def bounded_stop(run: RunRecord) -> Check:
+    """Every stop reaps its process within ``stop_grace`` plus :data:`STOP_MARGIN`: a stop
+    that signals the child only and waits (KB12) hangs the round boundary forever."""
+    name = "bounded_stop"
+    expected = f"every stop reaps its process within stop_grace + {STOP_MARGIN:g}s"
+    live = _live_failure(run, name, expected)
+    if live is not None:
+        return live
+    stops = _of(run.events, EventKind.STOP_REQUESTED)
+    if not stops:
+        return _na(name, "no stop was requested")
+    if run.result is None:
+        return _na(name, "the run never finished: its stop_grace is unknown")
+    limit = run.result.config.timeouts.stop_grace + STOP_MARGIN
+    last = run.events[-1].ts if run.events else 0.0
+    for stop in stops:
+        pid = stop.detail.get("pid")
+        exited = next((e for e in _launcher_exits(run.events, pid) if e.ts >= stop.ts), None)
+        end = exited.ts if exited is not None else last
+        if end - stop.ts > limit:
+            took = "never" if exited is None else f"{exited.ts - stop.ts:.2f}s later"
+            return Check(
+                name,
+                False,
+                f"{stop.site}: pid {pid} is reaped within {limit:g}s of its stop",
+                f"reaped {took}",
+                stop.ts + limit,
+                (stop, *(x for x in (exited,) if x)),
+            )
+    return _pass(name, expected, f"{len(stops)} stops reaped in time")
+
+
+def _launcher_exits(events: Sequence[Event], pid: object) -> list[Event]:
+    """The launcher's ``exit`` events for ``pid`` (recorded once its stop reaped it)."""
+    return [
+        e
+        for e in events
+        if e.kind is EventKind.EXIT and not _train(e) and e.detail.get("pid") == pid
+    ]
+
+
+def _live_failure(run: RunRecord, name: str, expected: str) -> Check | None:
+    """The violation of ``name`` a live check saw while the run ran, if any."""
+    found = live_violations(run.events, name)
+    if not found:
+        return None
+    first = found[0]
+    seen = str(first.detail.get("reason"))
+    return Check(name, False, expected, seen, first.ts, _live_evidence(run.events, first))
+
+
+def _live_evidence(events: Sequence[Event], violation: Event) -> tuple[Event, ...]:
+    """What led to a live violation: the stop and its signals (a pid), or the round's
+    result, its last download and any signal that followed."""
+    before = [
+        e
+        for e in events
+        if e.ts <= violation.ts and e.site == violation.site and not _train(e) and e != violation
+    ]
+    pid = violation.detail.get("pid")
+    if pid is not None:
+        mine = [e for e in before if pid in (e.detail.get("pid"), e.detail.get("pgid"))]
+        return (*mine[-3:], violation)
+    result = next(
+        (e for e in before if e.kind is EventKind.RESULT_RECEIVED and e.round == violation.round),
+        None,
+    )
+    if result is None:
+        return (violation,)
+    downloads = [
+        e for e in before if e.kind is EventKind.DOWNLOAD_DONE and e.round == violation.round
+    ]
+    signals = [e for e in before if e.kind is EventKind.SIGNAL_SENT and e.ts >= result.ts]
+    return (result, *downloads[-1:], *signals[:1], violation)
+
+
 def no_thread_crash(run: RunRecord) -> Check:
     """No thread of the run died of an unhandled exception (a dead heartbeat or
     deferred-stop thread fails nothing at once: rounds just wait out their timeouts)."""
@@ -436,6 +518,7 @@ CHECKS: Mapping[str, Callable[[RunRecord], Check]] = {
     "clean_failure": clean_failure,
     "prompt_exit": prompt_exit,
     "no_thread_crash": no_thread_crash,
+    "bounded_stop": bounded_stop,
 }
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pytest_flrelia.catalog import CATALOG
 from pytest_flrelia.faults import build_plan
 from pytest_flrelia.invariants import Check, RunRecord, Verdict, evaluate
+from pytest_flrelia.live_checks import watch_live
 from pytest_flrelia.processes import ProcessGuard, describe
 from pytest_flrelia.report import failure_report, write_artifacts
 from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
@@ -79,6 +80,9 @@ def run_scenario(
     timeline = Timeline("server")
     abort = threading.Event()
     box: dict[str, object] = {}
+    invariants = applicable_invariants(scenario)
+    settled = threading.Event()
+    """Set when the job ends, or when a live check has seen a violation."""
 
     def run() -> None:
         try:
@@ -93,23 +97,34 @@ def run_scenario(
                 )
         except BaseException:  # reported as a harness error, never swallowed
             box["error"] = traceback.format_exc()
+        finally:
+            settled.set()
 
     started = time.monotonic()
     thread = threading.Thread(target=run, name=f"flrelia-job-{scenario.name}", daemon=True)
-    thread.start()
-    try:
-        thread.join(within)
-    except BaseException:
-        # Ctrl-C, or pytest-timeout's signal method: nothing of the run may outlive it.
-        abort.set()
-        guard.kill_all()
-        raise
-    timed_out = thread.is_alive()
-    if timed_out:
-        timeline.record(EventKind.ERROR, process="harness", reason=f"bound of {within:g}s passed")
-        abort.set()
-        guard.kill_all()
-        thread.join(ABORT_GRACE)
+    with watch_live(
+        timeline, abort, invariants=invariants, job=job, on_violation=lambda _: settled.set()
+    ) as live:
+        thread.start()
+        try:
+            settled.wait(within)
+            if live.violation is None:  # the job ended: its thread is returning
+                thread.join(max(0.0, started + within - time.monotonic()))
+        except BaseException:
+            # Ctrl-C, or pytest-timeout's signal method: nothing of the run may outlive it.
+            abort.set()
+            guard.kill_all()
+            raise
+        timed_out = thread.is_alive() and live.violation is None
+        if timed_out:
+            timeline.record(
+                EventKind.ERROR, process="harness", reason=f"bound of {within:g}s passed"
+            )
+        if thread.is_alive():
+            # Past the bound, or judged already: a stuck stop may never unwind by itself.
+            abort.set()
+            guard.kill_all()
+            thread.join(ABORT_GRACE)
     seconds = time.monotonic() - started
     survivors = guard.settle(SETTLE)
     orphans = [describe(p) for p in survivors]
@@ -127,7 +142,7 @@ def run_scenario(
         harness_error=_harness_error(box, thread),
         reference_model=(scenario.target or settings.target) == REFERENCE_TARGET,
     )
-    verdict = evaluate(record, applicable_invariants(scenario))
+    verdict = evaluate(record, invariants)
     if settings.report_dir is not None:
         write_artifacts(settings.report_dir, scenario.name, record.events)
     outcome = ScenarioOutcome(

@@ -114,6 +114,7 @@ class LauncherExecutor:
         self._round = task.round
         try:
             self._await_round_boundary()
+            self._check_abort()  # an aborted job launches nothing more
             handler = self._launch(task)
             # From the task on, the handler must not change until the result is in.
             self.exchanger.begin_waiting(task.round)
@@ -154,11 +155,15 @@ class LauncherExecutor:
         # than that, so a stuck process is stopped once, by the deferred thread.
         limit = self.timeouts.stop_wait + self.timeouts.stop_grace + ROUND_BOUNDARY_MARGIN
         if not self._wait_or_abort(self._round_boundary, limit):
-            log.warning(
-                "%s: the previous round's deferred stop did not finish within %ss; forcing it",
-                self.site,
-                limit,
-            )
+            if self.abort.is_set():
+                log.info("%s: job aborted during the previous round's deferred stop", self.site)
+            else:
+                log.warning(
+                    "%s: the previous round's deferred stop did not finish within %ss; "
+                    "forcing it",
+                    self.site,
+                    limit,
+                )
             self.launcher.stop_task()
         if (
             self.launcher.needs_deferred_stop()

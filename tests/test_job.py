@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -11,8 +12,9 @@ import pytest
 from pytest_flrelia.invariants import expected_global_model
 from reference_impl import failpoints
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from reference_impl.failpoints import FAILPOINTS_ENV
 from reference_impl.job import JobResult, run_job
-from reference_impl.timeline import EventKind
+from reference_impl.timeline import EventKind, Timeline
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +101,36 @@ def test_previous_round_stop_finishes_before_the_next_launch() -> None:
             )
             previous = next(e for e in done if e.round == round - 1)
             assert previous.ts < launch.ts
+
+
+def test_abort_at_the_round_boundary_launches_nothing_more() -> None:
+    """A job aborted while round 2 waits for round 1's deferred stop ends there: the
+    lingering process is stopped and no round-2 process is started only to be killed."""
+    config = JobConfig(
+        sites=1,
+        rounds=2,
+        tensors=TensorSpec(count=1, size_bytes=4096),
+        timeouts=replace(FAST, stop_wait=30.0, stop_grace=0.2),
+    )
+    timeline = Timeline("server")
+    abort = threading.Event()
+    unsubscribe = timeline.subscribe(
+        lambda event: abort.set() if event.kind is EventKind.ROUND_BOUNDARY_WAIT else None
+    )
+    try:
+        result = run_job(
+            config,
+            timeline=timeline,
+            abort=abort,
+            subprocess_env={FAILPOINTS_ENV: "agent.before_exit[round=1]=hang"},
+        )
+    finally:
+        unsubscribe()
+
+    assert abort.is_set() and not result.ok
+    assert len(result.timeline.events(EventKind.ROUND_BOUNDARY_WAIT)) == 1
+    assert len(result.launched_pids) == 1, "round 2 launched after the abort"
+    assert_no_process_left(result)
 
 
 def test_timeline_has_every_event_kind_of_a_round() -> None:

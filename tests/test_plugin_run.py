@@ -224,7 +224,7 @@ def test_run_past_its_bound_is_stopped_reported_and_leaves_no_process(
             "invariant within_bound",
             "  expected: the run ends within 1.5s",
             "  seen: *still running after *s; stopped by the harness",
-            "*launch pid=*",
+            "*| stop_requested pid*",
         ]
     )
     assert marked_survivors(os.environ[MARK_ENV]) == []
