@@ -22,6 +22,7 @@ from reference_impl import client_api as flare
 from reference_impl.agent import SITE_ENV
 from reference_impl.messages import VALIDATE, Array, Result
 from reference_impl.timeline import EventKind, Timeline
+from reference_impl.watchdog import group_dies_with_client
 
 BEHAVIOUR_ENV = "FLRELIA_SCRIPT_BEHAVIOUR"
 IGNORE_SIGTERM = "ignore_sigterm"
@@ -56,6 +57,11 @@ def _apply_behaviours(behaviours: set[str]) -> subprocess.Popen[bytes] | None:
 
 
 def main() -> None:
+    with group_dies_with_client():
+        _train()
+
+
+def _train() -> None:
     behaviours = {b for b in os.environ.get(BEHAVIOUR_ENV, "").split(",") if b}
     if behaviours:  # misbehaving on purpose: say so in the timeline
         site = os.environ.get(SITE_ENV)

@@ -4,6 +4,11 @@ A client killed without warning (SIGKILL, or pytest-timeout's ``os._exit``)
 cannot stop its training processes.  The watchdog notices the re-parenting
 that follows (``getppid()`` changes) and ends the process's whole group, so
 data-loader children go with it and nothing is left on a CI runner.
+
+A thread only watches while its process lives: a training process that dies
+of its client's death (a write to the closed output pipe, a refused pipe
+connection) before the next check would leave its children behind.
+:func:`group_dies_with_client` closes that gap for a whole ``main()``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from reference_impl import seams
 
@@ -26,7 +33,7 @@ class ParentWatchdog:
     """A daemon thread that kills this process group once the parent is gone."""
 
     def __init__(self, interval: float = WATCH_INTERVAL) -> None:
-        self._parent = int(os.environ.get(CLIENT_PID_ENV) or os.getppid())
+        self._parent = client_pid()
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="parent-watchdog", daemon=True)
@@ -52,3 +59,23 @@ class ParentWatchdog:
             seams.killpg(os.getpgrp(), signal.SIGKILL)
         else:
             seams.kill(os.getpid(), signal.SIGKILL)
+
+
+def client_pid() -> int:
+    """The launching client: named by the launcher, else the parent at this moment."""
+    return int(os.environ.get(CLIENT_PID_ENV) or os.getppid())
+
+
+@contextmanager
+def group_dies_with_client(interval: float = WATCH_INTERVAL) -> Iterator[None]:
+    """Watch the client while the block runs, and if the block ends (returns or raises)
+    after the client died, end the process group on the way out."""
+    parent = client_pid()
+    watchdog = ParentWatchdog(interval)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.stop()
+        if os.getppid() != parent:
+            ParentWatchdog.client_gone(f"parent {parent} is gone as this process ends")
