@@ -318,6 +318,21 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 per_round_only=True,
             ),
             FaultType(
+                "slow_stop",
+                "the deferred stop reaps an exited process `delay` late, so the round "
+                "boundary opens late",
+                _params(
+                    Param(
+                        "delay",
+                        "duration",
+                        required=True,
+                        doc="how long the deferred stop lingers after it saw the exit",
+                    )
+                ),
+                {"fault": "slow_stop", "round": 1, "delay": "500ms"},
+                per_round_only=True,
+            ),
+            FaultType(
                 "stale_pipe_message",
                 "a late END or PEER_GONE from the previous round's process is left unread "
                 "in the pipe before `round`",

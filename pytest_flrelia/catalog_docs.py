@@ -144,6 +144,16 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             " the count is over the whole run, all sites. Timeline: a `failpoint` event in"
             " the `harness` lane."
         ),
+        "slow_stop": Mechanics(
+            "In-process failpoint `executor.deferred_stop.after_wait[site=S,round=R]="
+            "sleep(delay)`: after the deferred-stop thread saw the process exit"
+            " (`exit_seen`), it waits `delay` before it reaps the process and opens the round"
+            " boundary, as a deferred stop that polls once a second would. The launcher still"
+            " holds the exited process meanwhile: the next round's launch must wait for the"
+            " boundary (`round_boundary_wait`), not find the old process. Per-round processes"
+            " only (`launch_once: false`, which has a deferred stop). Timeline: a `failpoint`"
+            " event in the `harness` lane."
+        ),
         "stale_pipe_message": Mechanics(
             "Live action: at `deferred_stop_done` of round `round - 1`, the harness opens a"
             " second authenticated connection to that site's client pipe with the launch"

@@ -197,6 +197,12 @@ def _stop_error(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     )
 
 
+def _slow_stop(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    plan.local_failpoints.append(
+        f"executor.deferred_stop.after_wait{_scope(spec)}=sleep({_ms(spec.params['delay'])})"
+    )
+
+
 def _ignore_sigterm(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     plan.script_behaviours.add(IGNORE_SIGTERM)
 
@@ -313,6 +319,7 @@ _BUILDERS: Mapping[str, Callable[[FaultSpec, JobConfig, FaultPlan], None]] = {
     "slow_aggregation": _slow_aggregation,
     "aux_event": _aux_event,
     "stop_error": _stop_error,
+    "slow_stop": _slow_stop,
     "stale_pipe_message": _stale_pipe_message,
     "ignore_sigterm": _ignore_sigterm,
     "orphan_child": _orphan_child,

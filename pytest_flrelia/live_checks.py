@@ -7,9 +7,10 @@ ends, so they are not used here):
 
 * ``prompt_exit`` (one process per round): after a site's round is released
   (its result had no tensors, or the server downloaded the last of them), the
-  launcher must record that process's ``exit`` within :data:`PROMPT_EXIT_SECONDS`
-  plus one poll of the deferred stop, and without a SIGTERM first: a process
-  the deferred stop had to kill did not exit by itself (KB5, KB9).
+  deferred stop must see that process exit (``exit_seen``, or the launcher's
+  ``exit``) within :data:`PROMPT_EXIT_SECONDS` plus one ``stop_poll``, and
+  without a SIGTERM first: a process the deferred stop had to kill did not
+  exit by itself (KB5, KB9).
 * ``bounded_stop``: every ``stop_requested`` is followed by that pid's ``exit``
   within ``stop_grace`` plus :data:`STOP_MARGIN` (KB12 waits forever).
 
@@ -180,7 +181,9 @@ class LiveWatch:
                         state.round,
                     )
                 )
-        elif event.kind is EventKind.EXIT and "pid" in event.detail:
+        elif event.kind is EventKind.EXIT_SEEN or (
+            event.kind is EventKind.EXIT and "pid" in event.detail
+        ):
             state.exited = True
             self._disarm((PROMPT_EXIT, site))
 

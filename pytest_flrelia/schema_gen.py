@@ -47,7 +47,8 @@ TIMEOUT_DOCS: Mapping[str, str] = {
     "pre_init": "how long execute() waits for a fresh subprocess to call init()",
     "execution": "how long execute() waits for the result of one task",
     "stop_grace": "between SIGTERM to the process group and SIGKILL",
-    "stop_poll": "how often the deferred-stop thread polls the run status",
+    "stop_poll": "how often the deferred-stop thread checks the run status and the abort "
+    "(it wakes at the process's exit in between)",
     "download_retry_delay": "pause before the downloader retries a failed chunk",
     "download_connect": "how long the downloader waits to connect to a download service",
     "stop_wait": "how long the deferred stop waits for a natural exit, and the next round for "

@@ -21,7 +21,8 @@ EXTERNAL_EXECUTION_WAIT = 600.0
 STOP_GRACE = 5.0
 """Between SIGTERM to the process group and SIGKILL."""
 STOP_POLL_INTERVAL = 1.0
-"""How often the deferred-stop thread polls the run status."""
+"""How often the deferred-stop thread checks the run status and the abort; it waits on
+the process in between, so it sees the exit at once."""
 DOWNLOAD_RETRIES = 3
 DOWNLOAD_RETRY_DELAY = 1.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024

@@ -301,12 +301,17 @@ class LauncherExecutor:
     # -- helpers -----------------------------------------------------------
 
     def _wait_for_exit(self, timeout: float) -> bool:
+        """True once the process exited by itself; False at ``timeout`` or on abort.
+
+        Waits on the process, so the exit is seen the moment it happens; the
+        abort and the status are checked every ``stop_poll``.
+        """
         deadline = time.monotonic() + timeout
         while self.launcher.check_run_status() is RunStatus.RUNNING:
-            if self.abort.wait(min(self.timeouts.stop_poll, max(0.0, deadline - time.monotonic()))):
+            remaining = deadline - time.monotonic()
+            if self.abort.is_set() or remaining <= 0:
                 return False
-            if time.monotonic() >= deadline:
-                return False
+            self.launcher.wait_for_exit(min(self.timeouts.stop_poll, remaining))
         return True
 
     def _wait_or_abort(self, event: threading.Event, timeout: float) -> bool:
@@ -351,7 +356,11 @@ class ClientAPILauncherExecutor(LauncherExecutor):
         """Wait for the natural exit (or the wait limit, or abort), then stop; always
         open the round boundary."""
         try:
-            self._wait_for_exit(self.timeouts.stop_wait)
+            if self._wait_for_exit(self.timeouts.stop_wait):
+                self.timeline.record(
+                    EventKind.EXIT_SEEN, site=self.site, round=round, pid=self.launcher.pid
+                )
+            failpoint("executor.deferred_stop.after_wait", site=self.site, round=round)
             self._stop_after_wait(round)
         except Exception:
             log.exception("%s: deferred stop of round %s failed", self.site, round)

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from reference_impl import config
 from reference_impl.failpoints import failpoint
-from reference_impl.process_stop import GroupStopStrategy, StopStrategy
+from reference_impl.process_stop import GroupStopStrategy, StopStrategy, wait_child_exit
 from reference_impl.timeline import EventKind, Timeline
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,12 @@ class Launcher(ABC):
     @abstractmethod
     def check_run_status(self) -> RunStatus:
         """The held process's status, without blocking."""
+
+    @abstractmethod
+    def wait_for_exit(self, timeout: float) -> bool:
+        """Block up to ``timeout`` for the held process to exit by itself; True once it
+        has exited (or none is held).  Wakes at the exit, so a caller polling the
+        status at a long interval still sees the exit at once."""
 
     @abstractmethod
     def stop_task(self) -> None:
@@ -247,6 +253,10 @@ class SubprocessLauncher(Launcher):
         if returncode is None:
             return RunStatus.RUNNING
         return RunStatus.SUCCESS if returncode == 0 else RunStatus.FAILED
+
+    def wait_for_exit(self, timeout: float) -> bool:
+        process = self._process
+        return process is None or wait_child_exit(process, timeout)
 
     def stop_task(self) -> None:
         with self._stop_lock:

@@ -90,6 +90,31 @@ def is_alive(proc: psutil.Process) -> bool:
         return False
 
 
+def wait_child_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Block until our child ``process`` exits or ``timeout`` passes; True once it exited.
+
+    ``Popen.wait(timeout)`` polls with sleeps of up to 50 ms; a pidfd wakes the
+    moment the child exits.  The child is not reaped here: ``Popen.poll()``
+    does that, so the returncode stays with the ``Popen``.
+    """
+    if process.poll() is not None:
+        return True
+    try:
+        fd = os.pidfd_open(process.pid)
+    except ProcessLookupError:  # reaped by another thread between the poll and here
+        return process.poll() is not None
+    try:
+        # An unreaped child keeps its pid, so the fd names this child, unless another
+        # thread reaped it just before the open: look again before waiting.
+        if process.poll() is None:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.poll(max(0.0, timeout) * 1000)
+    finally:
+        os.close(fd)
+    return process.poll() is not None
+
+
 def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait up to ``timeout`` for every process to exit; return those still alive.
 

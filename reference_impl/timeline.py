@@ -56,6 +56,8 @@ class EventKind(str, Enum):
     SIGNAL_SENT = "signal_sent"
     EXIT = "exit"
     DEFERRED_STOP_START = "deferred_stop_start"
+    EXIT_SEEN = "exit_seen"
+    """The deferred stop saw its process exit by itself (before it reaps it)."""
     DEFERRED_STOP_DONE = "deferred_stop_done"
     ROUND_BOUNDARY_WAIT = "round_boundary_wait"
     HANDLER_CREATED = "handler_created"

@@ -405,6 +405,26 @@ def test_stop_error_still_opens_the_round_boundary() -> None:
     assert run.result.seconds < stop_wait
 
 
+@proves("slow_stop")
+def test_slow_stop_reaps_late_and_the_next_launch_waits_for_it() -> None:
+    run = run_faults([{"fault": "slow_stop", "round": 1, "delay": "500ms"}], rounds=2)
+    hit = run.failpoints("executor.deferred_stop.after_wait", process="harness", round=1)
+    assert [e.detail["action"] for e in hit] == ["sleep(500)"]
+    seen = run.one(EventKind.EXIT_SEEN, round=1)
+    first, second = run.pids()
+    assert seen.detail["pid"] == first
+    reaped = run.one(EventKind.EXIT, process="client-site-1", pid=first)
+    assert reaped.ts - seen.ts >= 0.5, "the exited process was reaped on time"
+    waited = run.events(EventKind.ROUND_BOUNDARY_WAIT, round=2)[0]  # the launch's, not the end's
+    assert waited.ts < reaped.ts
+    assert (
+        run.one(EventKind.LAUNCH, pid=second).ts
+        >= run.one(EventKind.DEFERRED_STOP_DONE, round=1).ts
+    )
+    assert not run.events(EventKind.LAUNCH_SKIPPED)
+    assert run.result.ok, run.result.error
+
+
 @proves("stale_pipe_message")
 @pytest.mark.parametrize("topic", ["END", "PEER_GONE"])
 def test_stale_pipe_message_is_cleared_before_the_next_round(topic: str) -> None:
@@ -483,6 +503,7 @@ BAD_VALUES: list[tuple[dict[str, object], str, str]] = [
     ({"fault": "broken_pipe", "at": "mid_downlaod"}, "at", "invalid value 'mid_downlaod'"),
     ({"fault": "corrupt_chunk", "times": 0}, "times", "must be >= 1"),
     ({"fault": "slow_aggregation"}, "delay", "needs parameter 'delay'"),
+    ({"fault": "slow_stop", "round": 1}, "delay", "needs parameter 'delay'"),
     ({"fault": "aux_event", "delay": "1s"}, "delay", "unknown parameter 'delay'"),
     ({"fault": "stop_error", "times": 2}, "times", "unknown parameter 'times'"),
     ({"fault": "stale_pipe_message", "round": 2, "topic": "ENDS"}, "topic",

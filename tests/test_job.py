@@ -103,6 +103,31 @@ def test_previous_round_stop_finishes_before_the_next_launch() -> None:
             assert previous.ts < launch.ts
 
 
+def test_deferred_stop_sees_the_exit_at_once_not_at_its_next_poll() -> None:
+    """The deferred stop waits on the process: with a poll far longer than the job, each
+    round's boundary still opens as soon as the process has exited."""
+    stop_poll = 60.0
+    config = JobConfig(
+        sites=1,
+        rounds=3,
+        tensors=TensorSpec(count=1, size_bytes=4096),
+        timeouts=replace(FAST, stop_poll=stop_poll),
+    )
+    result = run_job(config)
+    assert result.ok, result.error
+    seen = result.timeline.events(EventKind.EXIT_SEEN)
+    assert [e.round for e in seen] == [1, 2, 3]
+    for event in seen:
+        exited = [
+            e
+            for e in result.timeline.events(EventKind.EXIT, round=event.round)
+            if e.process.startswith("train-")
+        ]
+        assert exited and event.ts - exited[0].ts < stop_poll / 10, "seen at a poll"
+    assert result.seconds < stop_poll
+    assert_no_process_left(result)
+
+
 def test_abort_at_the_round_boundary_launches_nothing_more() -> None:
     """A job aborted while round 2 waits for round 1's deferred stop ends there: the
     lingering process is stopped and no round-2 process is started only to be killed."""

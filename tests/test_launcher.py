@@ -184,6 +184,28 @@ def test_running_script_reports_running(
     assert launcher.check_run_status() is RunStatus.RUNNING
 
 
+def test_wait_for_exit_wakes_at_the_exit_and_leaves_the_status_to_the_launcher(
+    make_launcher: LauncherFactory, output: LineWatcher, timeline: Timeline
+) -> None:
+    launcher = make_launcher("family.py")
+    assert launcher.wait_for_exit(WAIT), "nothing held: nothing to wait for"
+    launcher.launch_task("train", {})
+    output.wait_for("CHILD-READY")
+    assert launcher.pid is not None
+    assert not launcher.wait_for_exit(0.05), "a running process times the wait out"
+
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(launcher.wait_for_exit(10 * WAIT)))
+    waiter.start()
+    os.kill(launcher.pid, signal.SIGKILL)  # the leader only: its group is the stop's business
+    waiter.join(WAIT)  # a tenth of the wait's own timeout
+
+    assert woke == [True], "the wait did not end at the exit"
+    assert launcher.check_run_status() is RunStatus.FAILED, "the Popen keeps the returncode"
+    launcher.stop_task()
+    assert [e.detail["returncode"] for e in timeline.events(EventKind.EXIT)] == [-signal.SIGKILL]
+
+
 def test_stop_of_exited_process_reaps_it_without_signals(
     make_launcher: LauncherFactory, timeline: Timeline
 ) -> None:
