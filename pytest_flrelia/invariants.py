@@ -42,6 +42,16 @@ class RunRecord:
     harness_error: str | None = None
     reference_model: bool = True
     """Whether the target runs the reference training script (its model can be recomputed)."""
+    time_scale: float = 1.0
+    """``--flrelia-time-scale``: the harness's own margins stretch with the scenario's times."""
+
+    @property
+    def prompt_exit_seconds(self) -> float:
+        return PROMPT_EXIT_SECONDS * self.time_scale
+
+    @property
+    def stop_margin(self) -> float:
+        return STOP_MARGIN * self.time_scale
 
 
 @dataclass(frozen=True)
@@ -349,7 +359,7 @@ def prompt_exit(run: RunRecord) -> Check:
     live = _live_failure(
         run,
         name,
-        f"a per-round process exits by itself within {PROMPT_EXIT_SECONDS:g}s of its "
+        f"a per-round process exits by itself within {run.prompt_exit_seconds:g}s of its "
         "round's end (its download; its result, when it had nothing to download)",
     )
     if live is not None:
@@ -371,7 +381,7 @@ def prompt_exit(run: RunRecord) -> Check:
                 continue  # never downloaded: another invariant (or the expectation) speaks
         start = released.ts if released else result.ts  # nothing to download: no gate
         exited = next((e for e in mine if e.kind is EventKind.EXIT), None)
-        if exited is None or exited.ts - start > PROMPT_EXIT_SECONDS:
+        if exited is None or exited.ts - start > run.prompt_exit_seconds:
             lingered = (
                 "never exited by itself"
                 if exited is None
@@ -381,7 +391,7 @@ def prompt_exit(run: RunRecord) -> Check:
                 name,
                 False,
                 f"{result.site} round {result.round}: pid {result.pid} exits within "
-                f"{PROMPT_EXIT_SECONDS:g}s of its {'gate' if released else 'result'}",
+                f"{run.prompt_exit_seconds:g}s of its {'gate' if released else 'result'}",
                 lingered,
                 start,
                 (result, *(x for x in (released, exited) if x)),
@@ -402,12 +412,12 @@ def _prompt_next_task(run: RunRecord, sent: Sequence[Event]) -> Check:
         if pickup is None:
             continue  # never received: all_rounds_complete speaks
         checked += 1
-        if pickup.ts - task.ts > PROMPT_EXIT_SECONDS:
+        if pickup.ts - task.ts > run.prompt_exit_seconds:
             return Check(
                 name,
                 False,
                 f"{task.site} round {task.round}: the process takes its task within "
-                f"{PROMPT_EXIT_SECONDS:g}s of it being sent",
+                f"{run.prompt_exit_seconds:g}s of it being sent",
                 f"taken {pickup.ts - task.ts:.2f}s later: the process was held up in round "
                 f"{task.round - 1}",
                 task.ts,
@@ -417,10 +427,10 @@ def _prompt_next_task(run: RunRecord, sent: Sequence[Event]) -> Check:
 
 
 def bounded_stop(run: RunRecord) -> Check:
-    """Every stop reaps its process within ``stop_grace`` plus :data:`STOP_MARGIN`: a stop
+    """Every stop reaps its process within ``stop_grace`` plus the stop margin: a stop
     that signals the child only and waits (KB12) hangs the round boundary forever."""
     name = "bounded_stop"
-    expected = f"every stop reaps its process within stop_grace + {STOP_MARGIN:g}s"
+    expected = f"every stop reaps its process within stop_grace + {run.stop_margin:g}s"
     live = _live_failure(run, name, expected)
     if live is not None:
         return live
@@ -429,7 +439,7 @@ def bounded_stop(run: RunRecord) -> Check:
         return _na(name, "no stop was requested")
     if run.result is None:
         return _na(name, "the run never finished: its stop_grace is unknown")
-    limit = run.result.config.timeouts.stop_grace + STOP_MARGIN
+    limit = run.result.config.timeouts.stop_grace + run.stop_margin
     last = run.events[-1].ts if run.events else 0.0
     for stop in stops:
         pid = stop.detail.get("pid")

@@ -98,12 +98,15 @@ class LiveWatch:
         job: JobConfig,
         on_violation: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        time_scale: float = 1.0,
     ) -> None:
         self._timeline = timeline
         self._abort = abort
         self._job = job
         self._on_violation = on_violation
         self._clock = clock
+        self._prompt_exit_seconds = PROMPT_EXIT_SECONDS * time_scale
+        self._stop_margin = STOP_MARGIN * time_scale
         self._prompt_exit = PROMPT_EXIT in invariants and not job.launch_once
         self._bounded_stop = BOUNDED_STOP in invariants
         self._cond = threading.Condition()
@@ -191,7 +194,7 @@ class LiveWatch:
         state.released_at = event.ts
         if state.exited:  # the exit was recorded before the release was (a slow recorder)
             return
-        limit = PROMPT_EXIT_SECONDS + self._job.timeouts.stop_poll
+        limit = self._prompt_exit_seconds + self._job.timeouts.stop_poll
         self._arm(
             Deadline(
                 event.ts + limit,
@@ -210,7 +213,7 @@ class LiveWatch:
             return
         key = (BOUNDED_STOP, f"pid {pid}")
         if event.kind is EventKind.STOP_REQUESTED:
-            limit = self._job.timeouts.stop_grace + STOP_MARGIN
+            limit = self._job.timeouts.stop_grace + self._stop_margin
             self._arm(
                 Deadline(
                     event.ts + limit,
@@ -286,9 +289,18 @@ def watch_live(
     invariants: Collection[str],
     job: JobConfig,
     on_violation: Callable[[Event], None] | None = None,
+    time_scale: float = 1.0,
 ) -> Iterator[LiveWatch]:
-    """Judge ``invariants`` (those of :data:`LIVE_INVARIANTS` among them) while the block runs."""
-    watch = LiveWatch(timeline, abort, invariants=invariants, job=job, on_violation=on_violation)
+    """Judge ``invariants`` (those of :data:`LIVE_INVARIANTS` among them) while the block runs;
+    ``time_scale`` stretches the margins like the scenario's own durations."""
+    watch = LiveWatch(
+        timeline,
+        abort,
+        invariants=invariants,
+        job=job,
+        on_violation=on_violation,
+        time_scale=time_scale,
+    )
     watch.start()
     try:
         yield watch

@@ -103,7 +103,12 @@ def run_scenario(
     started = time.monotonic()
     thread = threading.Thread(target=run, name=f"flrelia-job-{scenario.name}", daemon=True)
     with watch_live(
-        timeline, abort, invariants=invariants, job=job, on_violation=lambda _: settled.set()
+        timeline,
+        abort,
+        invariants=invariants,
+        job=job,
+        on_violation=lambda _: settled.set(),
+        time_scale=scale,
     ) as live:
         thread.start()
         try:
@@ -141,6 +146,7 @@ def run_scenario(
         error_pattern=scenario.expect.error,
         harness_error=_harness_error(box, thread),
         reference_model=(scenario.target or settings.target) == REFERENCE_TARGET,
+        time_scale=scale,
     )
     verdict = evaluate(record, invariants)
     if settings.report_dir is not None:

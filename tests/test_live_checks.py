@@ -8,6 +8,7 @@ events recorded by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -191,6 +192,13 @@ def test_bounded_stop_fails_for_a_reap_later_than_grace_and_margin() -> None:
     assert [e.kind for e in check.evidence] == [EventKind.STOP_REQUESTED, EventKind.EXIT]
 
 
+def test_the_stop_margin_stretches_with_the_time_scale() -> None:
+    late = STOP_GRACE + STOP_MARGIN + 0.2
+    assert not bounded_stop(_record(_stop_then_exit(after=late))).ok
+    stretched = dataclasses.replace(_record(_stop_then_exit(after=late)), time_scale=2.0)
+    assert bounded_stop(stretched).ok
+
+
 def test_bounded_stop_fails_for_a_stop_never_reaped_while_the_run_went_on() -> None:
     check = bounded_stop(_record(_stop_then_exit(after=None, last=3.0)))
     assert not check.ok and check.seen == "reaped never"
@@ -255,6 +263,31 @@ def test_the_watch_arms_only_invariants_the_scenario_checks() -> None:
             watch.close()
 
 
+def test_the_live_deadlines_stretch_with_the_time_scale() -> None:
+    timeline = Timeline("server")
+    client = timeline.for_process("client-site-1")
+    fired = threading.Event()
+    job = JobConfig(timeouts=Timeouts.fast())
+    watch = LiveWatch(
+        timeline,
+        threading.Event(),
+        invariants=(PROMPT_EXIT,),
+        job=job,
+        on_violation=lambda _: fired.set(),
+        time_scale=3.0,
+    )
+    watch.start()
+    try:
+        released = client.record(EventKind.RESULT_RECEIVED, site="site-1", round=1, tensors=0)
+        assert fired.wait(WITHIN)
+    finally:
+        watch.close()
+    assert watch.violation is not None
+    limit = 3.0 * PROMPT_EXIT_SECONDS + job.timeouts.stop_poll
+    assert watch.violation.ts - released.ts >= limit
+    assert f"{limit:.2f}s" in watch.violation.detail["reason"]
+
+
 def test_a_sigterm_to_a_released_process_is_a_violation_at_once() -> None:
     timeline = Timeline("server")
     client = timeline.for_process("client-site-1")
@@ -277,12 +310,16 @@ def test_an_exit_recorded_before_the_last_download_is_not_a_violation() -> None:
     now = time.monotonic() - 10.0  # every deadline armed from these events is long past
     watch, fired = _watch(timeline, (PROMPT_EXIT,))
     try:
-        for ts, kind, process, round, detail in (
-            (now, EventKind.RESULT_RECEIVED, "client-site-1", 1, {"tensors": 1}),
-            (now + 0.1, EventKind.EXIT, "client-site-1", None, {"pid": PID, "returncode": 0}),
-            (now + 0.2, EventKind.DOWNLOAD_DONE, "server", 1, {"name": "layer-0"}),
+        for ts, kind, process, site, round, detail in (
+            (now, EventKind.RESULT_RECEIVED, "client-site-1", "site-1", 1, {"tensors": 1}),
+            (now + 0.1, EventKind.EXIT, "client-site-1", "site-1", None, {"pid": PID}),
+            (now + 0.2, EventKind.DOWNLOAD_DONE, "server", "site-1", 1, {"name": "layer-0"}),
+            # A sentinel that must fire: its deadline comes after the one site-1 would have.
+            (now + 0.3, EventKind.RESULT_RECEIVED, "client-site-2", "site-2", 1, {"tensors": 0}),
         ):
-            timeline.add(Event(ts, kind, process, 1, "site-1", round, detail))
+            timeline.add(Event(ts, kind, process, 1, site, round, detail))
+        assert fired.wait(5.0), "the sentinel's deadline never fired"
     finally:
         watch.close()
-    assert watch.violation is None and not fired.is_set()
+    assert watch.violation is not None
+    assert watch.violation.site == "site-2", "site-1's exit before its release was not counted"
