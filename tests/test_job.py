@@ -153,7 +153,9 @@ def test_abort_at_the_round_boundary_launches_nothing_more() -> None:
         unsubscribe()
 
     assert abort.is_set() and not result.ok
-    assert len(result.timeline.events(EventKind.ROUND_BOUNDARY_WAIT)) == 1
+    # The abort came at round 2's boundary (finalize may wait at it once more, as the
+    # deferred stop notices the abort only at its next stop_poll).
+    assert {e.round for e in result.timeline.events(EventKind.ROUND_BOUNDARY_WAIT)} == {2}
     assert len(result.launched_pids) == 1, "round 2 launched after the abort"
     assert_no_process_left(result)
 
