@@ -97,21 +97,13 @@ def wait_child_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
     moment the child exits.  The child is not reaped here: ``Popen.poll()``
     does that, so the returncode stays with the ``Popen``.
     """
-    if process.poll() is not None:
-        return True
-    try:
-        fd = os.pidfd_open(process.pid)
-    except ProcessLookupError:  # reaped by another thread between the poll and here
-        return process.poll() is not None
-    try:
-        # An unreaped child keeps its pid, so the fd names this child, unless another
-        # thread reaped it just before the open: look again before waiting.
-        if process.poll() is None:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            poller.poll(max(0.0, timeout) * 1000)
-    finally:
-        os.close(fd)
+    if process.poll() is None:
+        try:
+            child = psutil.Process(process.pid)
+        except psutil.NoSuchProcess:  # reaped by another thread since the poll
+            pass
+        else:
+            wait_gone([child], timeout)  # a zombie counts as gone: it has exited
     return process.poll() is not None
 
 

@@ -44,9 +44,13 @@ class ParentWatchdog:
     def stop(self) -> None:
         self._stop.set()
 
+    def parent_gone(self) -> bool:
+        """True once this process was re-parented: the client it watches has died."""
+        return os.getppid() != self._parent
+
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):
-            if os.getppid() != self._parent:
+            if self.parent_gone():
                 self.client_gone(f"parent {self._parent} is gone")
                 return
 
@@ -70,12 +74,11 @@ def client_pid() -> int:
 def group_dies_with_client(interval: float = WATCH_INTERVAL) -> Iterator[None]:
     """Watch the client while the block runs, and if the block ends (returns or raises)
     after the client died, end the process group on the way out."""
-    parent = client_pid()
     watchdog = ParentWatchdog(interval)
     watchdog.start()
     try:
         yield
     finally:
         watchdog.stop()
-        if os.getppid() != parent:
-            ParentWatchdog.client_gone(f"parent {parent} is gone as this process ends")
+        if watchdog.parent_gone():
+            watchdog.client_gone("the client is gone as this process ends")
