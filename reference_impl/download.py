@@ -570,25 +570,12 @@ class _FrameReader:
 
     def read(self, sock: socket.socket, timeout: float) -> wire.Message:
         deadline = time.monotonic() + timeout
-        self._fill(sock, memoryview(self._length), deadline)
+        wire.fill(sock, memoryview(self._length), deadline)
         (length,) = _LENGTH.unpack(self._length)
         if not 0 < length <= len(self._buf):
             raise wire.FrameError(f"frame of {length} bytes (capacity {len(self._buf)})")
-        self._fill(sock, self._view[:length], deadline)
+        wire.fill(sock, self._view[:length], deadline, before=_LENGTH.size)
         return wire.decode_message_view(self._view[:length])
-
-    @staticmethod
-    def _fill(sock: socket.socket, view: memoryview, deadline: float) -> None:
-        got = 0
-        while got < len(view):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"peer sent {got} of {len(view)} bytes in time")
-            sock.settimeout(remaining)
-            n = sock.recv_into(view[got:])
-            if n == 0:
-                raise wire.ConnectionClosed(f"connection closed after {got} of {len(view)} bytes")
-            got += n
 
 
 class Downloader:

@@ -175,25 +175,48 @@ def recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytearray
     """
     buf = bytearray(min(n, _INITIAL_BUFFER_BYTES))
     got = 0
-    while got < n:
-        if got == len(buf):
-            buf.extend(bytes(min(n - len(buf), len(buf))))
+    while True:
+        with memoryview(buf) as view, view[got:] as rest:
+            fill(sock, rest, deadline, before=got, total=n)
+        got = len(buf)
+        if got == n:
+            return buf
+        buf.extend(bytes(min(n - got, got)))
+
+
+def fill(
+    sock: socket.socket,
+    view: memoryview,
+    deadline: float | None,
+    *,
+    before: int = 0,
+    total: int | None = None,
+) -> None:
+    """Fill ``view`` from ``sock`` before ``deadline`` (monotonic) or raise.
+
+    For a reader with a buffer of its own; ``before`` bytes of a ``total`` arrived
+    earlier (the error messages count the whole).  A close before the first byte
+    is :class:`ConnectionClosed`; a close or the deadline later is :class:`FrameError`.
+    """
+    total = before + len(view) if total is None else total
+    got = 0
+    while got < len(view):
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise FrameError(f"peer sent {got} of {n} bytes before the deadline")
+                raise FrameError(f"peer sent {before + got} of {total} bytes before the deadline")
             sock.settimeout(remaining)
         try:
-            with memoryview(buf) as view:
-                k = sock.recv_into(view[got:], len(buf) - got)
+            k = sock.recv_into(view[got:])
         except TimeoutError:
-            raise FrameError(f"peer sent {got} of {n} bytes before the deadline") from None
+            raise FrameError(
+                f"peer sent {before + got} of {total} bytes before the deadline"
+            ) from None
         if k == 0:
-            if got == 0:
+            if before + got == 0:
                 raise ConnectionClosed("peer closed the connection")
-            raise FrameError(f"connection closed after {got} of {n} bytes")
+            raise FrameError(f"connection closed after {before + got} of {total} bytes")
         got += k
-    return buf
 
 
 def recv_frame(
