@@ -18,19 +18,13 @@ from pathlib import Path
 from benchmarks import REPO_ROOT
 from benchmarks.figure import Figure, Goal
 from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
-from pytest_flrelia.collect import is_scenario_file
 from pytest_flrelia.runner import ScenarioFailure, run_scenario
-from pytest_flrelia.scenario import Scenario, load_scenarios
+from pytest_flrelia.scenario import Scenario
 from pytest_flrelia.settings import Settings
+from pytest_flrelia.zoo import shipped_scenarios
 
 SCENARIO_DIR = REPO_ROOT / "scenarios"
 DETECT_GOAL = Goal("<=", 2.0)
-
-
-def shipped_scenarios(directory: Path = SCENARIO_DIR) -> list[Scenario]:
-    """Every scenario under ``directory``, files sorted by path (as pytest collects them)."""
-    files = sorted(p for p in directory.rglob("*") if is_scenario_file(p))
-    return [scenario for path in files for scenario in load_scenarios(path)]
 
 
 def detection_order(slug: str, scenarios: Sequence[Scenario]) -> list[Scenario]:

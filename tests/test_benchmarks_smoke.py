@@ -16,11 +16,12 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a directory of the checkout, not
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import run  # noqa: E402
-from benchmarks.detect import detect, detection_order, shipped_scenarios  # noqa: E402
+from benchmarks.detect import SCENARIO_DIR, detect, detection_order  # noqa: E402
 from benchmarks.download import measure_download  # noqa: E402
 from benchmarks.figure import Figure, Goal, render_table  # noqa: E402
 from benchmarks.round_cost import measure_round_cost  # noqa: E402
 from benchmarks.scale import growth_exponent, measure_scale  # noqa: E402
+from pytest_flrelia.zoo import shipped_scenarios  # noqa: E402
 
 FIGURE_LINE = re.compile(r"^[a-z0-9_-]+: -?\d+\.\d{3}$")
 
@@ -116,7 +117,7 @@ def test_scale_reports_per_round_site_time_and_growth() -> None:
 
 
 def test_a_known_bug_is_detected_by_the_scenario_that_catches_it() -> None:
-    scenarios = shipped_scenarios()
+    scenarios = shipped_scenarios(SCENARIO_DIR)
     slug = "launch-once-exits"
     assert slug in detection_order(slug, scenarios)[0].catches
     catcher = detection_order(slug, scenarios)[0]
