@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 
 from reference_impl.failpoints import FAILPOINTS_ENV
 from reference_impl.launcher import LauncherState, RunStatus, SubprocessLauncher
-from reference_impl.process_stop import GroupStopStrategy, SignalCallback, StopStrategy
+from reference_impl.process_stop import GroupStopStrategy, SignalCallback, StopStrategy, wait_gone
 from reference_impl.timeline import EventKind, Timeline
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -126,12 +125,7 @@ def make_launcher(
 
 def wait_exited(pid: int, timeout: float = WAIT) -> None:
     """Wait until ``pid`` exits without reaping it (the launcher must see the status)."""
-    fd = os.pidfd_open(pid)
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-        assert readable, f"pid {pid} still running after {timeout} s"
-    finally:
-        os.close(fd)
+    assert wait_gone([psutil.Process(pid)], timeout) == [], f"pid {pid} still running"
 
 
 def is_dead(proc: psutil.Process) -> bool:
@@ -344,9 +338,7 @@ def test_stop_never_waits_for_output_pipe_held_by_survivor(
         assert launcher.state is LauncherState.IDLE
     finally:
         grandchild.kill()
-        fd = os.pidfd_open(grandchild.pid)
-        select.select([fd], [], [], WAIT)
-        os.close(fd)
+        wait_gone([grandchild], WAIT)
     assert is_dead(grandchild)
 
 
