@@ -211,6 +211,7 @@ class LauncherExecutor:
 
     def _send_task(self, handler: PipeHandler, task: Task) -> None:
         self._enter(RoundState.RUNNING)
+        failpoint("executor.before_task_sent", site=self.site, round=task.round)
         if not handler.send(task.to_message()):
             raise ExecutionError(
                 f"{self.site}: could not send the task of round {task.round}: pipe handler "
@@ -226,7 +227,7 @@ class LauncherExecutor:
         stopped_at: float | None = None
         while True:
             self._check_abort()
-            message = handler.get_next(WAIT_SLICE)
+            message = handler.get_next(WAIT_SLICE) or handler.take_leftover()
             if message is not None and message.topic == Topic.RESULT:
                 if message.payload.get("site") != self.site:
                     log.warning(
@@ -271,11 +272,15 @@ class LauncherExecutor:
                 )
 
     def _pipe_drained(self, handler: PipeHandler) -> bool:
-        """No connection is open any more and nothing received is left unread."""
+        """No connection is open any more and nothing received is left unread.
+
+        The pipe is asked first: once it has no peer and an empty inbox, every
+        message is in the handler's queue (:meth:`Pipe.deliver` hands them over
+        atomically), and only this thread takes from that queue.  Messages a
+        stopped handler left in the pipe count as unread (``take_leftover``).
+        """
         pipe = self.exchanger.pipe
-        return not pipe.peer_connected and (
-            pipe.pending == 0 or handler.state is HandlerState.STOPPED
-        )
+        return not pipe.peer_connected and pipe.pending == 0 and handler.pending == 0
 
     def _accept_result(self, message: Message) -> RoundResult:
         p = message.payload

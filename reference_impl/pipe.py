@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 
 from reference_impl.failpoints import failpoint
@@ -352,21 +353,42 @@ class Pipe:
         ``cancel`` lets a consumer (the pipe handler) leave promptly when it
         stops: set the event, then call :meth:`wake_receivers`.
         """
+        taken: list[Message] = []
+        self.deliver(taken.append, timeout, cancel=cancel)
+        return taken[0] if taken else None
+
+    def deliver(
+        self,
+        sink: Callable[[Message], None],
+        timeout: float | None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> bool:
+        """Like :meth:`receive`, but hand the message to ``sink`` before the pipe lets go.
+
+        The message leaves the inbox and enters ``sink`` under the pipe's lock, so
+        there is no moment at which it is in neither place: once no peer is
+        connected and nothing is :attr:`pending`, everything the peer sent is in
+        the consumer's hands (the executor relies on it to decide that a result
+        never came).  ``sink`` must be quick and must not call into this pipe.
+        True if a message was delivered.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 if cancel is not None and cancel.is_set():
-                    return None
+                    return False
                 if self._inbox:
-                    return self._inbox.popleft()
+                    sink(self._inbox.popleft())
+                    return True
                 if self._closed:
-                    return None
+                    return False
                 if deadline is None:
                     self._cond.wait()
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return None
+                    return False
                 self._cond.wait(remaining)
 
     def wake_receivers(self) -> None:

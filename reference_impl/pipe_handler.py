@@ -15,6 +15,7 @@ same pipe, which is why status-driven stops leave the pipe open.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -165,6 +166,31 @@ class PipeHandler:
                     return None
                 self._cond.wait(remaining)
 
+    @property
+    def pending(self) -> int:
+        """How many received messages wait for :meth:`get_next`."""
+        with self._cond:
+            return len(self._messages)
+
+    def take_leftover(self) -> Message | None:
+        """The next message the peer sent that a stopped handler's reader left in the pipe.
+
+        A handler stops for a status event (a broken heartbeat, silence, END) at
+        once, while its peer's last messages may still sit in the pipe: a result
+        sent just before the process exited must not be lost behind the PEER_GONE
+        that exit causes.  Heartbeats and status events are dropped on the way;
+        None when nothing else is left, or while the handler still runs (its reader
+        takes everything then).  It reads the shared pipe, so only the current
+        round's handler may be asked (its replacement clears the pipe anyway).
+        """
+        if self.state is not HandlerState.STOPPED:
+            return None
+        while (message := self.pipe.receive(0)) is not None:
+            if message.topic != Topic.HEARTBEAT and message.topic not in Topic.STATUS:
+                self._record(EventKind.LATE_MESSAGE, topic=message.topic)
+                return message
+        return None
+
     def notify_status(self, message: Message) -> None:
         """Deliver a status event as if the peer had sent it.
 
@@ -241,36 +267,51 @@ class PipeHandler:
 
     def _read_loop(self) -> None:
         while not self._stopping.is_set():
-            message = self.pipe.receive(self._check_interval, cancel=self._stopping)
-            if message is None:
+            failpoint("pipe_handler.before_read", site=self.site, round=self.round)
+            status: list[Message] = []
+            delivered = self.pipe.deliver(
+                functools.partial(self._take, status=status),
+                self._check_interval,
+                cancel=self._stopping,
+            )
+            if not delivered:
                 if self.pipe.closed and not self._stopping.is_set():
                     self._stop_for_status(Message(Topic.PEER_GONE, {"reason": "pipe closed"}))
                     return
                 continue
-            self._last_heard = time.monotonic()
-            self._heard_from_peer = True
-            if message.topic == Topic.HEARTBEAT:
+            if not status:
                 continue
-            if message.topic in Topic.STATUS:
-                if self._status_filter is not None and not self._status_filter(message):
-                    logger.warning(
-                        "pipe handler %s: ignoring %s that fails the status filter: %s",
-                        self.name,
-                        message.topic,
-                        dict(message.payload),
-                    )
-                    self._record(
-                        EventKind.STATUS_IGNORED,
-                        topic=message.topic,
-                        reason="rejected by the status filter",
-                        payload=dict(message.payload),
-                    )
-                    continue
-                self._stop_for_status(message)
-                return
-            with self._cond:
-                self._messages.append(message)
-                self._cond.notify_all()
+            message = status[0]
+            if self._status_filter is not None and not self._status_filter(message):
+                logger.warning(
+                    "pipe handler %s: ignoring %s that fails the status filter: %s",
+                    self.name,
+                    message.topic,
+                    dict(message.payload),
+                )
+                self._record(
+                    EventKind.STATUS_IGNORED,
+                    topic=message.topic,
+                    reason="rejected by the status filter",
+                    payload=dict(message.payload),
+                )
+                continue
+            self._stop_for_status(message)
+            return
+
+    def _take(self, message: Message, status: list[Message]) -> None:
+        """Sort one received message; runs under the pipe's lock (see :meth:`Pipe.deliver`),
+        so a data message is queued here before the pipe counts it as read."""
+        self._last_heard = time.monotonic()
+        self._heard_from_peer = True
+        if message.topic == Topic.HEARTBEAT:
+            return
+        if message.topic in Topic.STATUS:
+            status.append(message)  # acted on outside the pipe's lock
+            return
+        with self._cond:
+            self._messages.append(message)
+            self._cond.notify_all()
 
     # -- stopping -------------------------------------------------------------
 

@@ -1,0 +1,73 @@
+"""The executor's round on real training subprocesses: results that race the process's
+exit, the round-boundary fallback, the busy window and the derived stop wait."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from reference_impl import failpoints
+from reference_impl.config import JobConfig, Timeouts
+from reference_impl.job import run_job
+from reference_impl.timeline import Event, EventKind, Timeline
+
+pytestmark = pytest.mark.slow
+
+FAST = Timeouts.fast()
+WAIT = 10.0
+"""Upper bound of every wait of these tests on an event."""
+
+
+def on_event(
+    timeline: Timeline, kind: EventKind, where: Callable[[Event], bool]
+) -> threading.Event:
+    """An event set once ``timeline`` records a ``kind`` event matching ``where``."""
+    seen = threading.Event()
+    timeline.subscribe(lambda e: seen.set() if e.kind is kind and where(e) else None)
+    return seen
+
+
+@pytest.fixture
+def clean_failpoints() -> Iterator[None]:
+    yield
+    failpoints.clear()
+
+
+def test_a_result_queued_before_the_exit_is_taken_after_peer_gone(clean_failpoints: None) -> None:
+    """The race of the flaky ``validate-round`` run, made deterministic: the client's
+    reader is held back while the process sends its result and exits, so the heartbeat
+    reports PEER_GONE and stops the handler before the result is read.  The result
+    reached the pipe before the process exited: the round must take it."""
+    timeline = Timeline("server")
+    handler_stopped = on_event(
+        timeline,
+        EventKind.HANDLER_STOPPED,
+        lambda e: e.process == "client-site-1" and e.detail.get("handler") == "site-1-round-1",
+    )
+    reader_held = threading.Event()
+
+    def hold_reader() -> None:  # the client's reader, at its next read after arming
+        reader_held.set()
+        assert handler_stopped.wait(WAIT), "the handler was never stopped"
+
+    def arm() -> None:  # the executor, just before it sends the task
+        failpoints.add("pipe_handler.before_read[site=site-1,round=1]=1*call(hold_reader)")
+        assert reader_held.wait(WAIT), "the reader never came back for its next read"
+
+    failpoints.register_action("hold_reader", hold_reader)
+    failpoints.register_action("arm", arm)
+    failpoints.configure("executor.before_task_sent[site=site-1,round=1]=1*call(arm)")
+    config = JobConfig(sites=1, rounds=1, validate_rounds=(1,), timeouts=FAST)
+
+    result = run_job(config, timeline=timeline)
+
+    assert reader_held.is_set() and handler_stopped.is_set()
+    peer_gone = result.timeline.events(EventKind.STATUS_EVENT, site="site-1", round=1)
+    assert [e.detail.get("topic") for e in peer_gone if e.process == "client-site-1"] == [
+        "PEER_GONE"
+    ]
+    assert result.ok, result.error
+    assert result.timeline.events(EventKind.LATE_MESSAGE, round=1), "taken from the pipe"
+    assert result.timeline.events(EventKind.RESULT_RECEIVED, round=1)
