@@ -25,6 +25,8 @@ from reference_impl.timeline import Event, EventKind
 from reference_impl.train_script import local_update, site_weight
 
 STALE_FAULTS = ("stale_peer_gone", "stale_pipe_message", "aux_event")
+GATE_RELEASES = (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT, EventKind.GATE_CLOSED)
+"""The three ways a download gate ends (opened, timed out, released by the service closing)."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ def no_premature_stop(run: RunRecord) -> Check:
             and e.ts >= sent.ts
             and _train(e)
             and (
-                e.kind in (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT, EventKind.FAILPOINT)
+                e.kind in (*GATE_RELEASES, EventKind.FAILPOINT)
                 and (
                     e.kind is not EventKind.FAILPOINT
                     or str(e.detail.get("action", "")).startswith(("signal", "exit"))
@@ -375,8 +377,7 @@ def prompt_exit(run: RunRecord) -> Check:
         mine = [e for e in run.events if e.pid == result.pid and _train(e) and e.ts >= result.ts]
         released: Event | None = None
         if int(result.detail.get("tensors", 0)):
-            gate = (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT)
-            released = next((e for e in mine if e.kind in gate), None)
+            released = next((e for e in mine if e.kind in GATE_RELEASES), None)
             if released is None:
                 continue  # never downloaded: another invariant (or the expectation) speaks
         start = released.ts if released else result.ts  # nothing to download: no gate

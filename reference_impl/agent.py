@@ -25,7 +25,7 @@ from reference_impl.config import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TIMEOUT,
 )
-from reference_impl.download import DownloadService, TensorRef
+from reference_impl.download import DownloadService, GateOutcome, TensorRef
 from reference_impl.failpoints import failpoint
 from reference_impl.messages import Result, Task, result_message
 from reference_impl.pipe import (
@@ -217,19 +217,36 @@ class Agent:
         failpoint("agent.after_result_sent", site=self.site, round=round)
 
     def _gate(self, refs: list[TensorRef]) -> None:
-        """Block until the server downloaded every published tensor; never when none was."""
+        """Block until the server downloaded every tensor of this round; never when none was.
+
+        Three outcomes, each recorded and logged as what it is: the gate opens, times
+        out, or is released because the service closed (the process is ending).
+        """
         if not refs:
             return
         round = self._current_round()
         timeout = self.settings.download_complete_timeout
         self._timeline.record(EventKind.GATE_WAIT, site=self.site, round=round, timeout=timeout)
-        if self._require_service().wait_all_downloaded(timeout):
+        service = self._require_service()
+        outcome = service.wait_downloaded(round, timeout)
+        if outcome is GateOutcome.COMPLETED:
             self._timeline.record(EventKind.GATE_OPEN, site=self.site, round=round)
             failpoint("agent.after_download", site=self.site, round=round)
+            return
+        pending = service.pending(round)
+        if outcome is GateOutcome.CLOSED:
+            self._timeline.record(EventKind.GATE_CLOSED, site=self.site, round=round,
+                                  pending=pending)
+            log.warning(
+                "%s: round %s's download gate was released because the download service "
+                "closed, with %s tensors not downloaded", self.site, round, pending
+            )
         else:
-            self._timeline.record(EventKind.GATE_TIMEOUT, site=self.site, round=round)
+            self._timeline.record(EventKind.GATE_TIMEOUT, site=self.site, round=round,
+                                  timeout=timeout, pending=pending)
             log.error(
-                "%s: the server did not download round %s within %ss", self.site, round, timeout
+                "%s: the server did not download round %s within %ss (%s tensors pending)",
+                self.site, round, timeout, pending
             )
 
     def _finish_round(self) -> None:

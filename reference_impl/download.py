@@ -3,8 +3,8 @@
 The subprocess publishes its result tensors on a :class:`DownloadService` and
 sends only :class:`TensorRef` records through the pipe; the server pulls the
 bytes with a :class:`Downloader` over a separate authenticated socket.  The
-agent's download gate (:meth:`DownloadService.wait_all_downloaded`) keeps the
-subprocess alive until the server confirmed every tensor.
+agent's download gate (:meth:`DownloadService.wait_downloaded`) keeps the
+subprocess alive until the server confirmed every tensor of the round.
 
 Protocol (every frame is a :class:`~reference_impl.wire.Message` with topic
 ``"download"``; the operation is ``payload["op"]``)::
@@ -41,8 +41,10 @@ import struct
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 import numpy as np
@@ -70,6 +72,17 @@ JOIN_TIMEOUT = 2.0
 ACCEPT_BACKOFF = 0.1
 
 _LENGTH = struct.Struct(">I")
+
+
+class GateOutcome(Enum):
+    """How a download gate ended: three different stories, logged and recorded apart."""
+
+    COMPLETED = "completed"
+    """The server confirmed every tensor of the round."""
+    TIMED_OUT = "timed_out"
+    """The timeout passed with tensors of the round still unconfirmed."""
+    CLOSED = "closed"
+    """The service closed first (the process is ending); the tensors were not all confirmed."""
 
 
 class DownloadError(Exception):
@@ -229,7 +242,8 @@ class DownloadService:
         self._token = wire.new_secret()
         self._cond = threading.Condition()
         self._tensors: dict[str, _Published] = {}
-        self._pending = 0
+        self._pending: Counter[int] = Counter()
+        """Unconfirmed tensors per round: each round's gate waits for its own only."""
         self._closed = False
         self._closing = threading.Event()
         self._connections: dict[socket.socket, threading.Thread] = {}
@@ -278,28 +292,40 @@ class DownloadService:
                 raise RuntimeError(f"download service of {self.site} is closed")
             for entry in prepared:
                 self._tensors[entry.ref.tensor_id] = entry
-            self._pending += len(prepared)
+                self._pending[round] += 1
         return [entry.ref for entry in prepared]
 
-    def pending(self) -> int:
-        """How many published tensors the server has not confirmed yet.
+    def pending(self, round: int | None = None) -> int:
+        """How many published tensors (of ``round``, or of every round) the server has
+        not confirmed yet.
 
         A tensor counts as confirmed once its ack was sent, so the count may
         drop a moment after ``Downloader.download`` returned; synchronize on
-        :meth:`wait_all_downloaded`, not on this number.
+        :meth:`wait_downloaded`, not on this number.
         """
         with self._cond:
-            return self._pending
+            return self._pending[round] if round is not None else self._pending.total()
+
+    def wait_downloaded(self, round: int, timeout: float) -> GateOutcome:
+        """The download gate of ``round``: wait until the server confirmed each of its tensors.
+
+        Only that round's tensors count: a launch-once process whose earlier gate
+        timed out with a tensor left unconfirmed still opens the next round's gate on
+        the next round's own tensors.  COMPLETED at once when none is pending.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending[round] == 0 or self._closed, timeout)
+            if self._pending[round] == 0:
+                return GateOutcome.COMPLETED
+            return GateOutcome.CLOSED if self._closed else GateOutcome.TIMED_OUT
 
     def wait_all_downloaded(self, timeout: float) -> bool:
-        """The download gate: True once every published tensor was confirmed.
-
-        True at once when nothing is pending; False when ``timeout`` passes or
-        the service is closed first.
-        """
+        """True once every tensor of every round was confirmed; False when ``timeout``
+        passes or the service is closed first.  (The agent's gate is per round:
+        :meth:`wait_downloaded`.)"""
         with self._cond:
-            self._cond.wait_for(lambda: self._pending == 0 or self._closed, timeout)
-            return self._pending == 0
+            self._cond.wait_for(lambda: self._pending.total() == 0 or self._closed, timeout)
+            return self._pending.total() == 0
 
     def close(self) -> None:
         """Stop listening, drop every connection and wake the gate.  Idempotent."""
@@ -468,8 +494,10 @@ class DownloadService:
                 return
             entry.downloaded = True
             entry.data = None
-            self._pending -= 1
-            all_done = self._pending == 0
+            self._pending[ref.round] -= 1
+            if not self._pending[ref.round]:
+                del self._pending[ref.round]  # a long-lived service does not grow per round
+            all_done = self._pending.total() == 0
             self._cond.notify_all()
         if self._timeline is not None:
             self._timeline.record(

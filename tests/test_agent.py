@@ -227,3 +227,70 @@ def test_end_from_the_client_stops_the_script_loop(agent_once: tuple[Agent, Clie
     assert client.handler.send(Message(Topic.END, {"site": "site-1"}))
     assert agent.receive(timeout=5.0) is None
     assert not agent.is_running()
+
+
+def wait_for(timeline: Timeline, kind: EventKind, round: int, timeout: float = 5.0) -> bool:
+    """True once ``timeline`` holds a ``kind`` event of ``round`` (checked on every event)."""
+    seen = threading.Event()
+    unsubscribe = timeline.subscribe(
+        lambda e: seen.set() if e.kind is kind and e.round == round else None
+    )
+    try:
+        return bool(timeline.events(kind, round=round)) or seen.wait(timeout)
+    finally:
+        unsubscribe()
+
+
+def test_launch_once_gate_waits_for_its_own_round_only(exits: list[int]) -> None:
+    """Round 1's gate times out with its tensor never downloaded; round 2's tensor is
+    downloaded in full, so round 2's gate opens (it once waited for round 1's too)."""
+    agent, client = make_agent(True, exits, gate_timeout=0.5)
+    timeline = agent._timeline
+    try:
+        client.send_task(1)
+        assert agent.receive(timeout=5.0) is not None
+        agent.send(Result(tensors={"w": np.ones(10)}))
+        client.next_message(Topic.RESULT)
+        assert timeline.events(EventKind.GATE_TIMEOUT, round=1)
+
+        client.send_task(2)
+        assert agent.receive(timeout=5.0) is not None
+        thread, returned, raised = send_in_thread(agent, Result(tensors={"w": np.full(10, 2.0)}))
+        refs = [
+            TensorRef.from_json(dict(r)) for r in client.next_message(Topic.RESULT).payload["refs"]
+        ]
+        assert download(refs).arrays["w"].tolist() == [2.0] * 10
+        assert returned.wait(5.0) and raised == []
+        assert timeline.events(EventKind.GATE_OPEN, round=2), "round 2's gate did not open"
+        assert not timeline.events(EventKind.GATE_TIMEOUT, round=2)
+        assert agent._require_service().pending(1) == 1, "round 1's tensor is still pending"
+        thread.join(5.0)
+    finally:
+        agent.close()
+        client.handler.stop()
+
+
+def test_a_gate_released_by_closing_the_service_is_not_a_timeout(
+    exits: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, client = make_agent(True, exits, gate_timeout=30.0)
+    timeline = agent._timeline
+    try:
+        client.send_task(1)
+        assert agent.receive(timeout=5.0) is not None
+        thread, returned, raised = send_in_thread(agent, Result(tensors={"w": np.ones(10)}))
+        assert wait_for(timeline, EventKind.GATE_WAIT, 1)
+        with caplog.at_level("WARNING", logger="reference_impl.agent"):
+            agent.close()
+            assert returned.wait(5.0), "closing the service did not release the gate"
+        assert raised == []
+        closed = timeline.events(EventKind.GATE_CLOSED, round=1)
+        assert len(closed) == 1 and closed[0].detail["pending"] == 1
+        assert not timeline.events(EventKind.GATE_TIMEOUT, round=1)
+        assert not timeline.events(EventKind.GATE_OPEN, round=1)
+        assert "released because the download service closed" in caplog.text
+        assert "did not download" not in caplog.text
+        thread.join(5.0)
+    finally:
+        agent.close()
+        client.handler.stop()

@@ -30,6 +30,7 @@ from reference_impl.download import (
     Downloader,
     DownloadError,
     DownloadService,
+    GateOutcome,
     HashSink,
     TensorRef,
     _frame_parts,
@@ -287,6 +288,23 @@ def test_gate_times_out_while_a_tensor_is_pending(make_service: ServiceFactory) 
     assert service.wait_all_downloaded(timeout=0.2) is False
     assert 0.2 <= time.monotonic() - start < WAIT
     assert service.pending() == 1
+
+
+def test_each_round_has_its_own_gate(
+    make_service: ServiceFactory, downloader: Downloader
+) -> None:
+    """A round-1 tensor left unconfirmed does not hold round 2's gate shut."""
+    service = make_service()
+    service.publish({"w": np.ones(10)}, round=1)
+    assert service.wait_downloaded(1, timeout=0.1) is GateOutcome.TIMED_OUT
+    (ref,) = service.publish({"w": np.full(10, 2.0)}, round=2)
+    downloader.download(ref, ArraySink())
+    assert service.wait_downloaded(2, timeout=WAIT) is GateOutcome.COMPLETED
+    assert service.pending(1) == 1 and service.pending(2) == 0 and service.pending() == 1
+    assert service.wait_downloaded(3, timeout=0) is GateOutcome.COMPLETED, "nothing published"
+    service.close()
+    assert service.wait_downloaded(1, timeout=WAIT) is GateOutcome.CLOSED
+    assert service.wait_downloaded(2, timeout=0) is GateOutcome.COMPLETED
 
 
 def test_gate_blocks_until_every_tensor_is_downloaded(
