@@ -137,7 +137,7 @@ class EventNotSetInFinallyExecutor(ClientAPILauncherExecutor):
     for the full wait limit once a stop raised."""
 
     def _deferred_stop(self, round: int) -> None:
-        self._wait_for_exit(self.timeouts.stop_wait)
+        self._wait_for_exit(self.stop_wait)
         self._stop_after_wait(round)
         self.timeline.record(EventKind.DEFERRED_STOP_DONE, site=self.site, round=round)
         self._enter(RoundState.DONE)

@@ -43,10 +43,12 @@ class Timeouts:
     stop_poll: float = STOP_POLL_INTERVAL
     download_retry_delay: float = DOWNLOAD_RETRY_DELAY
     download_connect: float = DOWNLOAD_CONNECT_TIMEOUT
-    stop_wait: float = DOWNLOAD_COMPLETE_TIMEOUT
+    stop_wait: float | None = None
     """How long the deferred stop waits for a natural exit, and the next round for it.
 
-    The client-API executor sets it to the gate's timeout (``download_complete``).
+    None (not set): the executor waits as long as the gate (``download_complete``), as
+    NVFlare's client-API executor derives ``stop_task_wait_timeout`` from
+    ``download_complete_timeout``; see ``LauncherExecutor.stop_wait``.
     """
 
     @classmethod

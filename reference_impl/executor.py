@@ -103,6 +103,14 @@ class LauncherExecutor:
         self._deferred_thread: threading.Thread | None = None
 
     @property
+    def stop_wait(self) -> float:
+        """How long a stop waits for a natural exit: ``timeouts.stop_wait`` when set,
+        else the download gate's timeout, so a process in its gate is never stopped
+        before the gate could have opened (NVFlare's client-API executor does the same)."""
+        wait = self.timeouts.stop_wait
+        return self.timeouts.download_complete if wait is None else wait
+
+    @property
     def launch_env(self) -> Mapping[str, str]:
         """The environment every launch of the training script gets."""
         return self._launch_env
@@ -135,7 +143,7 @@ class LauncherExecutor:
         self._await_round_boundary()
         if self.launcher.launch_once and self.exchanger.handler is not None:
             self.exchanger.handler.send(Message(Topic.END, {"site": self.site}))
-            self._wait_for_exit(self.timeouts.stop_wait)
+            self._wait_for_exit(self.stop_wait)
         self.launcher.stop_task()
         self.exchanger.close()
         self._enter(RoundState.IDLE)
@@ -149,11 +157,11 @@ class LauncherExecutor:
                 EventKind.ROUND_BOUNDARY_WAIT,
                 site=self.site,
                 round=self._round,
-                timeout=self.timeouts.stop_wait,
+                timeout=self.stop_wait,
             )
         # The deferred stop may use its whole wait and then a stop's grace: wait a little longer
         # than that, so a stuck process is stopped once, by the deferred thread.
-        limit = self.timeouts.stop_wait + self.timeouts.stop_grace + ROUND_BOUNDARY_MARGIN
+        limit = self.stop_wait + self.timeouts.stop_grace + ROUND_BOUNDARY_MARGIN
         if not self._wait_or_abort(self._round_boundary, limit):
             if self.abort.is_set():
                 log.info("%s: job aborted during the previous round's deferred stop", self.site)
@@ -347,7 +355,7 @@ class ClientAPILauncherExecutor(LauncherExecutor):
             EventKind.DEFERRED_STOP_START,
             site=self.site,
             round=task.round,
-            wait=self.timeouts.stop_wait,
+            wait=self.stop_wait,
         )
         self._deferred_thread = threading.Thread(
             target=self._deferred_stop,
@@ -361,7 +369,7 @@ class ClientAPILauncherExecutor(LauncherExecutor):
         """Wait for the natural exit (or the wait limit, or abort), then stop; always
         open the round boundary."""
         try:
-            if self._wait_for_exit(self.timeouts.stop_wait):
+            if self._wait_for_exit(self.stop_wait):
                 self.timeline.record(
                     EventKind.EXIT_SEEN, site=self.site, round=round, pid=self.launcher.pid
                 )

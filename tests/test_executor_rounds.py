@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
 from reference_impl import failpoints
-from reference_impl.config import JobConfig, Timeouts
+from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from reference_impl.failpoints import FAILPOINTS_ENV
 from reference_impl.job import run_job
 from reference_impl.timeline import Event, EventKind, Timeline
 
@@ -71,3 +73,28 @@ def test_a_result_queued_before_the_exit_is_taken_after_peer_gone(clean_failpoin
     assert result.ok, result.error
     assert result.timeline.events(EventKind.LATE_MESSAGE, round=1), "taken from the pipe"
     assert result.timeline.events(EventKind.RESULT_RECEIVED, round=1)
+
+
+@pytest.mark.parametrize(
+    ("stop_wait", "expected"), [(None, 1.0), (0.4, 0.4)], ids=["derived", "explicit"]
+)
+def test_the_executor_derives_stop_wait_from_download_complete_unless_set(
+    stop_wait: float | None, expected: float
+) -> None:
+    """A drop-in user who sets only the gate's timeout gets a deferred stop that waits as
+    long (it once stayed at the 1800 s default); an explicit ``stop_wait`` wins."""
+    config = JobConfig(
+        sites=1,
+        rounds=1,
+        tensors=TensorSpec(count=1, size_bytes=1024),
+        timeouts=replace(FAST, download_complete=1.0, stop_wait=stop_wait, stop_grace=0.2),
+    )
+    result = run_job(config, subprocess_env={FAILPOINTS_ENV: "agent.before_exit[round=1]=hang"})
+    assert result.ok, result.error
+    (deferred,) = result.timeline.events(EventKind.DEFERRED_STOP_START, round=1)
+    assert deferred.detail["wait"] == expected
+    (pid,) = result.launched_pids
+    stop = next(
+        e for e in result.timeline.events(EventKind.STOP_REQUESTED) if e.detail.get("pid") == pid
+    )
+    assert expected <= stop.ts - deferred.ts < expected + 3.0, "the stop did not wait stop_wait"
