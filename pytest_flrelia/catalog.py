@@ -193,6 +193,9 @@ def _params(*params: Param) -> Mapping[str, Param]:
     return MappingProxyType({p.name: p for p in params})
 
 
+AUX_EVENT_POINTS: tuple[str, ...] = ("during_execute", "launch", "init")
+"""Where in ``execute()`` an ``aux_event`` lands (its ``at:``)."""
+
 _AT = Param(
     "at",
     "choice",
@@ -306,9 +309,22 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
             ),
             FaultType(
                 "aux_event",
-                "an auxiliary event arrives while execute() waits for the result",
-                _params(),
-                {"fault": "aux_event", "round": 1},
+                "an auxiliary event arrives while execute() runs (by default while it "
+                "waits for the result)",
+                _params(
+                    Param(
+                        "at",
+                        "choice",
+                        default="during_execute",
+                        choices=AUX_EVENT_POINTS,
+                        doc="where in execute() it lands: `during_execute` (the wait for "
+                        "the result, at `task_sent`), `launch` (the launch step, at "
+                        "`pipe_cleared`, before the process starts) or `init` (the wait "
+                        "for init, at `init_seen`, before the task is sent; only rounds "
+                        "that launch a process)",
+                    )
+                ),
+                {"fault": "aux_event", "round": 1, "at": "init"},
             ),
             FaultType(
                 "stop_error",

@@ -129,11 +129,17 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             scope_note="`site` is ignored: aggregation is server-wide",
         ),
         "aux_event": Mechanics(
-            "Live action: at the client's `task_sent`, the harness calls"
-            ' `on_aux_event("aux-task")` on that site\'s task exchanger while `execute()`'
-            " waits for the result. The exchanger must defer it (`status_ignored`, reason"
-            ' "execute() is waiting for the result") instead of replacing the pipe handler.'
-            " Timeline: a `fault` event." + _LIVE_ONCE
+            "Live action: at the client's `task_sent` (`at: during_execute`, the default:"
+            " `execute()` waits for the result), `pipe_cleared` (`at: launch`: `execute()`"
+            " prepares the round's pipe handler, before the process starts) or `init_seen`"
+            " (`at: init`: the fresh process called `init()`, the task is not sent yet),"
+            ' the harness calls `on_aux_event("aux-task")` on that site\'s task exchanger'
+            " from inside `execute()`. The busy window is the whole `execute()`, as"
+            " NVFlare's `_executing` guard: the exchanger must defer the event"
+            ' (`status_ignored`, reason "execute() is running") instead of replacing the'
+            " pipe handler. `at: init` needs a round that launches a process (every round"
+            " with `launch_once: false`, round 1 otherwise). Timeline: a `fault` event."
+            + _LIVE_ONCE
         ),
         "stop_error": Mechanics(
             "In-process failpoint `executor.deferred_stop.before_stop[site=S,round=R]="

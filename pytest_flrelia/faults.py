@@ -254,17 +254,22 @@ def _stale_peer_gone(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     )
 
 
+AUX_EVENT_AT: Mapping[str, tuple[EventKind, str]] = {
+    "during_execute": (EventKind.TASK_SENT, "while execute() waits for the result"),
+    "launch": (EventKind.PIPE_CLEARED, "during execute()'s launch step"),
+    "init": (EventKind.INIT_SEEN, "while execute() waits for init"),
+}
+"""The client event each ``aux_event`` ``at:`` point lands on, all inside ``execute()``."""
+
+
 def _aux_event(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    kind, when = AUX_EVENT_AT[str(spec.params.get("at") or "during_execute")]
+
     def act(event: Event, executors: Executors, timeline: Timeline) -> None:
         executors[str(event.site)].exchanger.on_aux_event("aux-task")
 
     plan.live_actions.append(
-        LiveAction(
-            "aux_event",
-            "an auxiliary event while execute() waits for the result",
-            _matches(EventKind.TASK_SENT, spec, spec.round),
-            act,
-        )
+        LiveAction("aux_event", f"an auxiliary event {when}", _matches(kind, spec, spec.round), act)
     )
 
 

@@ -120,22 +120,19 @@ class LauncherExecutor:
     def execute(self, task: Task) -> RoundResult:
         """Run ``task`` in the training subprocess and return its result."""
         self._round = task.round
-        try:
-            self._await_round_boundary()
-            self._check_abort()  # an aborted job launches nothing more
-            handler = self._launch(task)
-            # From the task on, the handler must not change until the result is in.
-            self.exchanger.begin_waiting(task.round)
+        # From the first step to the last, the handler must not change (the busy window).
+        with self.exchanger.executing(task.round):
             try:
+                self._await_round_boundary()
+                self._check_abort()  # an aborted job launches nothing more
+                handler = self._launch(task)
                 self._send_task(handler, task)
                 result = self._read_result(handler, task)
-            finally:
-                self.exchanger.end_waiting()
-        except ExecutionError:
-            self._enter(RoundState.FAILED)
-            raise
-        self._enter(RoundState.STOPPING)
-        self._finalize_round(task)
+            except ExecutionError:
+                self._enter(RoundState.FAILED)
+                raise
+            self._enter(RoundState.STOPPING)
+            self._finalize_round(task)
         return result
 
     def finalize(self) -> None:
@@ -202,6 +199,12 @@ class LauncherExecutor:
             self._check_abort()
             message = handler.get_next(WAIT_SLICE)
             if message is not None and message.topic == Topic.HELLO:
+                self.timeline.record(
+                    EventKind.INIT_SEEN,
+                    site=self.site,
+                    round=self._round,
+                    pid=message.payload.get("pid"),
+                )
                 return
             status = self.launcher.check_run_status()
             if status in (RunStatus.SUCCESS, RunStatus.FAILED):

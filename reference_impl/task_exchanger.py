@@ -4,14 +4,15 @@ Each round gets a fresh :class:`PipeHandler` whose status callback is bound to
 *that* handler: a PEER_GONE or END reported by an older handler changes
 nothing.  Replacing the handler clears the pipe, so a goodbye left unread at
 the round boundary cannot stop the new round.  A handler is never replaced
-while ``execute()`` waits for a result.
+while ``execute()`` runs.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from reference_impl.config import Timeouts
 from reference_impl.pipe import Pipe
@@ -20,6 +21,9 @@ from reference_impl.timeline import EventKind, Timeline
 from reference_impl.wire import Message
 
 log = logging.getLogger(__name__)
+
+AUX_DEFERRED = "execute() is running"
+"""The reason recorded for an auxiliary event that arrived inside the busy window."""
 
 
 class TaskExchanger:
@@ -47,21 +51,28 @@ class TaskExchanger:
             self.handler.start()
             return self.handler
 
-    def begin_waiting(self, round: int) -> None:
-        """``execute()`` is waiting for a result: the handler must not change now."""
+    @contextmanager
+    def executing(self, round: int) -> Iterator[None]:
+        """The busy window: the whole of one ``execute()``, as NVFlare's ``_executing`` guard.
+
+        It covers the round boundary, the launch, the wait for init, the task, the
+        result and the stop step, and it ends however ``execute()`` ends, by an
+        exception too: the handler must not change anywhere in between.
+        """
         with self._lock:
             self._busy_round = round
-
-    def end_waiting(self) -> None:
-        with self._lock:
-            self._busy_round = None
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy_round = None
 
     def on_aux_event(self, name: str) -> None:
-        """An auxiliary event wants a fresh handler; never while a result is awaited."""
+        """An auxiliary event wants a fresh handler; never while ``execute()`` runs."""
         with self._lock:
             if self._busy_round is not None:
                 log.info(
-                    "%s: aux event %r deferred: round %s is waiting for its result",
+                    "%s: aux event %r deferred: execute() of round %s is running",
                     self.site,
                     name,
                     self._busy_round,
@@ -71,7 +82,7 @@ class TaskExchanger:
                     site=self.site,
                     round=self._busy_round,
                     topic=name,
-                    reason="execute() is waiting for the result",
+                    reason=AUX_DEFERRED,
                 )
                 return
             log.info("%s: aux event %r: handler will be fresh for the next round", self.site, name)

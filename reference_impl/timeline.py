@@ -37,6 +37,8 @@ class EventKind(str, Enum):
     LAUNCH = "launch"
     LAUNCH_SKIPPED = "launch_skipped"
     INIT = "init"
+    INIT_SEEN = "init_seen"
+    """The executor saw its fresh training process call ``init()`` (its HELLO)."""
     TASK_SENT = "task_sent"
     TASK_RECEIVED = "task_received"
     RESULT_SENT = "result_sent"

@@ -11,8 +11,10 @@ import pytest
 
 from reference_impl import failpoints
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from reference_impl.executor import LauncherExecutor
 from reference_impl.failpoints import FAILPOINTS_ENV
-from reference_impl.job import run_job
+from reference_impl.job import JobResult, run_job
+from reference_impl.task_exchanger import AUX_DEFERRED
 from reference_impl.timeline import Event, EventKind, Timeline
 
 pytestmark = pytest.mark.slow
@@ -98,3 +100,86 @@ def test_the_executor_derives_stop_wait_from_download_complete_unless_set(
         e for e in result.timeline.events(EventKind.STOP_REQUESTED) if e.detail.get("pid") == pid
     )
     assert expected <= stop.ts - deferred.ts < expected + 3.0, "the stop did not wait stop_wait"
+
+
+def aux_events_deferred(
+    points: dict[str, Callable[[Event], bool]], config: JobConfig, env: dict[str, str] | None = None
+) -> tuple[JobResult, dict[str, str | None]]:
+    """Run ``config``; deliver an auxiliary event named after each point from the thread
+    that records the first event matching it (``before`` at start-up, before any
+    ``execute()``).  Returns the job and, per point, the reason it was deferred (None:
+    it was not deferred)."""
+    timeline = Timeline("server")
+    executors: dict[str, LauncherExecutor] = {}
+    delivered: set[str] = set()
+
+    def listener(event: Event) -> None:
+        for name, matches in points.items():
+            if name not in delivered and matches(event):
+                delivered.add(name)
+                executors["site-1"].exchanger.on_aux_event(name)
+
+    def ready(site: str, executor: LauncherExecutor) -> None:
+        executors[site] = executor
+        if "before" in points:
+            delivered.add("before")
+            executor.exchanger.on_aux_event("before")
+
+    timeline.subscribe(listener)
+    result = run_job(config, timeline=timeline, on_site_ready=ready, subprocess_env=env)
+    assert delivered == set(points), f"never delivered: {set(points) - delivered}"
+    ignored = {
+        e.detail["topic"]: e.detail["reason"]
+        for e in result.timeline.events(EventKind.STATUS_IGNORED)
+        if e.detail.get("topic") in points
+    }
+    return result, {name: ignored.get(name) for name in points}
+
+
+def client(kind: EventKind, round: int) -> Callable[[Event], bool]:
+    return lambda e: e.kind is kind and e.round == round and e.process == "client-site-1"
+
+
+def test_the_busy_window_is_the_whole_execute() -> None:
+    """Deferred from the launch step to the stop step; not before execute() or after it."""
+    config = JobConfig(
+        sites=1, rounds=1, tensors=TensorSpec(count=1, size_bytes=1024), timeouts=FAST
+    )
+    result, deferred = aux_events_deferred(
+        {
+            "before": lambda e: False,
+            "launch": client(EventKind.PIPE_CLEARED, 1),
+            "init": client(EventKind.INIT_SEEN, 1),
+            "result": client(EventKind.TASK_SENT, 1),
+            "stop-step": client(EventKind.DEFERRED_STOP_START, 1),
+            "returned": lambda e: e.kind is EventKind.SUBMIT and e.round == 1,
+        },
+        config,
+    )
+    assert result.ok, result.error
+    assert deferred == {
+        "before": None,
+        "launch": AUX_DEFERRED,
+        "init": AUX_DEFERRED,
+        "result": AUX_DEFERRED,
+        "stop-step": AUX_DEFERRED,
+        "returned": None,
+    }
+
+
+def test_the_busy_window_ends_when_execute_raises() -> None:
+    """A launch that fails (the process dies before init) raises out of execute(): an
+    aux event during that launch is deferred, one after the raise is not."""
+    config = JobConfig(
+        sites=1, rounds=1, tensors=TensorSpec(count=1, size_bytes=1024), timeouts=FAST
+    )
+    result, deferred = aux_events_deferred(
+        {
+            "launch": client(EventKind.PIPE_CLEARED, 1),
+            "raised": lambda e: e.kind is EventKind.SUBMIT and e.round == 1,
+        },
+        config,
+        env={FAILPOINTS_ENV: "agent.before_init=exit(3)"},
+    )
+    assert not result.ok and "has not called init" in str(result.site_errors.get("site-1"))
+    assert deferred == {"launch": AUX_DEFERRED, "raised": None}

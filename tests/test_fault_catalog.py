@@ -376,13 +376,29 @@ def test_slow_aggregation_aggregates_late() -> None:
 
 
 @proves("aux_event")
-def test_aux_event_mid_execute_is_deferred() -> None:
-    run = run_faults([{"fault": "aux_event", "round": 1}])
+@pytest.mark.parametrize(
+    ("at", "lands_on"),
+    [
+        (None, EventKind.TASK_SENT),
+        ("during_execute", EventKind.TASK_SENT),
+        ("launch", EventKind.PIPE_CLEARED),
+        ("init", EventKind.INIT_SEEN),
+    ],
+)
+def test_aux_event_anywhere_in_execute_is_deferred(
+    at: str | None, lands_on: EventKind
+) -> None:
+    entry: dict[str, object] = {"fault": "aux_event", "round": 2}
+    if at is not None:
+        entry["at"] = at
+    run = run_faults([entry], rounds=2)
     fault = run.one(EventKind.FAULT, fault="aux_event")
+    point = run.one(lands_on, round=2, process="client-site-1")
+    assert fault.round == 2 and fault.ts >= point.ts
     ignored = run.one(EventKind.STATUS_IGNORED, topic="aux-task")
-    assert ignored.detail["reason"] == "execute() is waiting for the result"
-    assert ignored.round == 1
-    assert run.one(EventKind.RESULT_RECEIVED).ts >= fault.ts
+    assert ignored.detail["reason"] == "execute() is running"
+    assert ignored.round == 2
+    assert run.one(EventKind.RESULT_RECEIVED, round=2).ts >= fault.ts
     assert run.result.ok, run.result.error
 
 
