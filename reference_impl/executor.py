@@ -75,6 +75,14 @@ class RoundResult:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _DeferredStop:
+    """One round's deferred stop: the process it is for and the boundary it opens."""
+
+    pid: int | None
+    boundary: threading.Event
+
+
 class LauncherExecutor:
     """Launches the training script per task and stops it when the round ends."""
 
@@ -101,6 +109,11 @@ class LauncherExecutor:
         self._round_boundary = threading.Event()
         self._round_boundary.set()
         self._deferred_thread: threading.Thread | None = None
+        self._deferred: dict[int, _DeferredStop] = {}
+        """The deferred stops still running, by round (the client-API executor's)."""
+        self._stop_lock = threading.Lock()
+        """Held across "is it still my process?" and its stop, so a late deferred stop
+        never stops the process the round boundary launched after forcing its stop."""
 
     @property
     def stop_wait(self) -> float:
@@ -169,12 +182,14 @@ class LauncherExecutor:
                     self.site,
                     limit,
                 )
-            self.launcher.stop_task()
+            with self._stop_lock:
+                self.launcher.stop_task()
         if (
             self.launcher.needs_deferred_stop()
             and self.launcher.check_run_status() is not RunStatus.NOT_STARTED
         ):
-            self.launcher.stop_task()
+            with self._stop_lock:
+                self.launcher.stop_task()
 
     def _launch(self, task: Task) -> PipeHandler:
         self._enter(RoundState.LAUNCHING)
@@ -316,19 +331,24 @@ class LauncherExecutor:
 
     # -- helpers -----------------------------------------------------------
 
-    def _wait_for_exit(self, timeout: float) -> bool:
+    def _wait_for_exit(self, timeout: float, pid: int | None = None) -> bool:
         """True once the process exited by itself; False at ``timeout`` or on abort.
 
         Waits on the process, so the exit is seen the moment it happens; the
-        abort and the status are checked every ``stop_poll``.
+        abort and the status are checked every ``stop_poll``.  With ``pid``, only
+        that process counts: False once the launcher no longer holds it (the
+        round boundary forced its stop and may have launched the next one).
         """
         deadline = time.monotonic() + timeout
-        while self.launcher.check_run_status() is RunStatus.RUNNING:
+        while True:
+            if pid is not None and self.launcher.pid != pid:
+                return False
+            if self.launcher.check_run_status() is not RunStatus.RUNNING:
+                return True
             remaining = deadline - time.monotonic()
             if self.abort.is_set() or remaining <= 0:
                 return False
             self.launcher.wait_for_exit(min(self.timeouts.stop_poll, remaining))
-        return True
 
     def _wait_or_abort(self, event: threading.Event, timeout: float) -> bool:
         """Wait for ``event`` up to ``timeout``; an abort ends the wait early (False)."""
@@ -347,13 +367,20 @@ class LauncherExecutor:
 
 
 class ClientAPILauncherExecutor(LauncherExecutor):
-    """Defers the stop until the subprocess exits on its own after its download gate."""
+    """Defers the stop until the subprocess exits on its own after its download gate.
+
+    Each deferred stop acts on its own round's process and opens its own boundary:
+    one that outlasts its bound (the next round forced the stop and went on) may
+    wake later, and must then touch neither the next round's process nor its boundary.
+    """
 
     def _finalize_round(self, task: Task) -> None:
         if not self.launcher.needs_deferred_stop():
             self._enter(RoundState.DONE)
             return
-        self._round_boundary.clear()
+        stop = _DeferredStop(self.launcher.pid, threading.Event())
+        self._deferred[task.round] = stop
+        self._round_boundary = stop.boundary
         self.timeline.record(
             EventKind.DEFERRED_STOP_START,
             site=self.site,
@@ -371,24 +398,35 @@ class ClientAPILauncherExecutor(LauncherExecutor):
     def _deferred_stop(self, round: int) -> None:
         """Wait for the natural exit (or the wait limit, or abort), then stop; always
         open the round boundary."""
+        stop = self._deferred[round]
         try:
-            if self._wait_for_exit(self.stop_wait):
-                self.timeline.record(
-                    EventKind.EXIT_SEEN, site=self.site, round=round, pid=self.launcher.pid
-                )
+            if self._wait_for_exit(self.stop_wait, pid=stop.pid):
+                self.timeline.record(EventKind.EXIT_SEEN, site=self.site, round=round, pid=stop.pid)
             failpoint("executor.deferred_stop.after_wait", site=self.site, round=round)
             self._stop_after_wait(round)
         except Exception:
             log.exception("%s: deferred stop of round %s failed", self.site, round)
         finally:
             self.timeline.record(EventKind.DEFERRED_STOP_DONE, site=self.site, round=round)
-            self._enter(RoundState.DONE)
-            self._round_boundary.set()
+            if self._round_boundary is stop.boundary:
+                self._enter(RoundState.DONE)
+            del self._deferred[round]
+            stop.boundary.set()
 
     def _stop_after_wait(self, round: int) -> None:
-        if self.launcher.check_run_status() is RunStatus.RUNNING:
-            log.warning(
-                "%s: round %s process did not exit by itself; stopping it", self.site, round
-            )
-        failpoint("executor.deferred_stop.before_stop", site=self.site, round=round)
-        self.launcher.stop_task()
+        stop = self._deferred.get(round)
+        with self._stop_lock:
+            if stop is not None and self.launcher.pid != stop.pid:
+                log.info(
+                    "%s: round %s's process was stopped already (the round boundary forced "
+                    "it); nothing to stop",
+                    self.site,
+                    round,
+                )
+                return
+            if self.launcher.check_run_status() is RunStatus.RUNNING:
+                log.warning(
+                    "%s: round %s process did not exit by itself; stopping it", self.site, round
+                )
+            failpoint("executor.deferred_stop.before_stop", site=self.site, round=round)
+            self.launcher.stop_task()

@@ -294,3 +294,23 @@ def test_a_gate_released_by_closing_the_service_is_not_a_timeout(
     finally:
         agent.close()
         client.handler.stop()
+
+
+def test_a_result_that_cannot_be_sent_raises_at_once_without_a_gate(exits: list[int]) -> None:
+    """The client is gone: send() raises at once instead of gating tensors nobody will pull."""
+    agent, client = make_agent(True, exits, gate_timeout=30.0)
+    timeline = agent._timeline
+    try:
+        client.send_task(1)
+        assert agent.receive(timeout=5.0) is not None
+        client.handler.stop()  # closes the client's end of the pipe
+        assert agent._pipe.wait_for_no_peer(5.0)
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="could not send the result of round 1"):
+            agent.send(Result(tensors={"w": np.ones(10)}))
+        assert time.monotonic() - started < 5.0, "send() waited for something"
+        assert not timeline.events(EventKind.GATE_WAIT), "entered the download gate"
+        (error,) = timeline.events(EventKind.ERROR, round=1)
+        assert error.detail["reason"] == "the result could not be sent"
+    finally:
+        agent.close()

@@ -183,3 +183,47 @@ def test_the_busy_window_ends_when_execute_raises() -> None:
     )
     assert not result.ok and "has not called init" in str(result.site_errors.get("site-1"))
     assert deferred == {"launch": AUX_DEFERRED, "raised": None}
+
+
+def test_a_deferred_stop_that_outlasts_its_bound_is_forced_once_and_round_two_runs(
+    clean_failpoints: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round 1's deferred stop hangs after it saw the exit: round 2 waits stop_wait +
+    stop_grace + the margin, warns, forces the stop (reaping the old process once) and
+    runs.  The hung stop wakes while round 2's process runs: it must leave that alone."""
+    timeline = Timeline("server")
+    released = threading.Event()
+
+    def release(event: Event) -> None:
+        if event.kind is EventKind.INIT_SEEN and event.round == 2 and not released.is_set():
+            released.set()
+            failpoints.release("executor.deferred_stop.after_wait")
+
+    timeline.subscribe(release)
+    config = JobConfig(
+        sites=1,
+        rounds=2,
+        tensors=TensorSpec(count=1, size_bytes=1024),
+        timeouts=replace(FAST, stop_wait=0.3, stop_grace=0.2),
+    )
+    with (
+        caplog.at_level("WARNING", logger="reference_impl.executor"),
+        failpoints.scoped("executor.deferred_stop.after_wait[round=1]=1*hang"),
+    ):
+        result = run_job(config, timeline=timeline)
+    assert released.is_set()
+    assert result.ok, result.error
+    assert "the previous round's deferred stop did not finish within 1.5s; forcing it" in (
+        caplog.text
+    )
+    first, second = result.launched_pids
+    exits = [e for e in result.timeline.events(EventKind.EXIT) if e.process == "client-site-1"]
+    assert [e.detail["pid"] for e in exits].count(first) == 1, "old process reaped once"
+    assert [e.detail["returncode"] for e in exits if e.detail["pid"] == second] == [0]
+    stops = result.timeline.events(EventKind.STOP_REQUESTED)
+    round_two_result = result.timeline.events(EventKind.RESULT_RECEIVED, round=2)[0]
+    assert not [
+        e for e in stops if e.detail.get("pid") == second and e.ts < round_two_result.ts
+    ], "round 1's late deferred stop stopped round 2's process"
+    done = result.timeline.events(EventKind.DEFERRED_STOP_DONE, round=1)
+    assert len(done) == 1
