@@ -401,3 +401,32 @@ def test_get_next_times_out_with_none(net: Network) -> None:
 def test_invalid_heartbeat_settings_are_refused(net: Network) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         net.handler(net.listen(), "bad", interval=0, timeout=1.0)
+
+
+def test_a_stopped_handler_hands_out_what_its_peer_left_in_the_pipe(net: Network) -> None:
+    """The peer's result sits in the pipe behind a heartbeat and an END when a status
+    event stops the handler before its reader took them: take_leftover() gives the
+    result (and only the result); a running handler leaves the pipe to its reader."""
+    server_pipe, client_pipe = connected_pair(net)
+    status = StatusRecorder()
+    handler = net.handler(
+        server_pipe, "server", interval=LONG_TIMEOUT, timeout=LONG_TIMEOUT, callback=status
+    )
+    assert handler.take_leftover() is None, "not stopped: nothing is a leftover"
+    handler.notify_status(Message(Topic.PEER_GONE, {"reason": "heartbeat hit a closed socket"}))
+    assert status.wait().topic == Topic.PEER_GONE
+    for message in (
+        Message(Topic.HEARTBEAT),
+        Message(Topic.RESULT, {"site": "site-1", "round": 1}),
+        Message(Topic.END, {"site": "site-1"}),
+    ):
+        client_pipe.send(message)
+    assert server_pipe.wait_pending(3, WAIT)
+
+    assert handler.get_next(0) is None, "its reader never took them"
+    assert handler.take_leftover() == Message(Topic.RESULT, {"site": "site-1", "round": 1})
+    assert handler.take_leftover() is None
+    assert server_pipe.pending == 0 and handler.pending == 0
+    assert events(net, EventKind.LATE_MESSAGE, handler) == [
+        {"handler": handler.name, "topic": Topic.RESULT}
+    ]
