@@ -69,6 +69,10 @@ SEND_TIMEOUT = 30.0
 JOIN_TIMEOUT = 2.0
 ACCEPT_BACKOFF = 0.1
 
+CORRUPT_CHUNK = "download.corrupt_chunk"
+"""Failpoint that corrupts a served chunk; ``.<k>`` and ``.last`` suffixes pick the chunk."""
+LAST_CHUNK = "last"
+
 _LENGTH = struct.Struct(">I")
 
 
@@ -331,18 +335,32 @@ class DownloadService:
     # ---- override point for faults
 
     def _chunk_payload(self, ref: TensorRef, offset: int, data: memoryview) -> bytes | memoryview:
-        """The bytes sent for one chunk; its digest was computed at publish.
+        """The bytes sent for one chunk: ``data`` itself, or a corrupted copy.
 
-        The ``download.corrupt_chunk`` failpoint (``N*return``) flips one bit
-        here: corruption the downloader must catch by the chunk's digest.
+        Returning anything but ``data`` counts as a corrupted chunk: the downloader
+        drops the connection at it, so :meth:`_stream` sends the rest of that
+        stream as it is without asking again (a chunk nobody reads must not use up
+        a fault's count).  The ``download.corrupt_chunk`` failpoints (``N*return``)
+        flip one bit in the middle of the chunk, after its digest was computed:
+        the bare name at any chunk, ``download.corrupt_chunk.<k>`` only at the
+        tensor's k-th chunk (1-based), ``download.corrupt_chunk.last`` only at its last.
         """
-        del offset
-        if failpoint("download.corrupt_chunk", site=self.site, round=ref.round):
+        if self._corrupts(ref, offset):
             corrupted = bytearray(data)
             if corrupted:
                 corrupted[len(corrupted) // 2] ^= 0x01
             return bytes(corrupted)
         return data
+
+    def _corrupts(self, ref: TensorRef, offset: int) -> bool:
+        site, round = self.site, ref.round
+        index = offset // ref.chunk_bytes + 1
+        last = offset + ref.chunk_bytes >= ref.nbytes
+        return (
+            failpoint(CORRUPT_CHUNK, site=site, round=round)
+            or failpoint(f"{CORRUPT_CHUNK}.{index}", site=site, round=round)
+            or (last and failpoint(f"{CORRUPT_CHUNK}.{LAST_CHUNK}", site=site, round=round))
+        )
 
     # ---- threads
 
@@ -445,10 +463,13 @@ class DownloadService:
                 return
             data = memoryview(b"")
         sock.settimeout(SEND_TIMEOUT)
+        corrupted = False  # the downloader stops reading at a corrupt chunk
         for start in range(offset, ref.nbytes, ref.chunk_bytes):
             chunk = data[start : start + ref.chunk_bytes]
             digest = entry.digests[start // ref.chunk_bytes].hex()
-            blob = memoryview(self._chunk_payload(ref, start, chunk)).cast("B")
+            sent = chunk if corrupted else self._chunk_payload(ref, start, chunk)
+            corrupted = corrupted or sent is not chunk
+            blob = memoryview(sent).cast("B")
             failpoint("download.before_chunk", site=self.site, round=ref.round)
             payload = {"op": "chunk", "tensor_id": ref.tensor_id, "offset": start, "digest": digest}
             wire.send_frame(sock, _frame_parts(payload, blob))
