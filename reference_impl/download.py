@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import xxhash
@@ -164,6 +164,11 @@ def chunk_digests(data: memoryview, chunk_bytes: int) -> list[bytes]:
     ]
 
 
+def bytes_digest(data: bytes | memoryview) -> str:
+    """xxh3-128 (hex) of a whole tensor's bytes: what a sink must have received."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
 def tensor_checksum(digests: Iterable[bytes]) -> str:
     """The tensor's checksum (hex): xxh3-128 over its chunk digests, in order."""
     combined = xxhash.xxh3_128()
@@ -198,6 +203,8 @@ class _Published:
     """The tensor's bytes; dropped once downloaded so a long-lived service does not grow."""
     digests: list[bytes]
     """One per chunk, computed at publish: the service only sends."""
+    bytes_digest: str = ""
+    """xxh3-128 (hex) of the whole tensor's bytes at publish, for the timeline."""
     downloaded: bool = False
 
 
@@ -276,7 +283,7 @@ class DownloadService:
                 checksum=tensor_checksum(digests),
                 chunk_bytes=self.chunk_bytes,
             )
-            prepared.append(_Published(ref, data, digests))
+            prepared.append(_Published(ref, data, digests, bytes_digest(data)))
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"download service of {self.site} is closed")
@@ -501,6 +508,7 @@ class DownloadService:
                 tensor_id=ref.tensor_id,
                 nbytes=ref.nbytes,
                 checksum=ref.checksum,
+                bytes_digest=entry.bytes_digest,
             )
         if all_done and self._on_all_downloaded is not None:
             self._on_all_downloaded()
@@ -513,6 +521,15 @@ class ChunkSink(Protocol):
     """Where verified chunks go.  ``data`` is only valid during the call."""
 
     def write(self, ref: TensorRef, offset: int, data: memoryview) -> None: ...
+
+
+@runtime_checkable
+class DigestingSink(ChunkSink, Protocol):
+    """A sink that hashes what it received itself; the downloader reports that digest."""
+
+    def received_digest(self, ref: TensorRef) -> str:
+        """:func:`bytes_digest` of the bytes of ``ref`` the sink took, in order."""
+        ...
 
 
 class ArraySink:
@@ -673,12 +690,18 @@ class Downloader:
             except BaseException as exc:
                 self._record(EventKind.DOWNLOAD_FAILED, ref, reason=f"{type(exc).__name__}: {exc}")
                 raise
+            received = (
+                {"bytes_digest": sink.received_digest(ref)}
+                if isinstance(sink, DigestingSink)
+                else {}
+            )
             self._record(
                 EventKind.DOWNLOAD_DONE,
                 ref,
                 name=ref.name,
                 nbytes=ref.nbytes,
                 checksum=progress.checksum.hexdigest(),
+                **received,
             )
             return
 
