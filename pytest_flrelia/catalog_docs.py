@@ -119,7 +119,8 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             " chunks per training process. The downloader rejects the chunk by its digest"
             " (`download_retry` naming its offset) and resumes from it, so no corrupt byte is"
             " aggregated; the rest of that stream is sent intact, so each corrupted chunk is"
-            " exactly one failed attempt. Needs `download_retries >= times` to succeed."
+            " exactly one failed attempt. Needs `download_retries >= times` to succeed; a"
+            " `chunk` past a tensor's last chunk never fires."
             " Timeline: one `failpoint` event per corrupted chunk."
         ),
         "slow_aggregation": Mechanics(
