@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from reference_impl.download import LAST_CHUNK
 from reference_impl.units import UnitError, parse_duration
 
 KNOWN_BUG_SLUGS: Mapping[str, str] = MappingProxyType(
@@ -127,8 +128,11 @@ SIGNAL_NAMES: tuple[str, ...] = (
 )
 """Fixed (not read from this platform) so the shipped JSON Schema is the same everywhere."""
 
-ParamKind = Literal["duration", "int", "float", "signal", "choice", "bool"]
-PARAM_KINDS: tuple[ParamKind, ...] = ("duration", "int", "float", "signal", "choice", "bool")
+ParamKind = Literal["duration", "int", "float", "signal", "choice", "bool", "chunk"]
+PARAM_KINDS: tuple[ParamKind, ...] = (
+    "duration", "int", "float", "signal", "choice", "bool", "chunk"
+)
+"""``chunk``: a chunk of a tensor, by its 1-based number or ``last``."""
 SCOPE_KEYS: tuple[str, ...] = ("site", "round")
 """Keys every fault accepts besides its parameters: where and when it strikes."""
 
@@ -297,9 +301,21 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 "corrupt_chunk",
                 "one bit of a served chunk flips after its digest was computed",
                 _params(
-                    Param("times", "int", default=1, minimum=1, doc="how many chunks are corrupted")
+                    Param(
+                        "times",
+                        "int",
+                        default=1,
+                        minimum=1,
+                        doc="how many download attempts fail, each on one corrupted chunk",
+                    ),
+                    Param(
+                        "chunk",
+                        "chunk",
+                        default=1,
+                        doc="which chunk of a tensor is corrupted: its number, from 1, or `last`",
+                    ),
                 ),
-                {"fault": "corrupt_chunk", "times": 2},
+                {"fault": "corrupt_chunk", "times": 2, "chunk": "last"},
             ),
             FaultType(
                 "slow_aggregation",
@@ -446,6 +462,14 @@ def parse_param(param: Param, value: object, where: str) -> object:
         if param.minimum is not None and number < param.minimum:
             raise ParamError(param.name, f"must be >= {param.minimum:g}, got {value!r}")
         return number
+    if param.kind == "chunk":
+        if value == LAST_CHUNK or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
+            return value
+        raise ParamError(
+            param.name, f"expected a chunk number >= 1 or {LAST_CHUNK!r}, got {value!r}"
+        )
     if param.kind == "bool":
         if not isinstance(value, bool):
             raise ParamError(param.name, f"expected true or false, got {value!r}")

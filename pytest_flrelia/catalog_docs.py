@@ -112,13 +112,16 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             " process is stopped by signal. Timeline: a `failpoint` event."
         ),
         "corrupt_chunk": Mechanics(
-            "Subprocess failpoint `download.corrupt_chunk[site=S,round=R]=<times>*return`:"
-            " the download service flips one bit in the middle of a chunk after computing its"
-            " digest, for up to `times` chunks per process. The downloader rejects the chunk"
-            " by its digest (`download_retry`) and resumes from it, so no corrupt byte is"
-            " aggregated. A corrupt chunk already in flight behind a rejected one is dropped"
-            " with its connection: fewer than `times` retries may show. Timeline: one"
-            " `failpoint` event per corrupted chunk."
+            "Subprocess failpoint `download.corrupt_chunk.<chunk>[site=S,round=R]=<times>*return`"
+            " (`<chunk>` is the number or `last`: `download.corrupt_chunk.3`,"
+            " `download.corrupt_chunk.last`): the download service flips one bit in the"
+            " middle of that chunk of a tensor after computing its digest, for up to `times`"
+            " chunks per training process. The downloader rejects the chunk by its digest"
+            " (`download_retry` naming its offset) and resumes from it, so no corrupt byte is"
+            " aggregated; the rest of that stream is sent intact, so each corrupted chunk is"
+            " exactly one failed attempt. Needs `download_retries >= times` to succeed; a"
+            " `chunk` past a tensor's last chunk never fires."
+            " Timeline: one `failpoint` event per corrupted chunk."
         ),
         "slow_aggregation": Mechanics(
             "In-process failpoint `server.before_aggregate[round=R]=sleep(<delay in ms>)`:"
@@ -197,6 +200,7 @@ _KIND_NAMES: Mapping[str, str] = {
     "int": "integer",
     "float": "number",
     "bool": "boolean",
+    "chunk": "chunk number >= 1 or `last`",
 }
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from pytest_flrelia.scenario import FaultSpec
 from reference_impl.config import JobConfig
+from reference_impl.download import CORRUPT_CHUNK
 from reference_impl.executor import LauncherExecutor
 from reference_impl.pipe import PIPE_SECRET_ENV, Pipe, PipeError
 from reference_impl.timeline import Event, EventKind, Timeline
@@ -178,8 +179,9 @@ def _heartbeat_loss(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
 
 
 def _corrupt_chunk(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
+    chunk = spec.params.get("chunk") or 1
     plan.subprocess_failpoints.append(
-        f"download.corrupt_chunk{_scope(spec)}={spec.params.get('times', 1)}*return"
+        f"{CORRUPT_CHUNK}.{chunk}{_scope(spec)}={spec.params.get('times', 1)}*return"
     )
 
 

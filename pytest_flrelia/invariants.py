@@ -7,6 +7,7 @@ says so with ``applicable=False`` instead of passing silently.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -137,58 +138,133 @@ def all_rounds_complete(run: RunRecord) -> Check:
 
 
 def tensors_intact(run: RunRecord) -> Check:
+    """Every tensor reached the server byte for byte, and the global model is exact.
+
+    The digest of what the server's sink added (``download_done.bytes_digest``)
+    must equal the digest of what the site published (``tensor_served``), and
+    the global model must equal, byte for byte, the average the harness
+    recomputes in the server's order of additions: a 1-ulp difference is
+    corruption, not rounding.
+    """
     name = "tensors_intact"
     published = {
-        (e.site, e.round, e.detail.get("name")): e.detail.get("checksum")
+        (e.site, e.round, e.detail.get("name")): e.detail
         for e in _of(run.events, EventKind.TENSOR_SERVED)
     }
     downloads = _of(run.events, EventKind.DOWNLOAD_DONE)
     if not downloads:
         return _na(name, "no tensor was downloaded")
+    by_bytes = 0
     for done in downloads:
         key = (done.site, done.round, done.detail.get("name"))
         want = published.get(key)
-        if want is not None and done.detail.get("checksum") != want:
+        if want is None:
+            continue
+        field_name = "bytes_digest" if "bytes_digest" in want else "checksum"
+        by_bytes += field_name == "bytes_digest"
+        got = done.detail.get(field_name)
+        if got != want[field_name]:
+            what = "bytes" if field_name == "bytes_digest" else "chunk digests"
             return Check(
                 name,
                 False,
-                f"{key} arrives with the checksum its site published",
-                f"checksum {done.detail.get('checksum')} != published {want}",
+                f"{key} arrives as the {what} its site published",
+                f"{field_name} {got} received != {want[field_name]} published",
                 done.ts,
                 (done,),
             )
+    verified = f"{len(downloads)} tensors verified, {by_bytes} by the digest of their bytes"
     if run.result is not None and run.result.ok and run.reference_model:
-        expected_model = expected_global_model(run.result.config)
+        orders = {r.round: r.aggregation_order for r in run.result.rounds}
+        try:
+            expected_model = expected_global_model(run.result.config, orders)
+        except ValueError as exc:
+            return Check(name, False, "the server added every site's tensors once", str(exc))
         for tensor, array in expected_model.items():
-            got = run.result.global_model.get(tensor)
-            if got is None or not np.allclose(got, array, rtol=1e-9, atol=1e-12):
+            got_array = run.result.global_model.get(tensor)
+            if got_array is None or not _same_bytes(got_array, array):
                 return Check(
                     name,
                     False,
-                    f"global tensor {tensor} equals the weighted average",
-                    "it differs from the average recomputed by the harness",
+                    f"global tensor {tensor} is byte for byte the weighted average",
+                    "it differs from the average recomputed by the harness: "
+                    + _first_difference(got_array, array),
                 )
-    return _pass(name, "every tensor intact", f"{len(downloads)} tensors verified")
+        verified += "; global model exact"
+    return _pass(name, "every tensor intact", verified)
 
 
-def expected_global_model(config: JobConfig) -> dict[str, Array]:
+def _same_bytes(got: Array, want: Array) -> bool:
+    return got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def _first_difference(got: Array | None, want: Array) -> str:
+    if got is None:
+        return "missing"
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return f"{got.dtype}{list(got.shape)} instead of {want.dtype}{list(want.shape)}"
+    got_bytes = got.reshape(-1).view(np.uint8).reshape(got.size, -1)
+    want_bytes = want.reshape(-1).view(np.uint8).reshape(want.size, -1)
+    index = int(np.flatnonzero((got_bytes != want_bytes).any(axis=1))[0])
+    return f"element {index} is {got.reshape(-1)[index]!r}, expected {want.reshape(-1)[index]!r}"
+
+
+AggregationOrder = Mapping[str, Sequence[tuple[str, int, int]]]
+"""Per tensor, the ``(site, start, stop)`` element ranges in the order the server added them."""
+
+
+def expected_global_model(
+    config: JobConfig, orders: Mapping[int, AggregationOrder] | None = None
+) -> dict[str, Array]:
     """The weighted average of every round, recomputed from the training script's
-    pure update rule without any of the server's code."""
+    pure update rule without any of the server's code.
+
+    Float addition is not associative, so with ``orders`` (a round's
+    ``aggregation_order``) the sums follow the server's order of additions and the
+    result is bit-exact; without, sites are added in order.  Raises ``ValueError``
+    when an order does not add every element of every site exactly once.
+    """
     model = initial_model(config)
     for round in range(1, config.rounds + 1):
         if round in config.validate_rounds:
             continue
         sites = config.site_names()
-        weights = [site_weight(s) for s in sites]
-        updates = [local_update(model, s, round) for s in sites]
+        weights = {site: site_weight(site) for site in sites}
+        updates = {site: local_update(model, site, round) for site in sites}
+        total_weight = math.fsum(weights.values())
         averaged: dict[str, Array] = {}
         for name, array in model.items():
-            total = np.zeros(array.shape, dtype=np.float64)
-            for weight, update in zip(weights, updates, strict=True):
-                total += weight * update[name].astype(np.float64)
-            averaged[name] = (total / sum(weights)).astype(array.dtype)
+            order = (orders or {}).get(round, {}).get(name)
+            if order is None:
+                order = [(site, 0, array.size) for site in sites]
+            _check_order(order, sites, array.size, round, name)
+            total = np.zeros(array.size, dtype=np.float64)
+            for site, start, stop in order:
+                values = updates[site][name].reshape(-1)[start:stop]
+                total[start:stop] += weights[site] * values
+            averaged[name] = (total / total_weight).astype(array.dtype).reshape(array.shape)
         model = averaged
     return model
+
+
+def _check_order(
+    order: Sequence[tuple[str, int, int]], sites: Sequence[str], size: int, round: int, name: str
+) -> None:
+    for site in sites:
+        ranges = sorted((start, stop) for each, start, stop in order if each == site)
+        covered = 0
+        for start, stop in ranges:
+            if start != covered:
+                break
+            covered = stop
+        if covered != size or sum(stop - start for start, stop in ranges) != size:
+            raise ValueError(
+                f"round {round}: the server added elements {ranges} of {site}'s {name},"
+                f" not each of 0..{size} once"
+            )
+    extra = {each for each, _, _ in order} - set(sites)
+    if extra:
+        raise ValueError(f"round {round}: the server added {name} of unknown sites {sorted(extra)}")
 
 
 def no_premature_stop(run: RunRecord) -> Check:

@@ -464,6 +464,8 @@ def _translate(
             parse(instance, format_key_path(at))
         except UnitError as unit_err:
             return at, doc.error(at, unit_err.reason, unit_err.valid)
+    if kind == "anyOf" and schema.get("title") == "chunk":
+        return at, doc.error(at, f"expected a chunk number >= 1 or 'last', got {instance!r}")
     if kind == "pattern":
         pattern = str(err.validator_value)
         hint = _PATTERN_HINTS.get(pattern, f"must match {pattern}")

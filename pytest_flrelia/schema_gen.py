@@ -29,6 +29,7 @@ from reference_impl.config import (
     TensorSpec,
     Timeouts,
 )
+from reference_impl.download import LAST_CHUNK
 from reference_impl.units import DURATION_PATTERN, SIZE_PATTERN, format_duration, format_size
 
 Schema = dict[str, Any]
@@ -289,6 +290,11 @@ def param_schema(param: Param) -> Schema:
         schema = {"type": "boolean"}
     elif param.kind == "signal":
         schema = {"title": "signal", "enum": list(param.choices)}
+    elif param.kind == "chunk":
+        schema = {
+            "title": "chunk",
+            "anyOf": [{"type": "integer", "minimum": 1}, {"const": LAST_CHUNK}],
+        }
     else:
         schema = {"enum": list(param.choices)}
     if param.minimum is not None and param.kind in ("int", "float"):

@@ -79,9 +79,9 @@ class AgentSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentSettings:
-        extra: dict[str, Any] = json.loads(env.get(AGENT_SETTINGS_ENV, "{}"))
+        extra: dict[str, Any] = json.loads(env.get(AGENT_SETTINGS_ENV) or "{}")
         return cls(
-            site=env.get(SITE_ENV, "site-1"),
+            site=env.get(SITE_ENV) or "site-1",
             launch_once=env.get(LAUNCH_ONCE_ENV, "0") == "1",
             **extra,
         )
@@ -139,7 +139,7 @@ class Agent:
             name=f"agent-{settings.site}",
             timeline=timeline,
         )
-        agent_class = _load_class(os.environ.get(AGENT_CLASS_ENV, DEFAULT_AGENT_CLASS))
+        agent_class = _load_class(os.environ.get(AGENT_CLASS_ENV) or DEFAULT_AGENT_CLASS)
         return agent_class(
             pipe, settings, timeline=timeline, exit_fn=exit_fn, on_client_gone=watchdog.client_gone
         )

@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import xxhash
@@ -70,6 +70,10 @@ SEND_TIMEOUT = 30.0
 """How long the service waits for a stalled downloader to take one chunk."""
 JOIN_TIMEOUT = 2.0
 ACCEPT_BACKOFF = 0.1
+
+CORRUPT_CHUNK = "download.corrupt_chunk"
+"""Failpoint that corrupts a served chunk; ``.<k>`` and ``.last`` suffixes pick the chunk."""
+LAST_CHUNK = "last"
 
 _LENGTH = struct.Struct(">I")
 
@@ -173,6 +177,11 @@ def chunk_digests(data: memoryview, chunk_bytes: int) -> list[bytes]:
     ]
 
 
+def bytes_digest(data: bytes | memoryview) -> str:
+    """xxh3-128 (hex) of a whole tensor's bytes: what a sink must have received."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
 def tensor_checksum(digests: Iterable[bytes]) -> str:
     """The tensor's checksum (hex): xxh3-128 over its chunk digests, in order."""
     combined = xxhash.xxh3_128()
@@ -207,6 +216,8 @@ class _Published:
     """The tensor's bytes; dropped once downloaded so a long-lived service does not grow."""
     digests: list[bytes]
     """One per chunk, computed at publish: the service only sends."""
+    bytes_digest: str = ""
+    """xxh3-128 (hex) of the whole tensor's bytes at publish, for the timeline."""
     downloaded: bool = False
 
 
@@ -286,7 +297,7 @@ class DownloadService:
                 checksum=tensor_checksum(digests),
                 chunk_bytes=self.chunk_bytes,
             )
-            prepared.append(_Published(ref, data, digests))
+            prepared.append(_Published(ref, data, digests, bytes_digest(data)))
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"download service of {self.site} is closed")
@@ -357,18 +368,32 @@ class DownloadService:
     # ---- override point for faults
 
     def _chunk_payload(self, ref: TensorRef, offset: int, data: memoryview) -> bytes | memoryview:
-        """The bytes sent for one chunk; its digest was computed at publish.
+        """The bytes sent for one chunk: ``data`` itself, or a corrupted copy.
 
-        The ``download.corrupt_chunk`` failpoint (``N*return``) flips one bit
-        here: corruption the downloader must catch by the chunk's digest.
+        Returning anything but ``data`` counts as a corrupted chunk: the downloader
+        drops the connection at it, so :meth:`_stream` sends the rest of that
+        stream as it is without asking again (a chunk nobody reads must not use up
+        a fault's count).  The ``download.corrupt_chunk`` failpoints (``N*return``)
+        flip one bit in the middle of the chunk, after its digest was computed:
+        the bare name at any chunk, ``download.corrupt_chunk.<k>`` only at the
+        tensor's k-th chunk (1-based), ``download.corrupt_chunk.last`` only at its last.
         """
-        del offset
-        if failpoint("download.corrupt_chunk", site=self.site, round=ref.round):
+        if self._corrupts(ref, offset):
             corrupted = bytearray(data)
             if corrupted:
                 corrupted[len(corrupted) // 2] ^= 0x01
             return bytes(corrupted)
         return data
+
+    def _corrupts(self, ref: TensorRef, offset: int) -> bool:
+        site, round = self.site, ref.round
+        index = offset // ref.chunk_bytes + 1
+        last = offset + ref.chunk_bytes >= ref.nbytes
+        return (
+            failpoint(CORRUPT_CHUNK, site=site, round=round)
+            or failpoint(f"{CORRUPT_CHUNK}.{index}", site=site, round=round)
+            or (last and failpoint(f"{CORRUPT_CHUNK}.{LAST_CHUNK}", site=site, round=round))
+        )
 
     # ---- threads
 
@@ -471,10 +496,13 @@ class DownloadService:
                 return
             data = memoryview(b"")
         sock.settimeout(SEND_TIMEOUT)
+        corrupted = False  # the downloader stops reading at a corrupt chunk
         for start in range(offset, ref.nbytes, ref.chunk_bytes):
             chunk = data[start : start + ref.chunk_bytes]
             digest = entry.digests[start // ref.chunk_bytes].hex()
-            blob = memoryview(self._chunk_payload(ref, start, chunk)).cast("B")
+            sent = chunk if corrupted else self._chunk_payload(ref, start, chunk)
+            corrupted = corrupted or sent is not chunk
+            blob = memoryview(sent).cast("B")
             failpoint("download.before_chunk", site=self.site, round=ref.round)
             payload = {"op": "chunk", "tensor_id": ref.tensor_id, "offset": start, "digest": digest}
             wire.send_frame(sock, _frame_parts(payload, blob))
@@ -508,6 +536,7 @@ class DownloadService:
                 tensor_id=ref.tensor_id,
                 nbytes=ref.nbytes,
                 checksum=ref.checksum,
+                bytes_digest=entry.bytes_digest,
             )
         if all_done and self._on_all_downloaded is not None:
             self._on_all_downloaded()
@@ -520,6 +549,15 @@ class ChunkSink(Protocol):
     """Where verified chunks go.  ``data`` is only valid during the call."""
 
     def write(self, ref: TensorRef, offset: int, data: memoryview) -> None: ...
+
+
+@runtime_checkable
+class DigestingSink(ChunkSink, Protocol):
+    """A sink that hashes what it received itself; the downloader reports that digest."""
+
+    def received_digest(self, ref: TensorRef) -> str:
+        """:func:`bytes_digest` of the bytes of ``ref`` the sink took, in order."""
+        ...
 
 
 class ArraySink:
@@ -680,12 +718,18 @@ class Downloader:
             except BaseException as exc:
                 self._record(EventKind.DOWNLOAD_FAILED, ref, reason=f"{type(exc).__name__}: {exc}")
                 raise
+            received = (
+                {"bytes_digest": sink.received_digest(ref)}
+                if isinstance(sink, DigestingSink)
+                else {}
+            )
             self._record(
                 EventKind.DOWNLOAD_DONE,
                 ref,
                 name=ref.name,
                 nbytes=ref.nbytes,
                 checksum=progress.checksum.hexdigest(),
+                **received,
             )
             return
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from reference_impl import config
+from reference_impl.child_env import child_environment
 from reference_impl.failpoints import failpoint
 from reference_impl.process_stop import GroupStopStrategy, StopStrategy, wait_child_exit
 from reference_impl.timeline import EventKind, Timeline
@@ -303,14 +304,11 @@ class SubprocessLauncher(Launcher):
     def _child_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """This process's environment, then ``base_env``, then ``env``.
 
-        Inheriting ``os.environ`` is what passes
-        :data:`~reference_impl.failpoints.FAILPOINTS_ENV` (and its seed) on; an
-        explicit value in ``base_env`` or ``env`` wins.
+        Every variable of the parent-to-child protocol
+        (:data:`~reference_impl.child_env.PROTOCOL`) is set explicitly, empty unless
+        ``base_env`` or ``env`` gives it: none leaks in from this process's environment.
         """
-        child_env = dict(os.environ)
-        child_env.update(self._base_env)
-        child_env.update(env)
-        return child_env
+        return child_environment(os.environ, self._base_env, env)
 
     def _transition(self, state: LauncherState) -> None:
         with self._state_lock:

@@ -1,13 +1,17 @@
 """The simulated server: dispatch tasks, take SubmitUpdates, pull tensors, aggregate.
 
 Downloads stream chunk by chunk into a weighted-sum accumulator, so server
-memory grows with the chunk window, not with the number of sites.
+memory grows with the chunk window, not with the number of sites.  Sites are
+pulled in parallel, so the order in which their chunks are added (float
+addition is not associative) is recorded per round: whoever recomputes the
+average can follow it and compare bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -15,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import xxhash
 
 from reference_impl.config import JobConfig
 from reference_impl.download import Downloader, DownloadError, TensorRef
@@ -40,6 +45,10 @@ class Submission:
     error: str | None = None
 
 
+AddedRange = tuple[str, int, int]
+"""``(site, start, stop)``: elements ``start:stop`` of a site's tensor were added to the sum."""
+
+
 @dataclass
 class RoundOutcome:
     round: int
@@ -50,6 +59,8 @@ class RoundOutcome:
     checksums: dict[str, str] = field(default_factory=dict)
     """sha256 of each aggregated tensor of the new global model."""
     bytes_downloaded: int = 0
+    aggregation_order: dict[str, list[AddedRange]] = field(default_factory=dict)
+    """Per tensor, every range of elements added into the sum, in the order added."""
 
 
 def initial_model(config: JobConfig) -> dict[str, Array]:
@@ -64,12 +75,20 @@ def checksum(array: Array) -> str:
 
 
 class WeightedSumSink:
-    """Adds each verified chunk, times its site's weight, into a float64 sum."""
+    """Adds each verified chunk, times its site's weight, into a float64 sum.
+
+    It also keeps what it needs to be checked from outside: the xxh3-128 of the
+    bytes it added for each tensor (:meth:`received_digest`, computed from the
+    values it sums, not from the downloader's chunk digests) and the order of
+    its additions (:attr:`order`).
+    """
 
     def __init__(self, model: Mapping[str, Array]) -> None:
         self.sums = {name: np.zeros(a.size, dtype=np.float64) for name, a in model.items()}
         self._weights: dict[str, float] = {}
         self._locks = {name: threading.Lock() for name in model}
+        self._received: dict[str, xxhash.xxh3_128] = {}
+        self.order: dict[str, list[AddedRange]] = {name: [] for name in model}
         self.bytes = 0
 
     def set_weight(self, site: str, weight: float) -> None:
@@ -79,18 +98,43 @@ class WeightedSumSink:
         if ref.name not in self.sums:
             raise ValueError(f"{ref.site} returned unknown tensor {ref.name!r}")
         values = np.frombuffer(data, dtype=ref.dtype)
+        if failpoint("server.corrupt_aggregated", site=ref.site, round=ref.round):
+            values = _flip_lowest_bit(values)
         start = offset // values.itemsize
         with self._locks[ref.name]:
             target = self.sums[ref.name][start : start + values.size]
             target += self._weights[ref.site] * values
+            self._received.setdefault(ref.tensor_id, xxhash.xxh3_128()).update(values.data)
+            _append_range(self.order[ref.name], (ref.site, start, start + values.size))
             self.bytes += len(data)
 
+    def received_digest(self, ref: TensorRef) -> str:
+        """xxh3-128 (hex) of the bytes of ``ref`` this sink added, in order."""
+        with self._locks[ref.name]:
+            return self._received.get(ref.tensor_id, xxhash.xxh3_128()).hexdigest()
+
     def average(self, model: Mapping[str, Array]) -> dict[str, Array]:
-        total = sum(self._weights.values())
+        total = math.fsum(self._weights.values())  # exact, whatever order sites came in
         return {
             name: (self.sums[name] / total).astype(model[name].dtype).reshape(model[name].shape)
             for name in model
         }
+
+
+def _append_range(ranges: list[AddedRange], added: AddedRange) -> None:
+    """Record ``added``, merged into the last range when it continues it."""
+    if ranges and ranges[-1][0] == added[0] and ranges[-1][2] == added[1]:
+        ranges[-1] = (added[0], ranges[-1][1], added[2])
+    else:
+        ranges.append(added)
+
+
+def _flip_lowest_bit(values: np.ndarray) -> np.ndarray:
+    """A copy of ``values`` whose first element differs in its lowest bit: 1 ulp of a float."""
+    flipped: np.ndarray = values.copy()
+    if flipped.size:
+        flipped.view(np.uint8)[0 if flipped.dtype.byteorder != ">" else flipped.itemsize - 1] ^= 1
+    return flipped
 
 
 class Server:
@@ -151,6 +195,7 @@ class Server:
                 outcome.checksums = {name: checksum(a) for name, a in self.model.items()}
                 self.timeline.record(EventKind.AGGREGATED, round=round, checksums=outcome.checksums)
             outcome.bytes_downloaded = sink.bytes
+            outcome.aggregation_order = sink.order
             outcome.ok = True
         except RoundFailed as exc:
             outcome.error = str(exc)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks/ is a directory of the checkout, not installed
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import run  # noqa: E402
+from benchmarks import headroom, run  # noqa: E402
 from benchmarks.detect import SCENARIO_DIR, detect, detection_order  # noqa: E402
 from benchmarks.download import measure_download  # noqa: E402
 from benchmarks.figure import Figure, Goal, render_table  # noqa: E402
@@ -125,3 +125,17 @@ def test_a_known_bug_is_detected_by_the_scenario_that_catches_it() -> None:
     assert math.isfinite(detection.seconds) and detection.seconds > 0
     assert detection.scenario == catcher.name and detection.failed_checks, detection
     assert detection.describe().startswith(f"{catcher.name} failed ")
+
+
+def test_headroom_prints_each_scenario_with_its_ratio_and_flags_a_short_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = "stale-peer-gone[launch_once=true]"
+    assert headroom.main(["-n", "1", "--only", name]) == 0
+    out = capsys.readouterr().out
+    row = rf"^{re.escape(name)}\s+\d+\.\d\ds\s+\d+\.\d\ds\s+10\.0s\s+\d+\.\dx$"
+    assert re.search(row, out, re.M), out
+    assert out.rstrip().endswith("1 scenarios, 0 below 2x headroom or failing")
+    short = headroom.Headroom("tight", within=2.0, seconds=(1.5, 1.9, 2.1), failures=0)
+    assert short.typical == 1.9 and short.ratio < headroom.HEADROOM_GOAL
+    assert headroom.main(["-n", "1", "--only", name, "--goal", "1000"]) == 1

@@ -17,7 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_flrelia.catalog import validate_params
+from pytest_flrelia.faults import build_plan
 from pytest_flrelia.invariants import expected_global_model
+from pytest_flrelia.scenario import FaultSpec
 from reference_impl import failpoints
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.download import Downloader, DownloadService, TensorRef
@@ -275,3 +278,49 @@ def test_a_job_with_corrupt_chunks_in_every_training_process_aggregates_exactly(
     assert set(result.global_model) == set(expected)
     for name, array in expected.items():
         np.testing.assert_allclose(result.global_model[name], array, rtol=1e-12, atol=0)
+
+
+def _download_under(
+    spec: str, services: list[DownloadService], timeline: Timeline, chunks: int, retries: int
+) -> tuple[TensorRef, bytes, RecordingSink]:
+    tensor = tensor_of(chunks * CHUNK - 8)  # the last chunk is short
+    service = DownloadService(site="site-1", chunk_bytes=CHUNK, timeline=timeline)
+    services.append(service)
+    (ref,) = service.publish({"w": tensor}, round=1)
+    sink = RecordingSink()
+    with failpoints.scoped(spec):
+        Downloader(retries=retries, retry_delay=0.0, timeline=timeline).download(ref, sink)
+    assert service.wait_all_downloaded(WAIT)
+    return ref, tensor.tobytes(), sink
+
+
+def test_each_corrupted_chunk_costs_exactly_one_download_attempt(
+    services: list[DownloadService], timeline: Timeline
+) -> None:
+    """Chunks streamed behind a corrupt one are never read: they must not use up the count."""
+    ref, original, sink = _download_under(
+        "download.corrupt_chunk[site=site-1]=3*return", services, timeline, chunks=6, retries=3
+    )
+    retries = timeline.events(EventKind.DOWNLOAD_RETRY)
+    assert [r.detail["reason"] for r in retries] == [
+        "corrupt chunk at offset 0: digest mismatch"
+    ] * 3
+    assert len(timeline.events(EventKind.DOWNLOAD_DONE)) == 1
+    assert_clean_and_exact(sink, ref, original)
+
+
+@pytest.mark.parametrize(("chunk", "offset"), [(1, 0), (3, 2 * CHUNK), ("last", 5 * CHUNK)])
+def test_the_corrupt_chunk_fault_corrupts_the_chunk_it_names(
+    services: list[DownloadService], timeline: Timeline, chunk: int | str, offset: int
+) -> None:
+    entry = {"fault": "corrupt_chunk", "site": "site-1", "times": 3, "chunk": chunk}
+    params = validate_params("corrupt_chunk", entry, "faults[0]")
+    spec = FaultSpec("corrupt_chunk", "site-1", None, params, line=0)
+    plan = build_plan([spec], JobConfig())
+    (failpoint,) = plan.subprocess_failpoints
+    ref, original, sink = _download_under(failpoint, services, timeline, chunks=6, retries=3)
+    retries = timeline.events(EventKind.DOWNLOAD_RETRY)
+    assert [(r.detail["offset"], r.detail["reason"]) for r in retries] == [
+        (offset, f"corrupt chunk at offset {offset}: digest mismatch")
+    ] * 3
+    assert_clean_and_exact(sink, ref, original)

@@ -354,12 +354,25 @@ def test_corrupt_chunk_is_fetched_again_and_never_aggregated() -> None:
     run = run_faults(
         [{"fault": "corrupt_chunk", "site": "site-1", "round": 1, "times": 2}], sites=2
     )
-    hit = run.failpoints("download.corrupt_chunk")
+    hit = run.failpoints("download.corrupt_chunk.1")
     assert [(e.process, e.detail["action"]) for e in hit] == [("train-site-1", "return")] * 2
     retries = run.events(EventKind.DOWNLOAD_RETRY, site="site-1")
     assert retries, "no corrupt chunk was caught"
     assert all("digest mismatch" in str(e.detail["reason"]) for e in retries)
     assert not run.events(EventKind.DOWNLOAD_RETRY, site="site-2")
+    assert run.result.ok, run.result.error
+    assert_exact_model(run)
+
+
+def test_corrupt_chunk_times_is_the_number_of_failed_attempts_at_the_named_chunk() -> None:
+    run = run_faults(
+        [{"fault": "corrupt_chunk", "site": "site-1", "round": 1, "times": 3, "chunk": "last"}]
+    )
+    last = SMALL.size_bytes - CHUNK
+    retries = run.events(EventKind.DOWNLOAD_RETRY, site="site-1")
+    assert [(r.detail["offset"], r.detail["reason"]) for r in retries] == [
+        (last, f"corrupt chunk at offset {last}: digest mismatch")
+    ] * 3
     assert run.result.ok, run.result.error
     assert_exact_model(run)
 

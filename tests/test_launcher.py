@@ -428,10 +428,12 @@ def test_output_lines_are_forwarded_to_logging(
     assert {r.threadName for r in records} == {f"launcher-{launcher.name}-output"}
 
 
-def test_failpoints_and_environment_are_passed_on(
+def test_the_shell_passes_everything_but_the_protocol_on(
     make_launcher: LauncherFactory, output: LineWatcher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A protocol variable in the shell arrives empty; any other variable is inherited."""
     monkeypatch.setenv(FAILPOINTS_ENV, "agent.before_init=return")
+    monkeypatch.setenv("C", "shell")
     launcher = make_launcher(
         "exit_with.py",
         "0",
@@ -441,14 +443,15 @@ def test_failpoints_and_environment_are_passed_on(
         "A",
         "--env",
         "B",
+        "--env",
+        "C",
         base_env={"A": "base", "B": "base"},
     )
     launcher.launch_task("train", {"B": "task"})
-    assert output.wait_for(f"ENV {FAILPOINTS_ENV}=") == (
-        f"ENV {FAILPOINTS_ENV}=agent.before_init=return"
-    )
+    assert output.wait_for(f"ENV {FAILPOINTS_ENV}=") == f"ENV {FAILPOINTS_ENV}="
     assert output.wait_for("ENV A=") == "ENV A=base"
     assert output.wait_for("ENV B=") == "ENV B=task"
+    assert output.wait_for("ENV C=") == "ENV C=shell"
 
 
 def test_explicit_failpoints_override_the_inherited_ones(

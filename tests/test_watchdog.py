@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _reaper import Reaper
 
 from reference_impl.process_stop import wait_gone
 
@@ -30,20 +31,25 @@ def alive(processes: list[psutil.Process]) -> list[int]:
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-def test_training_processes_end_when_the_client_dies(how: signal.Signals) -> None:
+def test_training_processes_end_when_the_client_dies(
+    how: signal.Signals, reaper: Reaper
+) -> None:
     client = subprocess.Popen(
         [sys.executable, str(SCRIPT)], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
+    reaper.watch(client)
     try:
         assert client.stdout is not None
         line = client.stdout.readline()
         assert line.startswith("training pid "), line
         training = psutil.Process(int(line.split()[-1]))
+        reaper.watch(training)
         deadline = time.monotonic() + BOUND
         family: list[psutil.Process] = []
         while time.monotonic() < deadline and not family:  # the worker child appears
             family = training.children(recursive=True)
             psutil.wait_procs([training], timeout=0.05)
+        reaper.watch(*family)
         assert family, "the training script never started its worker child"
         client.send_signal(how)
         client.wait(BOUND)
@@ -58,7 +64,7 @@ def test_training_processes_end_when_the_client_dies(how: signal.Signals) -> Non
 
 @pytest.mark.parametrize("client_dies", [True, False], ids=["client-dead", "client-alive"])
 def test_a_process_ending_after_its_client_died_takes_its_group_along(
-    client_dies: bool,
+    client_dies: bool, reaper: Reaper
 ) -> None:
     """The gap the watchdog thread leaves: the process ends (here by end of input) before
     the thread's next check.  Only a dead client makes the way out kill the group."""
@@ -68,11 +74,14 @@ def test_a_process_ending_after_its_client_died_takes_its_group_along(
         stdout=subprocess.PIPE,
         text=True,
     )
+    reaper.watch(client)
     assert client.stdin is not None and client.stdout is not None
     worker: psutil.Process | None = None
     try:
         guarded = psutil.Process(int(client.stdout.readline().split()[-1]))
+        reaper.watch(guarded)
         worker = psutil.Process(int(client.stdout.readline().split()[-1]))
+        reaper.watch(worker)
         if client_dies:
             client.kill()
             client.wait(BOUND)  # reaped: the guarded process has a new parent now

@@ -1,0 +1,85 @@
+"""``tensors_intact`` judges bytes: a 1-ulp difference anywhere is corruption.
+
+The server's sink hashes the bytes it adds (independently of the downloader's
+chunk digests), the training process hashes what it published, and the harness
+recomputes the global model in the server's order of additions, so the model
+compares byte for byte even when three sites' chunks interleave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from pytest_flrelia.invariants import RunRecord, expected_global_model, tensors_intact
+from reference_impl import failpoints
+from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from reference_impl.job import JobResult, run_job
+from reference_impl.timeline import EventKind
+
+CONFIG = JobConfig(
+    sites=3,
+    rounds=3,
+    tensors=TensorSpec(count=2, size_bytes=64 * 1024),
+    chunk_bytes=4 * 1024,
+    timeouts=Timeouts.fast(),
+)
+"""Three sites pulled in parallel, 16 chunks a tensor: their additions interleave."""
+
+
+def record_of(result: JobResult) -> RunRecord:
+    events = result.timeline.events()
+    return RunRecord(result, events, [], result.seconds, 60.0, False, "success", None)
+
+
+def allclose_to_the_recomputed_model(result: JobResult) -> bool:
+    """The comparison ``tensors_intact`` used to make."""
+    expected = expected_global_model(result.config)
+    return all(
+        np.allclose(result.global_model[name], array, rtol=1e-9, atol=1e-12)
+        for name, array in expected.items()
+    )
+
+
+def test_a_correct_run_is_intact_byte_for_byte() -> None:
+    result = run_job(CONFIG)
+    assert result.ok, (result.error, result.site_errors)
+    check = tensors_intact(record_of(result))
+    tensors = CONFIG.sites * CONFIG.rounds * CONFIG.tensors.count
+    assert check.ok and check.applicable, check
+    assert check.seen == (
+        f"{tensors} tensors verified, {tensors} by the digest of their bytes; global model exact"
+    )
+
+
+def test_a_one_ulp_flip_in_an_aggregated_tensor_fails_tensors_intact() -> None:
+    """The sink adds a value 1 ulp off after the chunk passed its digest check."""
+    with failpoints.scoped("server.corrupt_aggregated[site=site-2,round=2]=1*return"):
+        result = run_job(CONFIG)
+    assert result.ok, (result.error, result.site_errors)
+    assert allclose_to_the_recomputed_model(result), "the flip is not within allclose"
+
+    check = tensors_intact(record_of(result))
+
+    assert not check.ok
+    assert check.expected.startswith("('site-2', 2, 'layer-0') arrives as the bytes")
+    (evidence,) = check.evidence
+    assert evidence.kind is EventKind.DOWNLOAD_DONE
+
+
+def test_a_global_model_one_ulp_off_fails_tensors_intact() -> None:
+    """Every byte arrived intact but the model is not the average: the sum went wrong."""
+    result = run_job(CONFIG)
+    assert result.ok, (result.error, result.site_errors)
+    model = dict(result.global_model)
+    layer = model["layer-1"].copy()
+    layer[7] = np.nextafter(layer[7], np.inf)
+    off = replace(result, global_model={**model, "layer-1": layer})
+    assert allclose_to_the_recomputed_model(off)
+
+    check = tensors_intact(record_of(off))
+
+    assert not check.ok
+    assert check.expected == "global tensor layer-1 is byte for byte the weighted average"
+    assert check.seen.endswith(f"element 7 is {layer[7]!r}, expected {model['layer-1'][7]!r}")
