@@ -231,6 +231,7 @@ class Agent:
         outcome = service.wait_downloaded(round, timeout)
         if outcome is GateOutcome.COMPLETED:
             self._timeline.record(EventKind.GATE_OPEN, site=self.site, round=round)
+            log.info("%s: the server downloaded round %s's %s tensors", self.site, round, len(refs))
             failpoint("agent.after_download", site=self.site, round=round)
             return
         pending = service.pending(round)

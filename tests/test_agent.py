@@ -176,6 +176,38 @@ def test_gate_times_out_when_nobody_downloads(exits: list[int]) -> None:
         client.handler.stop()
 
 
+def test_gate_outcomes_are_logged_as_what_they_were(
+    exits: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Completed is INFO, a timeout is an ERROR that says so; neither reads as the other."""
+    agent, client = make_agent(True, exits, gate_timeout=0.3)
+    try:
+        with caplog.at_level("INFO", logger="reference_impl.agent"):
+            client.send_task(1)
+            assert agent.receive(timeout=5.0) is not None
+            agent.send(Result(tensors={"w": np.ones(10)}))  # nobody downloads: times out
+            client.next_message(Topic.RESULT)
+            client.send_task(2)
+            assert agent.receive(timeout=5.0) is not None
+            thread, returned, raised = send_in_thread(agent, Result(tensors={"w": np.ones(4)}))
+            refs = client.next_message(Topic.RESULT).payload["refs"]
+            download([TensorRef.from_json(dict(r)) for r in refs])
+            assert returned.wait(5.0) and raised == []
+            thread.join(5.0)
+        by_round = {
+            (r.levelname, "round 1" in r.getMessage(), "round 2" in r.getMessage())
+            for r in caplog.records
+            if "download" in r.getMessage()
+        }
+        assert ("ERROR", True, False) in by_round, caplog.text
+        assert ("INFO", False, True) in by_round, caplog.text
+        assert "did not download round 1" in caplog.text
+        assert "did not download round 2" not in caplog.text
+    finally:
+        agent.close()
+        client.handler.stop()
+
+
 def test_per_round_process_exits_through_the_seam_after_the_gate(
     agent_per_round: tuple[Agent, Client], exits: list[int]
 ) -> None:
