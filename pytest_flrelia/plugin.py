@@ -24,6 +24,7 @@ from pytest_flrelia.settings import (
     TIME_SCALE,
     WITHIN,
     Settings,
+    StoreOnce,
     settings_from_config,
 )
 from pytest_flrelia.summary import REPORTER_NAME, SummaryReporter
@@ -66,7 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         (TIME_SCALE, "FACTOR", TIME_SCALE_HELP),
         (WITHIN, "DURATION", WITHIN_HELP),
     ):
-        group.addoption(source.option, dest=source.dest, metavar=metavar, help=help_text)
+        group.addoption(
+            source.option, dest=source.dest, metavar=metavar, help=help_text, action=StoreOnce
+        )
         parser.addini(source.ini, help_text)
     group.addoption(
         "--flrelia-known-bugs",

@@ -20,7 +20,7 @@ from pytest_flrelia.faults import build_plan
 from pytest_flrelia.invariants import Check, RunRecord, Verdict, evaluate
 from pytest_flrelia.live_checks import watch_live
 from pytest_flrelia.processes import ProcessGuard, describe
-from pytest_flrelia.report import failure_report, write_artifacts
+from pytest_flrelia.report import Against, failure_report, harness_error_report, write_artifacts
 from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
 from pytest_flrelia.settings import REFERENCE_TARGET, Settings
 from pytest_flrelia.targets import load_target
@@ -53,6 +53,11 @@ class ScenarioFailure(Exception):
         """The failed run itself: its job result and timeline, for the Python API."""
 
 
+class HarnessError(ScenarioFailure):
+    """The harness or the target raised: ``report`` carries the whole traceback, and no
+    verdict was reached (a crash proves nothing about the system under test)."""
+
+
 @dataclass(frozen=True)
 class ScenarioOutcome:
     """What a passing (or failing) run looked like: for reports and the session summary."""
@@ -69,7 +74,23 @@ class ScenarioOutcome:
 def run_scenario(
     scenario: Scenario, settings: Settings, *, nodeid: str | None = None
 ) -> ScenarioOutcome:
-    """Run ``scenario`` against the session's target; raise :class:`ScenarioFailure` if it fails."""
+    """Run ``scenario`` against the session's target; raise :class:`ScenarioFailure` if it
+    fails, :class:`HarnessError` if the harness or the target raised."""
+    __tracebackhide__ = True  # the report says it all; these frames would only repeat it
+    started = time.monotonic()
+    try:
+        return _run(scenario, settings, nodeid)
+    except ScenarioFailure:
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        raise HarnessError(
+            _harness_report(scenario, settings, error, (), time.monotonic() - started, nodeid)
+        ) from None
+
+
+def _run(scenario: Scenario, settings: Settings, nodeid: str | None) -> ScenarioOutcome:
+    __tracebackhide__ = True
     scale = settings.time_scale
     job = _scaled_job(scenario.job, scale)
     faults = tuple(_scaled_fault(f, scale) for f in scenario.faults)
@@ -135,6 +156,14 @@ def run_scenario(
     orphans = [describe(p) for p in survivors]
     guard.kill_all()
     result = box.get("result")
+    if "error" in box:  # the target raised: nothing to judge, only a traceback to show
+        if settings.report_dir is not None:
+            write_artifacts(settings.report_dir, scenario.name, timeline.events())
+        raise HarnessError(
+            _harness_report(
+                scenario, settings, str(box["error"]), timeline.events(), seconds, nodeid
+            )
+        )
     record = RunRecord(
         result=result if isinstance(result, JobResult) else None,
         events=timeline.events(),
@@ -144,7 +173,7 @@ def run_scenario(
         timed_out=timed_out,
         outcome=scenario.expect.outcome,
         error_pattern=scenario.expect.error,
-        harness_error=_harness_error(box, thread),
+        harness_error=_unwind_error(thread),
         reference_model=(scenario.target or settings.target) == REFERENCE_TARGET,
         time_scale=scale,
     )
@@ -169,12 +198,38 @@ def applicable_invariants(scenario: Scenario) -> tuple[str, ...]:
     return tuple(n for n in default_invariants(scenario.expect.outcome) if n not in voided)
 
 
-def _harness_error(box: dict[str, object], thread: threading.Thread) -> str | None:
-    if "error" in box:
-        return str(box["error"]).strip().splitlines()[-1]
+def _unwind_error(thread: threading.Thread) -> str | None:
     if thread.is_alive():
         return f"the job did not unwind within {ABORT_GRACE:g}s of being aborted"
     return None
+
+
+def _against(scenario: Scenario, settings: Settings) -> Against:
+    return Against(
+        target=scenario.target or settings.target,
+        known_bug=settings.known_bug,
+        options=settings.options(),
+    )
+
+
+def _harness_report(
+    scenario: Scenario,
+    settings: Settings,
+    error: str,
+    events: list[Event] | tuple[Event, ...],
+    seconds: float,
+    nodeid: str | None,
+) -> str:
+    return harness_error_report(
+        scenario_name=scenario.name,
+        scenario_path=str(scenario.path),
+        line=scenario.line,
+        error=error,
+        events=events,
+        reproduce=nodeid or f"{scenario.path}::{scenario.name}",
+        against=_against(scenario, settings),
+        seconds=seconds,
+    )
 
 
 def _report(
@@ -188,7 +243,7 @@ def _report(
         failures=[c.failure() for c in _earliest_first(verdict.failures)],
         events=record.events,
         reproduce=nodeid or f"{scenario.path}::{scenario.name}",
-        known_bug=settings.known_bug,
+        against=_against(scenario, settings),
         seconds=record.seconds,
     )
 
@@ -218,4 +273,10 @@ def _scaled_fault(fault: FaultSpec, scale: float) -> FaultSpec:
     return dataclasses.replace(fault, params=params)
 
 
-__all__ = ["ScenarioFailure", "ScenarioOutcome", "applicable_invariants", "run_scenario"]
+__all__ = [
+    "HarnessError",
+    "ScenarioFailure",
+    "ScenarioOutcome",
+    "applicable_invariants",
+    "run_scenario",
+]
