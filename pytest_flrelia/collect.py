@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 SCENARIO_SUFFIXES: tuple[str, ...] = (".scenario.yaml", ".scenario.yml")
 SCENARIO_MARKER = "scenario"
 RUNNER_MODULE = "pytest_flrelia.runner"
+JOB_TIMEOUT_WARNING = "reference_impl.timeout_checks.TimeoutConflictWarning"
+"""What the job says of contradicting timeouts; an item ignores it, as its file's
+``ScenarioTimeoutWarning`` said it at collection, with file and line."""
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 """The session's :class:`Settings`, put in ``config.stash`` by ``pytest_configure``."""
@@ -63,6 +66,7 @@ class ScenarioFile(pytest.File):
                 scenario=scenario,
             )
             item.add_marker(SCENARIO_MARKER)
+            item.add_marker(pytest.mark.filterwarnings(f"ignore::{JOB_TIMEOUT_WARNING}"))
             for index, mark in enumerate(scenario.marks):
                 try:
                     item.add_marker(mark)

@@ -18,12 +18,14 @@ import importlib.resources
 import itertools
 import json
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
 
+import pytest
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
@@ -44,6 +46,7 @@ from pytest_flrelia.schema_gen import (
     scenario_schema,
 )
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from reference_impl.timeout_checks import timeout_conflicts
 from reference_impl.units import UnitError, describe_value, parse_duration, parse_size
 
 KeyPath = tuple[str | int, ...]
@@ -83,6 +86,11 @@ def format_key_path(path: Iterable[str | int]) -> str:
         else:
             text += f".{part}" if text else part
     return text
+
+
+class ScenarioTimeoutWarning(pytest.PytestWarning):
+    """A scenario file sets two timeouts that contradict each other; the text names
+    ``file:line``, the key and both values (the rules: :mod:`reference_impl.timeout_checks`)."""
 
 
 class ScenarioError(Exception):
@@ -715,12 +723,19 @@ def _build_timeouts(reader: _Reader) -> Timeouts:
     for key in ("heartbeat_interval", "stop_poll"):
         if getattr(timeouts, key) <= 0:
             raise reader.error(("job", "timeouts", key), "must be > 0")
-    if timeouts.heartbeat <= timeouts.heartbeat_interval:
-        key = "heartbeat" if "heartbeat" in given else "heartbeat_interval"
-        raise reader.error(
-            ("job", "timeouts", key),
-            f"heartbeat ({timeouts.heartbeat:g}s) must be longer than heartbeat_interval "
-            f"({timeouts.heartbeat_interval:g}s), or every peer looks gone",
+    for conflict in timeout_conflicts(timeouts):
+        # Point at the value the file wrote: the short one if it is there, else the other.
+        key = conflict.shorter if conflict.shorter in given else conflict.longer
+        located = reader.error(
+            ("job", "timeouts", key) if key in given else ("job", "timeouts"), conflict.message()
+        )
+        if conflict.fatal:
+            raise located
+        warnings.warn_explicit(
+            ScenarioTimeoutWarning(str(located)),
+            ScenarioTimeoutWarning,
+            filename=str(reader.doc.path),
+            lineno=located.line or 1,
         )
     return timeouts
 
@@ -852,6 +867,7 @@ __all__ = [
     "KeyPath",
     "Scenario",
     "ScenarioError",
+    "ScenarioTimeoutWarning",
     "default_invariants",
     "format_key_path",
     "load_scenarios",

@@ -40,6 +40,7 @@ from reference_impl.process_stop import GroupStopStrategy, StopStrategy
 from reference_impl.server import RoundFailed, RoundOutcome, Server, Submission
 from reference_impl.task_exchanger import TaskExchanger
 from reference_impl.timeline import TIMELINE_ENV, EventKind, Timeline
+from reference_impl.timeout_checks import warn_timeout_conflicts
 from reference_impl.watchdog import CLIENT_PID_ENV
 from reference_impl.wire import new_secret
 
@@ -138,7 +139,9 @@ def run_job(
     ``subprocess_env`` is added to every training process's environment (the
     harness passes ``FLRELIA_FAILPOINTS`` and script behaviours this way).
     ``abort`` ends the job early: every wait wakes, every process is stopped.
+    Timeouts that contradict each other are a ``TimeoutConflictWarning`` (the job runs).
     """
+    warn_timeout_conflicts(config.timeouts)
     runtime = runtime or Runtime()
     timeline = timeline or Timeline("server")
     abort = abort or threading.Event()

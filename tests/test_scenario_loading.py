@@ -24,6 +24,7 @@ from pytest_flrelia.scenario import (
     Expectation,
     FaultSpec,
     ScenarioError,
+    ScenarioTimeoutWarning,
     default_invariants,
     load_scenarios,
     shipped_schema,
@@ -129,13 +130,14 @@ def test_stop_wait_follows_download_complete_unless_set(tmp_path: Path) -> None:
     [only_gate] = load_scenarios(
         write(tmp_path, "name: a\njob: {timeouts: {download_complete: 2m}}\n", "a.scenario.yaml")
     )
-    [both] = load_scenarios(
-        write(
-            tmp_path,
-            "name: b\njob: {timeouts: {download_complete: 2m, stop_wait: 0}}\n",
-            "b.scenario.yaml",
+    with pytest.warns(ScenarioTimeoutWarning, match="stop_wait .0ms. is shorter than"):
+        [both] = load_scenarios(
+            write(
+                tmp_path,
+                "name: b\njob: {timeouts: {download_complete: 2m, stop_wait: 0}}\n",
+                "b.scenario.yaml",
+            )
         )
-    )
 
     assert only_gate.job.timeouts.stop_wait == 120.0
     assert both.job.timeouts.download_complete == 120.0
@@ -211,8 +213,8 @@ def test_an_error_in_one_matrix_case_points_at_the_case(tmp_path: Path) -> None:
     )
 
     assert str(load_error(path)) == (
-        f"{path}:5: job.timeouts.heartbeat: heartbeat (0.1s) must be longer than "
-        "heartbeat_interval (0.2s), or every peer looks gone "
+        f"{path}:5: job.timeouts.heartbeat: heartbeat (100ms) must be longer than "
+        "heartbeat_interval (200ms), or every peer looks gone "
         "(matrix case grid[job.timeouts.heartbeat=100ms])"
     )
 
