@@ -191,6 +191,21 @@ def test_report_dir_gets_a_timeline_and_a_mermaid_diagram_per_scenario(
         assert any(line.strip().startswith("participant lane_server") for line in diagram)
 
 
+def test_count_runs_each_repetition_with_its_own_report_files(inner: pytest.Pytester) -> None:
+    (inner.path / "plain.scenario.yaml").write_text(SMALL_OK)
+
+    result = run(inner, "-p", "repeat", "--count", "2", "-rp", "--flrelia-report=reports")
+
+    result.assert_outcomes(passed=2)
+    assert outcomes(result) == {
+        "plain.scenario.yaml::small-ok[1-2]": "PASSED",
+        "plain.scenario.yaml::small-ok[2-2]": "PASSED",
+    }
+    assert summary_line(result).startswith("flrelia: 2 scenarios, ")
+    timelines = sorted(p.name for p in (inner.path / "reports").glob("*.timeline.jsonl"))
+    assert timelines == ["small-ok_1-2_.timeline.jsonl", "small-ok_2-2_.timeline.jsonl"]
+
+
 def test_xdist_gives_each_scenario_the_outcome_it_has_serially(inner: pytest.Pytester) -> None:
     (inner.path / "four.scenario.yaml").write_text(FOUR)
     expected = {  # the two that download fail against sync-stop; the others fail as expected
