@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_flrelia import summary
+from pytest_flrelia.cutoff import CUT_KEY
 from pytest_flrelia.scenario import Scenario, ScenarioError, load_scenarios
 from pytest_flrelia.settings import Settings
 
@@ -133,7 +134,10 @@ class ScenarioItem(pytest.Item):
         faults = len(self.scenario.faults)
         try:
             outcome: ScenarioOutcome = runner.run_scenario(
-                self.scenario, self.config.stash[SETTINGS_KEY], nodeid=self.nodeid
+                self.scenario,
+                self.config.stash[SETTINGS_KEY],
+                nodeid=self.nodeid,
+                cut=self.stash.get(CUT_KEY, None),
             )
         except runner.ScenarioFailure as failure:
             verdict = failure.verdict

@@ -38,6 +38,7 @@ import yaml
 
 from pytest_flrelia import summary
 from pytest_flrelia.catalog import close_match
+from pytest_flrelia.cutoff import CUT_KEY
 from pytest_flrelia.invariants import Check, Verdict
 from pytest_flrelia.runner import ScenarioFailure, ScenarioOutcome, run_scenario
 from pytest_flrelia.scenario import Scenario, ScenarioError, load_scenarios, shipped_schema
@@ -131,7 +132,12 @@ class Flrelia:
         scenario = self._at_test(_load(_mapping(given), where))
         verdict: Verdict | None = None
         try:
-            outcome = run_scenario(scenario, self._settings, nodeid=self._item.nodeid)
+            outcome = run_scenario(
+                scenario,
+                self._settings,
+                nodeid=self._item.nodeid,
+                cut=self._item.stash.get(CUT_KEY, None),
+            )
         except ScenarioFailure as failure:
             verdict = failure.verdict
             if verdict is None:

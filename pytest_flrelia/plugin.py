@@ -9,14 +9,22 @@ The work lives in the modules these hooks call: :mod:`~pytest_flrelia.settings`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_flrelia import cutoff
 from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
-from pytest_flrelia.collect import SCENARIO_MARKER, SETTINGS_KEY, ScenarioFile, collect_file
+from pytest_flrelia.collect import (
+    SCENARIO_MARKER,
+    SETTINGS_KEY,
+    ScenarioFile,
+    ScenarioItem,
+    collect_file,
+)
 from pytest_flrelia.settings import (
     KNOWN_BUG,
     REPORT,
@@ -142,6 +150,18 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         and not config.option.collectonly
     ):
         config.option.continue_on_collection_errors = True
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's deadline for an item that runs scenarios ends its run cleanly, with
+    a report, instead of ``os._exit`` (thread method) or an exception anywhere (signal)."""
+    if not isinstance(item, ScenarioItem) and "flrelia" not in getattr(item, "fixturenames", ()):
+        return None
+    others = item.config.pluginmanager.subset_hook_caller(
+        "pytest_timeout_set_timer", remove_plugins=[sys.modules[__name__]]
+    )
+    return cutoff.set_timer(item, settings, others)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from reference_impl.timeline import Event, EventKind
 __all__ = [
     "Against",
     "CheckFailure",
+    "cut_report",
     "failure_report",
     "harness_error_report",
     "lane_order",
@@ -611,6 +612,39 @@ def harness_error_report(
         "  the harness or the target raised; no invariant was judged",
     ]
     out += [f"  {text}" for text in error.rstrip().splitlines()]
+    out += _timeline_lines(ordered, None, origin)
+    out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
+    return "\n".join(out)
+
+
+def cut_report(
+    *,
+    scenario_name: str,
+    scenario_path: str,
+    line: int,
+    description: str,
+    message: str,
+    artifacts: Sequence[Path] | None,
+    events: Sequence[Event],
+    reproduce: str,
+    against: Against,
+    seconds: float,
+) -> str:
+    """The text of a run pytest-timeout cut short: ``message`` (its own words), where the
+    timeline so far went (``artifacts``; ``None`` without ``--flrelia-report``), the
+    timeline's last events and how to rerun it.  No invariant is judged: the run was cut."""
+    ordered = _ordered(events)
+    origin = ordered[0].ts if ordered else None
+    out = [
+        f"scenario {scenario_name} ({scenario_path}:{line}) was cut by pytest-timeout "
+        f"against {against.text()} after {seconds:.2f}s",
+    ]
+    out += [f"  {text}" for text in description.strip().splitlines()]
+    out += [message, "  the run was aborted and its processes killed; no invariant was judged"]
+    if artifacts is None:
+        out.append("  its timeline was not kept: rerun with --flrelia-report=DIR to keep it")
+    else:
+        out.append(f"  its timeline so far: {', '.join(str(p) for p in artifacts)}")
     out += _timeline_lines(ordered, None, origin)
     out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
     return "\n".join(out)

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 import traceback
 from dataclasses import dataclass
 
 from pytest_flrelia.catalog import CATALOG
+from pytest_flrelia.cutoff import Cut
 from pytest_flrelia.faults import build_plan
 from pytest_flrelia.invariants import Check, RunRecord, Verdict, evaluate
 from pytest_flrelia.live_checks import watch_live
 from pytest_flrelia.processes import ProcessGuard, describe
-from pytest_flrelia.report import Against, failure_report, harness_error_report, write_artifacts
+from pytest_flrelia.report import (
+    Against,
+    cut_report,
+    failure_report,
+    harness_error_report,
+    write_artifacts,
+)
 from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
 from pytest_flrelia.settings import REFERENCE_TARGET, Settings
 from pytest_flrelia.targets import load_target
@@ -53,6 +61,10 @@ class ScenarioFailure(Exception):
         """The failed run itself: its job result and timeline, for the Python API."""
 
 
+class ScenarioCut(ScenarioFailure):
+    """pytest-timeout's deadline passed mid-run: the run was ended cleanly and reported."""
+
+
 class HarnessError(ScenarioFailure):
     """The harness or the target raised: ``report`` carries the whole traceback, and no
     verdict was reached (a crash proves nothing about the system under test)."""
@@ -72,14 +84,19 @@ class ScenarioOutcome:
 
 
 def run_scenario(
-    scenario: Scenario, settings: Settings, *, nodeid: str | None = None
+    scenario: Scenario,
+    settings: Settings,
+    *,
+    nodeid: str | None = None,
+    cut: Cut | None = None,
 ) -> ScenarioOutcome:
     """Run ``scenario`` against the session's target; raise :class:`ScenarioFailure` if it
-    fails, :class:`HarnessError` if the harness or the target raised."""
+    fails, :class:`HarnessError` if the harness or the target raised, :class:`ScenarioCut`
+    if ``cut`` (pytest-timeout's deadline) fires first."""
     __tracebackhide__ = True  # the report says it all; these frames would only repeat it
     started = time.monotonic()
     try:
-        return _run(scenario, settings, nodeid)
+        return _run(scenario, settings, nodeid, cut or Cut(math.inf))
     except ScenarioFailure:
         raise
     except Exception:
@@ -89,7 +106,9 @@ def run_scenario(
         ) from None
 
 
-def _run(scenario: Scenario, settings: Settings, nodeid: str | None) -> ScenarioOutcome:
+def _run(
+    scenario: Scenario, settings: Settings, nodeid: str | None, cut: Cut
+) -> ScenarioOutcome:
     __tracebackhide__ = True
     scale = settings.time_scale
     job = _scaled_job(scenario.job, scale)
@@ -130,17 +149,23 @@ def _run(scenario: Scenario, settings: Settings, nodeid: str | None) -> Scenario
         job=job,
         on_violation=lambda _: settled.set(),
         time_scale=scale,
-    ) as live:
+    ) as live, cut.listening(settled.set):
         thread.start()
         try:
             settled.wait(within)
-            if live.violation is None:  # the job ended: its thread is returning
+            if live.violation is None and not cut.fired:  # the job ended: it is returning
                 thread.join(max(0.0, started + within - time.monotonic()))
         except BaseException:
-            # Ctrl-C, or pytest-timeout's signal method: nothing of the run may outlive it.
-            abort.set()
-            guard.kill_all()
+            # Ctrl-C, or a signal's exception: nothing of the run may outlive it, not even
+            # its job directory (the job thread removes it as it unwinds).
+            _stop(abort, guard, thread)
+            if settings.report_dir is not None:
+                write_artifacts(settings.report_dir, scenario.name, timeline.events())
             raise
+        if cut.fired:
+            timeline.record(EventKind.ERROR, process="harness", reason=cut.message())
+            _stop(abort, guard, thread)
+            raise ScenarioCut(_cut_report(scenario, settings, timeline, started, cut, nodeid))
         timed_out = thread.is_alive() and live.violation is None
         if timed_out:
             timeline.record(
@@ -196,6 +221,42 @@ def applicable_invariants(scenario: Scenario) -> tuple[str, ...]:
         return scenario.expect.invariants
     voided = {name for f in scenario.faults for name in CATALOG[f.fault].voids}
     return tuple(n for n in default_invariants(scenario.expect.outcome) if n not in voided)
+
+
+def _stop(abort: threading.Event, guard: ProcessGuard, thread: threading.Thread) -> None:
+    """End a run from outside: abort it, kill its processes, let its thread unwind."""
+    abort.set()
+    guard.kill_all()
+    thread.join(ABORT_GRACE)
+    guard.kill_all()
+
+
+def _cut_report(
+    scenario: Scenario,
+    settings: Settings,
+    timeline: Timeline,
+    started: float,
+    cut: Cut,
+    nodeid: str | None,
+) -> str:
+    events = timeline.events()
+    artifacts = (
+        write_artifacts(settings.report_dir, scenario.name, events)
+        if settings.report_dir is not None
+        else None
+    )
+    return cut_report(
+        scenario_name=scenario.name,
+        scenario_path=str(scenario.path),
+        line=scenario.line,
+        description=scenario.description,
+        message=cut.message(),
+        artifacts=artifacts,
+        events=events,
+        reproduce=nodeid or f"{scenario.path}::{scenario.name}",
+        against=_against(scenario, settings),
+        seconds=time.monotonic() - started,
+    )
 
 
 def _unwind_error(thread: threading.Thread) -> str | None:
@@ -275,6 +336,7 @@ def _scaled_fault(fault: FaultSpec, scale: float) -> FaultSpec:
 
 __all__ = [
     "HarnessError",
+    "ScenarioCut",
     "ScenarioFailure",
     "ScenarioOutcome",
     "applicable_invariants",

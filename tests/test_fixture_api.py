@@ -222,3 +222,34 @@ def test_fixture_reports_a_target_that_raises_as_a_harness_error(inner: pytest.P
             " --flrelia-target=raising",
         ]
     )
+
+
+CUT_TESTS = '''
+def test_a_run_past_the_pytest_timeout_is_cut_and_reported(flrelia):
+    flrelia.run(
+        rounds=2,
+        tensors={"count": 1, "size": "16KiB"},
+        timeouts={"download_complete": "10s", "stop_wait": "10s"},
+        faults=[{"fault": "stuck_exit", "round": 1}],
+        within="30s",
+    )
+'''
+
+
+def test_fixture_run_cut_by_pytest_timeout_fails_with_the_cut_report(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(test_cut=CUT_TESTS)
+
+    result = run(inner, "--timeout=3", "--timeout-method=thread")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # a failure, not os._exit(1)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *ScenarioCut: scenario test_cut.test_a_run_past_the_pytest_timeout_is_cut_and_"
+            "reported (*test_cut.py:*) was cut by pytest-timeout against the correct reference "
+            "implementation after *s",
+            "E * Timeout (>3.0s) from pytest-timeout.",
+        ]
+    )

@@ -19,6 +19,7 @@ from pytest_flrelia.report import (
     ELLIPSIS,
     Against,
     CheckFailure,
+    cut_report,
     failure_report,
     harness_error_report,
     lane_order,
@@ -710,3 +711,31 @@ def test_safe_file_name_shortens_long_names_without_collisions() -> None:
     a, b = safe_file_name("x" * 300 + "a"), safe_file_name("x" * 300 + "b")
     assert a != b
     assert len(a) <= 120 and len(b) <= 120
+
+
+def test_cut_report_says_who_cut_the_run_and_where_its_timeline_went() -> None:
+    events, _ = sigterm_events()
+    kept = cut_report(
+        scenario_name="s", scenario_path="s.yaml", line=2, description="why it exists",
+        message="Timeout (>3.0s) from pytest-timeout.",
+        artifacts=[Path("r/s.timeline.jsonl"), Path("r/s.mmd")], events=events,
+        reproduce="s.yaml::s", against=against(None), seconds=2.5,
+    )
+    lines = kept.splitlines()
+    assert lines[:5] == [
+        "scenario s (s.yaml:2) was cut by pytest-timeout against the correct reference "
+        "implementation after 2.50s",
+        "  why it exists",
+        "Timeout (>3.0s) from pytest-timeout.",
+        "  the run was aborted and its processes killed; no invariant was judged",
+        "  its timeline so far: r/s.timeline.jsonl, r/s.mmd",
+    ]
+    assert lines[-2:] == ["reproduce:", "  pytest 's.yaml::s'"]
+    dropped = cut_report(
+        scenario_name="s", scenario_path="s.yaml", line=2, description="",
+        message="Timeout (>3.0s) from pytest-timeout.", artifacts=None, events=[],
+        reproduce="s.yaml::s", against=against(None), seconds=2.5,
+    )
+    assert "  its timeline was not kept: rerun with --flrelia-report=DIR to keep it" in (
+        dropped.splitlines()
+    )
