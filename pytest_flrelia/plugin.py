@@ -10,6 +10,7 @@ The work lives in the modules these hooks call: :mod:`~pytest_flrelia.settings`
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from pytest_flrelia.settings import (
     settings_from_config,
 )
 from pytest_flrelia.summary import REPORTER_NAME, SummaryReporter
+from reference_impl.timeout_checks import TimeoutConflictWarning
 from reference_impl.units import format_duration
 
 if TYPE_CHECKING:
@@ -171,4 +173,7 @@ def flrelia(request: pytest.FixtureRequest) -> Flrelia:
     failure report.  ``@pytest.mark.flrelia(...)`` gives defaults for the keywords."""
     from pytest_flrelia.fixture import Flrelia  # noqa: PLC0415 (imports the runtime)
 
+    # Contradicting timeouts are warned of in the caller's words when run() loads them; the
+    # job's own warning would only repeat it.  pytest restores the filters after the test.
+    warnings.filterwarnings("ignore", category=TimeoutConflictWarning)
     return Flrelia(request.node, request.config.stash[SETTINGS_KEY])

@@ -100,6 +100,11 @@ class ScenarioTimeoutWarning(pytest.PytestWarning):
     """A scenario file sets two timeouts that contradict each other; the text names
     ``file:line``, the key and both values (the rules: :mod:`reference_impl.timeout_checks`)."""
 
+    def __init__(self, text: str, located: ScenarioError | None = None) -> None:
+        super().__init__(text)
+        self.located = located
+        """Where and what, as a :class:`ScenarioError` would say it (never raised)."""
+
 
 class ScenarioError(Exception):
     """A scenario file that cannot be used, said the way a compiler would.
@@ -785,7 +790,7 @@ def _build_timeouts(reader: _Reader) -> Timeouts:
         if conflict.fatal:
             raise located
         warnings.warn_explicit(
-            ScenarioTimeoutWarning(str(located)),
+            ScenarioTimeoutWarning(str(located), located),
             ScenarioTimeoutWarning,
             filename=str(reader.doc.path),
             lineno=located.line or 1,

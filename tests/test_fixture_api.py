@@ -253,3 +253,30 @@ def test_fixture_run_cut_by_pytest_timeout_fails_with_the_cut_report(
             "E * Timeout (>3.0s) from pytest-timeout.",
         ]
     )
+
+
+WARNING_TESTS = '''
+def test_contradicting_timeouts_are_said_of_the_keyword(flrelia):
+    run = flrelia.run(
+        tensors={"count": 1, "size": "16KiB"},
+        timeouts={"download_complete": "5s", "stop_wait": "3s"},
+    )
+    assert run.ok
+'''
+
+
+def test_fixture_warns_of_contradicting_timeouts_in_the_callers_words(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(test_warn=WARNING_TESTS)
+
+    result = run(inner, "-W", "always")
+
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_warn.py:2: ScenarioTimeoutWarning: flrelia.run(): timeouts.stop_wait: "
+            "stop_wait (3s) is shorter than download_complete (5s): the deferred stop *",
+        ]
+    )
+    assert "TimeoutConflictWarning" not in result.stdout.str()  # the job does not repeat it
