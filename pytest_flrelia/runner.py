@@ -3,7 +3,10 @@
 The job runs in a thread of this process (sites are threads, training code
 runs in real subprocesses).  When the ``within`` bound passes, the run is
 aborted, every process it started is killed (found by its run tag, wherever
-it went), and the bound is reported as a failed invariant.
+it went), and the bound is reported as a failed invariant.  A run that raised
+(in the harness or the target) is a :class:`HarnessError` with its traceback and
+no verdict; a run pytest-timeout's deadline cut (:mod:`~pytest_flrelia.cutoff`)
+is ended the same way as one past its bound and reported as a :class:`ScenarioCut`.
 """
 
 from __future__ import annotations
