@@ -9,6 +9,7 @@ figures go to the session summary (:mod:`~pytest_flrelia.summary`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_flrelia import summary
+from pytest_flrelia.cutoff import CUT_KEY
 from pytest_flrelia.scenario import Scenario, ScenarioError, load_scenarios
 from pytest_flrelia.settings import Settings
 
@@ -31,6 +33,11 @@ if TYPE_CHECKING:
 SCENARIO_SUFFIXES: tuple[str, ...] = (".scenario.yaml", ".scenario.yml")
 SCENARIO_MARKER = "scenario"
 RUNNER_MODULE = "pytest_flrelia.runner"
+REPEAT_OPTION = "count"
+"""pytest-repeat's ``--count`` destination."""
+JOB_TIMEOUT_WARNING = "reference_impl.timeout_checks.TimeoutConflictWarning"
+"""What the job says of contradicting timeouts; an item ignores it, as its file's
+``ScenarioTimeoutWarning`` said it at collection, with file and line."""
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 """The session's :class:`Settings`, put in ``config.stash`` by ``pytest_configure``."""
@@ -53,7 +60,8 @@ class ScenarioFile(pytest.File):
         except ScenarioError as err:
             raise self.CollectError(err.format(self._shown_path())) from err
         self._claim_names(scenarios)
-        for scenario in scenarios:
+        count = repeat_count(self.config)
+        for scenario in (s for base in scenarios for s in repeated(base, count)):
             # An explicit string id is parsed like any test id, so a matrix name's
             # "[...]" is its parameter part (pytest 9 compares structured ids: --lf).
             item = ScenarioItem.from_parent(
@@ -63,6 +71,7 @@ class ScenarioFile(pytest.File):
                 scenario=scenario,
             )
             item.add_marker(SCENARIO_MARKER)
+            item.add_marker(pytest.mark.filterwarnings(f"ignore::{JOB_TIMEOUT_WARNING}"))
             for index, mark in enumerate(scenario.marks):
                 try:
                     item.add_marker(mark)
@@ -125,7 +134,10 @@ class ScenarioItem(pytest.Item):
         faults = len(self.scenario.faults)
         try:
             outcome: ScenarioOutcome = runner.run_scenario(
-                self.scenario, self.config.stash[SETTINGS_KEY], nodeid=self.nodeid
+                self.scenario,
+                self.config.stash[SETTINGS_KEY],
+                nodeid=self.nodeid,
+                cut=self.stash.get(CUT_KEY, None),
             )
         except runner.ScenarioFailure as failure:
             verdict = failure.verdict
@@ -150,6 +162,27 @@ class ScenarioItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int, str]:
         # pytest counts lines from 0 here and adds 1 when it shows them.
         return self.path, self.scenario.line - 1, f"scenario: {self.scenario.name}"
+
+
+def repeat_count(config: pytest.Config) -> int:
+    """pytest-repeat's ``--count`` (1 without the plugin): its ``pytest_generate_tests``
+    parametrizes functions only, so scenario items repeat here."""
+    count = getattr(config.option, REPEAT_OPTION, 1)
+    return count if isinstance(count, int) and count > 1 else 1
+
+
+def repeated(scenario: Scenario, count: int) -> Iterator[Scenario]:
+    """``scenario`` ``count`` times, named as pytest-repeat names a function's repeats:
+    ``name[1-3]``, or ``name[launch_once=true-1-3]`` for a matrix case."""
+    if count == 1:
+        yield scenario
+        return
+    base, params = scenario.name, ""
+    if base.endswith("]") and "[" in base:
+        base, params = base[:-1].split("[", 1)
+        params += "-"
+    for step in range(1, count + 1):
+        yield dataclasses.replace(scenario, name=f"{base}[{params}{step}-{count}]")
 
 
 def collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:

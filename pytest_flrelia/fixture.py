@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import re
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,16 @@ import yaml
 
 from pytest_flrelia import summary
 from pytest_flrelia.catalog import close_match
+from pytest_flrelia.cutoff import CUT_KEY
 from pytest_flrelia.invariants import Check, Verdict
 from pytest_flrelia.runner import ScenarioFailure, ScenarioOutcome, run_scenario
-from pytest_flrelia.scenario import Scenario, ScenarioError, load_scenarios, shipped_schema
+from pytest_flrelia.scenario import (
+    Scenario,
+    ScenarioError,
+    ScenarioTimeoutWarning,
+    load_scenarios,
+    shipped_schema,
+)
 from pytest_flrelia.settings import Settings
 from reference_impl.job import JobResult
 from reference_impl.timeline import Event
@@ -131,7 +139,12 @@ class Flrelia:
         scenario = self._at_test(_load(_mapping(given), where))
         verdict: Verdict | None = None
         try:
-            outcome = run_scenario(scenario, self._settings, nodeid=self._item.nodeid)
+            outcome = run_scenario(
+                scenario,
+                self._settings,
+                nodeid=self._item.nodeid,
+                cut=self._item.stash.get(CUT_KEY, None),
+            )
         except ScenarioFailure as failure:
             verdict = failure.verdict
             if verdict is None:
@@ -214,9 +227,16 @@ def _load(data: Mapping[str, Any], where: Mapping[str, str]) -> Scenario:
         path = Path(directory) / FILE_NAME
         path.write_text(text, encoding="utf-8")
         try:
-            (scenario,) = load_scenarios(path)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ScenarioTimeoutWarning)
+                (scenario,) = load_scenarios(path)
         except ScenarioError as err:
             raise RunSpecError(_said_as_keywords(err, where)) from None
+    for warned in caught:  # said of a file gone by now: say it of the keyword instead
+        message = warned.message
+        if isinstance(message, ScenarioTimeoutWarning) and message.located is not None:
+            message = ScenarioTimeoutWarning(_said_as_keywords(message.located, where))
+        warnings.warn(message, stacklevel=3)
     return scenario
 
 

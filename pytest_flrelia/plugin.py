@@ -9,14 +9,23 @@ The work lives in the modules these hooks call: :mod:`~pytest_flrelia.settings`
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_flrelia import cutoff
 from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
-from pytest_flrelia.collect import SCENARIO_MARKER, SETTINGS_KEY, ScenarioFile, collect_file
+from pytest_flrelia.collect import (
+    SCENARIO_MARKER,
+    SETTINGS_KEY,
+    ScenarioFile,
+    ScenarioItem,
+    collect_file,
+)
 from pytest_flrelia.settings import (
     KNOWN_BUG,
     REPORT,
@@ -24,9 +33,11 @@ from pytest_flrelia.settings import (
     TIME_SCALE,
     WITHIN,
     Settings,
+    StoreOnce,
     settings_from_config,
 )
 from pytest_flrelia.summary import REPORTER_NAME, SummaryReporter
+from reference_impl.timeout_checks import TimeoutConflictWarning
 from reference_impl.units import format_duration
 
 if TYPE_CHECKING:
@@ -66,7 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         (TIME_SCALE, "FACTOR", TIME_SCALE_HELP),
         (WITHIN, "DURATION", WITHIN_HELP),
     ):
-        group.addoption(source.option, dest=source.dest, metavar=metavar, help=help_text)
+        group.addoption(
+            source.option, dest=source.dest, metavar=metavar, help=help_text, action=StoreOnce
+        )
         parser.addini(source.ini, help_text)
     group.addoption(
         "--flrelia-known-bugs",
@@ -141,6 +154,18 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         config.option.continue_on_collection_errors = True
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's deadline for an item that runs scenarios ends its run cleanly, with
+    a report, instead of ``os._exit`` (thread method) or an exception anywhere (signal)."""
+    if not isinstance(item, ScenarioItem) and "flrelia" not in getattr(item, "fixturenames", ()):
+        return None
+    others = item.config.pluginmanager.subset_hook_caller(
+        "pytest_timeout_set_timer", remove_plugins=[sys.modules[__name__]]
+    )
+    return cutoff.set_timer(item, settings, others)
+
+
 @pytest.fixture
 def flrelia(request: pytest.FixtureRequest) -> Flrelia:
     """Run a scenario from this test: ``flrelia.run(sites=2, faults=[...], within="10s")``
@@ -148,4 +173,7 @@ def flrelia(request: pytest.FixtureRequest) -> Flrelia:
     failure report.  ``@pytest.mark.flrelia(...)`` gives defaults for the keywords."""
     from pytest_flrelia.fixture import Flrelia  # noqa: PLC0415 (imports the runtime)
 
+    # Contradicting timeouts are warned of in the caller's words when run() loads them; the
+    # job's own warning would only repeat it.  pytest restores the filters after the test.
+    warnings.filterwarnings("ignore", category=TimeoutConflictWarning)
     return Flrelia(request.node, request.config.stash[SETTINGS_KEY])

@@ -23,8 +23,11 @@ from typing import Any
 from reference_impl.timeline import Event, EventKind
 
 __all__ = [
+    "Against",
     "CheckFailure",
+    "cut_report",
     "failure_report",
+    "harness_error_report",
     "lane_order",
     "mermaid",
     "safe_file_name",
@@ -32,6 +35,8 @@ __all__ = [
     "write_artifacts",
 ]
 
+REFERENCE_TARGET = "reference"
+"""The built-in target's name (``--flrelia-target``'s default)."""
 ELLIPSIS = "…"
 REPORT_WIDTH = 100
 """Width of the swimlane in a failure report: a terminal or a CI log without wrapping."""
@@ -487,14 +492,43 @@ def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def _reproduce_command(reproduce: str, known_bug: str | None) -> str:
-    """``reproduce`` is a pytest node id, or a whole command starting with ``pytest``/``python``."""
+def _reproduce_command(reproduce: str, options: Sequence[str]) -> str:
+    """``reproduce`` is a pytest node id, or a whole command starting with ``pytest``/``python``;
+    each of ``options`` (``--name=value``) the command does not already set is added."""
     command = reproduce.strip()
     if not command.startswith(("pytest", "python")):
         command = f"pytest {_shell_quote(command)}"
-    if known_bug is not None and "--flrelia-known-bug" not in command:
-        command += f" --flrelia-known-bug={known_bug}"
+    for option in options:
+        name = option.split("=", 1)[0]
+        if name not in command:
+            command += f" {_shell_quote(option) if _needs_quotes(option) else option}"
     return command
+
+
+def _needs_quotes(text: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9_.,:=+/@%-]+", text) is None
+
+
+@dataclass(frozen=True)
+class Against:
+    """What a run was judged against, and the options that select it again.
+
+    ``options`` are command-line options (``--flrelia-known-bug=sync-stop``) that the
+    ``reproduce:`` line must carry for a rerun to see the same system with the same times.
+    """
+
+    target: str = REFERENCE_TARGET
+    known_bug: str | None = None
+    options: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """``the correct reference implementation``, ``the reference target, known bug 'x'``,
+        ``target 'mine'``."""
+        if self.target != REFERENCE_TARGET:
+            return f"target {self.target!r}"
+        if self.known_bug is not None:
+            return f"the {REFERENCE_TARGET} target, known bug {self.known_bug!r}"
+        return f"the correct {REFERENCE_TARGET} implementation"
 
 
 def _labelled(label: str, text: str) -> list[str]:
@@ -529,7 +563,7 @@ def failure_report(
     failures: Sequence[CheckFailure],
     events: Sequence[Event],
     reproduce: str,
-    known_bug: str | None,
+    against: Against,
     seconds: float,
 ) -> str:
     """The text of a failed scenario: what failed, the evidence, how to reproduce it.
@@ -537,26 +571,94 @@ def failure_report(
     Times in the report are all milliseconds from the first event of the run,
     so ``seen``, the evidence and the swimlane agree.  The swimlane is centred
     on the first failure that has an ``at``.  ``reproduce`` is the scenario's
-    pytest node id (or a whole command); the known-bug option is added to it.
+    pytest node id (or a whole command); ``against.options`` are added to it.
     """
     ordered = _ordered(events)
     origin = ordered[0].ts if ordered else None
-    against = f"known bug '{known_bug}'" if known_bug is not None else "the correct implementation"
     out = [
-        f"scenario {scenario_name} ({scenario_path}:{line}) failed against {against}"
+        f"scenario {scenario_name} ({scenario_path}:{line}) failed against {against.text()}"
         f" after {seconds:.2f}s"
     ]
     out += [f"  {text}" for text in description.strip().splitlines()]
     for failure in failures:
         out += _failure_lines(failure, origin)
     focus = next((f.at for f in failures if f.at is not None), None)
-    if not ordered:
-        out.append("timeline: no events were recorded")
-    else:
-        out.append("timeline around the violation:" if focus is not None else "timeline:")
-        out.append(swimlane(ordered, focus=focus, width=REPORT_WIDTH, origin=origin))
-    out += ["reproduce:", f"  {_reproduce_command(reproduce, known_bug)}"]
+    out += _timeline_lines(ordered, focus, origin)
+    out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
     return "\n".join(out)
+
+
+def harness_error_report(
+    *,
+    scenario_name: str,
+    scenario_path: str,
+    line: int,
+    error: str,
+    events: Sequence[Event],
+    reproduce: str,
+    against: Against,
+    seconds: float,
+) -> str:
+    """The text of a run the harness (or the target) crashed in: the whole traceback.
+
+    No invariant is judged: a crash says nothing about the system under test, so
+    the report says so instead of listing checks that failed for want of a result.
+    """
+    ordered = _ordered(events)
+    origin = ordered[0].ts if ordered else None
+    out = [
+        f"scenario {scenario_name} ({scenario_path}:{line}): harness error against "
+        f"{against.text()} after {seconds:.2f}s",
+        "  the harness or the target raised; no invariant was judged",
+    ]
+    out += [f"  {text}" for text in error.rstrip().splitlines()]
+    out += _timeline_lines(ordered, None, origin)
+    out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
+    return "\n".join(out)
+
+
+def cut_report(
+    *,
+    scenario_name: str,
+    scenario_path: str,
+    line: int,
+    description: str,
+    message: str,
+    artifacts: Sequence[Path] | None,
+    events: Sequence[Event],
+    reproduce: str,
+    against: Against,
+    seconds: float,
+) -> str:
+    """The text of a run pytest-timeout cut short: ``message`` (its own words), where the
+    timeline so far went (``artifacts``; ``None`` without ``--flrelia-report``), the
+    timeline's last events and how to rerun it.  No invariant is judged: the run was cut."""
+    ordered = _ordered(events)
+    origin = ordered[0].ts if ordered else None
+    out = [
+        f"scenario {scenario_name} ({scenario_path}:{line}) was cut by pytest-timeout "
+        f"against {against.text()} after {seconds:.2f}s",
+    ]
+    out += [f"  {text}" for text in description.strip().splitlines()]
+    out += [message, "  the run was aborted and its processes killed; no invariant was judged"]
+    if artifacts is None:
+        out.append("  its timeline was not kept: rerun with --flrelia-report=DIR to keep it")
+    else:
+        out.append(f"  its timeline so far: {', '.join(str(p) for p in artifacts)}")
+    out += _timeline_lines(ordered, None, origin)
+    out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
+    return "\n".join(out)
+
+
+def _timeline_lines(
+    ordered: Sequence[Event], focus: float | None, origin: float | None
+) -> list[str]:
+    if not ordered:
+        return ["timeline: no events were recorded"]
+    return [
+        "timeline around the violation:" if focus is not None else "timeline:",
+        swimlane(ordered, focus=focus, width=REPORT_WIDTH, origin=origin),
+    ]
 
 
 # --------------------------------------------------------------------------- artifacts

@@ -3,24 +3,35 @@
 The job runs in a thread of this process (sites are threads, training code
 runs in real subprocesses).  When the ``within`` bound passes, the run is
 aborted, every process it started is killed (found by its run tag, wherever
-it went), and the bound is reported as a failed invariant.
+it went), and the bound is reported as a failed invariant.  A run that raised
+(in the harness or the target) is a :class:`HarnessError` with its traceback and
+no verdict; a run pytest-timeout's deadline cut (:mod:`~pytest_flrelia.cutoff`)
+is ended the same way as one past its bound and reported as a :class:`ScenarioCut`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 import traceback
 from dataclasses import dataclass
 
 from pytest_flrelia.catalog import CATALOG
+from pytest_flrelia.cutoff import Cut
 from pytest_flrelia.faults import build_plan
 from pytest_flrelia.invariants import Check, RunRecord, Verdict, evaluate
 from pytest_flrelia.live_checks import watch_live
 from pytest_flrelia.processes import ProcessGuard, describe
-from pytest_flrelia.report import failure_report, write_artifacts
+from pytest_flrelia.report import (
+    Against,
+    cut_report,
+    failure_report,
+    harness_error_report,
+    write_artifacts,
+)
 from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
 from pytest_flrelia.settings import REFERENCE_TARGET, Settings
 from pytest_flrelia.targets import load_target
@@ -53,6 +64,15 @@ class ScenarioFailure(Exception):
         """The failed run itself: its job result and timeline, for the Python API."""
 
 
+class ScenarioCut(ScenarioFailure):
+    """pytest-timeout's deadline passed mid-run: the run was ended cleanly and reported."""
+
+
+class HarnessError(ScenarioFailure):
+    """The harness or the target raised: ``report`` carries the whole traceback, and no
+    verdict was reached (a crash proves nothing about the system under test)."""
+
+
 @dataclass(frozen=True)
 class ScenarioOutcome:
     """What a passing (or failing) run looked like: for reports and the session summary."""
@@ -67,9 +87,32 @@ class ScenarioOutcome:
 
 
 def run_scenario(
-    scenario: Scenario, settings: Settings, *, nodeid: str | None = None
+    scenario: Scenario,
+    settings: Settings,
+    *,
+    nodeid: str | None = None,
+    cut: Cut | None = None,
 ) -> ScenarioOutcome:
-    """Run ``scenario`` against the session's target; raise :class:`ScenarioFailure` if it fails."""
+    """Run ``scenario`` against the session's target; raise :class:`ScenarioFailure` if it
+    fails, :class:`HarnessError` if the harness or the target raised, :class:`ScenarioCut`
+    if ``cut`` (pytest-timeout's deadline) fires first."""
+    __tracebackhide__ = True  # the report says it all; these frames would only repeat it
+    started = time.monotonic()
+    try:
+        return _run(scenario, settings, nodeid, cut or Cut(math.inf))
+    except ScenarioFailure:
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        raise HarnessError(
+            _harness_report(scenario, settings, error, (), time.monotonic() - started, nodeid)
+        ) from None
+
+
+def _run(
+    scenario: Scenario, settings: Settings, nodeid: str | None, cut: Cut
+) -> ScenarioOutcome:
+    __tracebackhide__ = True
     scale = settings.time_scale
     job = _scaled_job(scenario.job, scale)
     faults = tuple(_scaled_fault(f, scale) for f in scenario.faults)
@@ -109,17 +152,23 @@ def run_scenario(
         job=job,
         on_violation=lambda _: settled.set(),
         time_scale=scale,
-    ) as live:
+    ) as live, cut.listening(settled.set):
         thread.start()
         try:
             settled.wait(within)
-            if live.violation is None:  # the job ended: its thread is returning
+            if live.violation is None and not cut.fired:  # the job ended: it is returning
                 thread.join(max(0.0, started + within - time.monotonic()))
         except BaseException:
-            # Ctrl-C, or pytest-timeout's signal method: nothing of the run may outlive it.
-            abort.set()
-            guard.kill_all()
+            # Ctrl-C, or a signal's exception: nothing of the run may outlive it, not even
+            # its job directory (the job thread removes it as it unwinds).
+            _stop(abort, guard, thread)
+            if settings.report_dir is not None:
+                write_artifacts(settings.report_dir, scenario.name, timeline.events())
             raise
+        if cut.fired:
+            timeline.record(EventKind.ERROR, process="harness", reason=cut.message())
+            _stop(abort, guard, thread)
+            raise ScenarioCut(_cut_report(scenario, settings, timeline, started, cut, nodeid))
         timed_out = thread.is_alive() and live.violation is None
         if timed_out:
             timeline.record(
@@ -135,6 +184,14 @@ def run_scenario(
     orphans = [describe(p) for p in survivors]
     guard.kill_all()
     result = box.get("result")
+    if "error" in box:  # the target raised: nothing to judge, only a traceback to show
+        if settings.report_dir is not None:
+            write_artifacts(settings.report_dir, scenario.name, timeline.events())
+        raise HarnessError(
+            _harness_report(
+                scenario, settings, str(box["error"]), timeline.events(), seconds, nodeid
+            )
+        )
     record = RunRecord(
         result=result if isinstance(result, JobResult) else None,
         events=timeline.events(),
@@ -144,7 +201,7 @@ def run_scenario(
         timed_out=timed_out,
         outcome=scenario.expect.outcome,
         error_pattern=scenario.expect.error,
-        harness_error=_harness_error(box, thread),
+        harness_error=_unwind_error(thread),
         reference_model=(scenario.target or settings.target) == REFERENCE_TARGET,
         time_scale=scale,
     )
@@ -169,12 +226,74 @@ def applicable_invariants(scenario: Scenario) -> tuple[str, ...]:
     return tuple(n for n in default_invariants(scenario.expect.outcome) if n not in voided)
 
 
-def _harness_error(box: dict[str, object], thread: threading.Thread) -> str | None:
-    if "error" in box:
-        return str(box["error"]).strip().splitlines()[-1]
+def _stop(abort: threading.Event, guard: ProcessGuard, thread: threading.Thread) -> None:
+    """End a run from outside: abort it, kill its processes, let its thread unwind."""
+    abort.set()
+    guard.kill_all()
+    thread.join(ABORT_GRACE)
+    guard.kill_all()
+
+
+def _cut_report(
+    scenario: Scenario,
+    settings: Settings,
+    timeline: Timeline,
+    started: float,
+    cut: Cut,
+    nodeid: str | None,
+) -> str:
+    events = timeline.events()
+    artifacts = (
+        write_artifacts(settings.report_dir, scenario.name, events)
+        if settings.report_dir is not None
+        else None
+    )
+    return cut_report(
+        scenario_name=scenario.name,
+        scenario_path=str(scenario.path),
+        line=scenario.line,
+        description=scenario.description,
+        message=cut.message(),
+        artifacts=artifacts,
+        events=events,
+        reproduce=nodeid or f"{scenario.path}::{scenario.name}",
+        against=_against(scenario, settings),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _unwind_error(thread: threading.Thread) -> str | None:
     if thread.is_alive():
         return f"the job did not unwind within {ABORT_GRACE:g}s of being aborted"
     return None
+
+
+def _against(scenario: Scenario, settings: Settings) -> Against:
+    return Against(
+        target=scenario.target or settings.target,
+        known_bug=settings.known_bug,
+        options=settings.options(),
+    )
+
+
+def _harness_report(
+    scenario: Scenario,
+    settings: Settings,
+    error: str,
+    events: list[Event] | tuple[Event, ...],
+    seconds: float,
+    nodeid: str | None,
+) -> str:
+    return harness_error_report(
+        scenario_name=scenario.name,
+        scenario_path=str(scenario.path),
+        line=scenario.line,
+        error=error,
+        events=events,
+        reproduce=nodeid or f"{scenario.path}::{scenario.name}",
+        against=_against(scenario, settings),
+        seconds=seconds,
+    )
 
 
 def _report(
@@ -188,7 +307,7 @@ def _report(
         failures=[c.failure() for c in _earliest_first(verdict.failures)],
         events=record.events,
         reproduce=nodeid or f"{scenario.path}::{scenario.name}",
-        known_bug=settings.known_bug,
+        against=_against(scenario, settings),
         seconds=record.seconds,
     )
 
@@ -218,4 +337,11 @@ def _scaled_fault(fault: FaultSpec, scale: float) -> FaultSpec:
     return dataclasses.replace(fault, params=params)
 
 
-__all__ = ["ScenarioFailure", "ScenarioOutcome", "applicable_invariants", "run_scenario"]
+__all__ = [
+    "HarnessError",
+    "ScenarioCut",
+    "ScenarioFailure",
+    "ScenarioOutcome",
+    "applicable_invariants",
+    "run_scenario",
+]

@@ -18,12 +18,14 @@ import importlib.resources
 import itertools
 import json
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
 
+import pytest
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
@@ -44,7 +46,16 @@ from pytest_flrelia.schema_gen import (
     scenario_schema,
 )
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
-from reference_impl.units import UnitError, describe_value, parse_duration, parse_size
+from reference_impl.memory_budget import memory_shortfall
+from reference_impl.timeout_checks import timeout_conflicts
+from reference_impl.units import (
+    UnitError,
+    check_whole_elements,
+    describe_value,
+    parse_count,
+    parse_duration,
+    parse_size,
+)
 
 KeyPath = tuple[str | int, ...]
 SCHEMA_RESOURCE = "scenario.schema.json"
@@ -85,6 +96,16 @@ def format_key_path(path: Iterable[str | int]) -> str:
     return text
 
 
+class ScenarioTimeoutWarning(pytest.PytestWarning):
+    """A scenario file sets two timeouts that contradict each other; the text names
+    ``file:line``, the key and both values (the rules: :mod:`reference_impl.timeout_checks`)."""
+
+    def __init__(self, text: str, located: ScenarioError | None = None) -> None:
+        super().__init__(text)
+        self.located = located
+        """Where and what, as a :class:`ScenarioError` would say it (never raised)."""
+
+
 class ScenarioError(Exception):
     """A scenario file that cannot be used, said the way a compiler would.
 
@@ -100,6 +121,9 @@ class ScenarioError(Exception):
         message: str,
         valid: Sequence[str] = (),
         suggestion: str | None = None,
+        *,
+        column: int | None = None,
+        excerpt: str | None = None,
     ) -> None:
         self.path = path
         self.line = line
@@ -107,6 +131,10 @@ class ScenarioError(Exception):
         self.message = message
         self.valid = tuple(valid)
         self.suggestion = suggestion
+        self.column = column
+        """1-based, when the error is at a character (a YAML syntax error)."""
+        self.excerpt = excerpt
+        """The offending source lines with a caret under the spot, shown below the message."""
         super().__init__(path, line, key_path, message, self.valid, suggestion)
 
     def format(self, path_text: str | None = None) -> str:
@@ -114,6 +142,8 @@ class ScenarioError(Exception):
         where = path_text if path_text is not None else str(self.path)
         if self.line is not None:
             where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
         text = (
             f"{where}: {self.key_path}: {self.message}"
             if self.key_path
@@ -123,6 +153,8 @@ class ScenarioError(Exception):
             text += f"; valid: {', '.join(self.valid)}"
         if self.suggestion:
             text += f"; did you mean '{self.suggestion}'?"
+        if self.excerpt:
+            text += "\n" + self.excerpt
         return text
 
     def __str__(self) -> str:
@@ -289,7 +321,15 @@ class _Document:
             message = f"invalid YAML: {problem}"
             if err.context and err.problem and err.context_mark is not None:
                 message += f" ({err.context} at line {err.context_mark.line + 1})"
-            raise ScenarioError(path, line, "", message) from err
+            marks = [m for m in (err.context_mark, err.problem_mark) if m is not None]
+            raise ScenarioError(
+                path,
+                line,
+                "",
+                message,
+                column=mark.column + 1 if mark is not None else None,
+                excerpt=_excerpt(text, marks),
+            ) from err
         except yaml.YAMLError as err:
             raise ScenarioError(path, None, "", f"invalid YAML: {err}") from err
         finally:
@@ -324,6 +364,28 @@ class _Document:
     def for_case(self, case: str, overrides: Mapping[KeyPath, int]) -> _Document:
         """This document as seen by one matrix case: overridden keys point at the matrix."""
         return _Document(self.path, self.data, {**self.lines, **overrides}, case)
+
+
+def _excerpt(text: str, marks: Sequence[yaml.Mark]) -> str:
+    """The source lines of ``marks``, numbered, each with a caret under its column.
+
+    The caret's indent copies the line's tabs, so it lands under the character
+    whatever the terminal's tab width.
+    """
+    lines = text.splitlines()
+    width = len(str(max(m.line for m in marks) + 1))
+    out: list[str] = []
+    shown: set[tuple[int, int]] = set()
+    for mark in sorted(marks, key=lambda m: (m.line, m.column)):
+        if (mark.line, mark.column) in shown:
+            continue
+        shown.add((mark.line, mark.column))
+        source = lines[mark.line] if mark.line < len(lines) else ""
+        indent = "".join("\t" if c == "\t" else " " for c in source[: mark.column])
+        if not out or out[-2].split("|", 1)[0].strip() != str(mark.line + 1):
+            out.append(f"  {mark.line + 1:>{width}} | {source}".rstrip())
+        out.append(f"  {'':>{width}} | {indent}^")
+    return "\n".join(out)
 
 
 def _record_lines(
@@ -583,11 +645,12 @@ class _Reader:
         value = self.get(path)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str):  # a YAML string is not a count, even "3"
             raise self.error(path, f"expected an integer, got {describe_value(value)}")
-        if value < minimum:
-            raise self.error(path, f"must be >= {minimum}, got {value}")
-        return value
+        try:
+            return parse_count(value, format_key_path(path), minimum)
+        except UnitError as err:
+            raise self.error(path, err.reason, err.valid) from err
 
     def duration(self, path: KeyPath) -> float | None:
         value = self.get(path)
@@ -671,27 +734,30 @@ def _build_job(reader: _Reader) -> JobConfig:
             close_match(dtype, valid),
         )
     itemsize = DTYPE_BYTES[dtype]
-    size = reader.size(("job", "tensors", "size"), spec.size_bytes, itemsize)
-    if size % itemsize:
-        raise reader.error(
-            ("job", "tensors", "size"),
-            f"{size} bytes is not a whole number of {dtype} elements ({itemsize} bytes each)",
-        )
+    size = reader.size(("job", "tensors", "size"), spec.size_bytes, 0)
+    try:
+        check_whole_elements(size, dtype, itemsize, "job.tensors.size")
+    except UnitError as err:
+        raise reader.error(("job", "tensors", "size"), err.reason) from err
     validate_rounds = []
     for index, value in enumerate(cast(list[Any], reader.get(("job", "validate_rounds")) or [])):
         round_number = reader.integer(("job", "validate_rounds", index), 1, 1)
         if round_number > rounds:
             raise reader.error(("job", "validate_rounds", index), _no_such_round(value, rounds))
         validate_rounds.append(round_number)
+    tensors = TensorSpec(
+        count=reader.integer(("job", "tensors", "count"), spec.count, 0),
+        size_bytes=size,
+        dtype=dtype,
+    )
+    shortfall = memory_shortfall(sites, tensors)
+    if shortfall is not None:
+        raise reader.error(("job", "tensors"), shortfall)
     return JobConfig(
         sites=sites,
         rounds=rounds,
         launch_once=bool(launch_once),
-        tensors=TensorSpec(
-            count=reader.integer(("job", "tensors", "count"), spec.count, 0),
-            size_bytes=size,
-            dtype=dtype,
-        ),
+        tensors=tensors,
         timeouts=_build_timeouts(reader),
         download_retries=reader.integer(("job", "download_retries"), JobConfig.download_retries, 0),
         chunk_bytes=reader.size(("job", "chunk_size"), JobConfig.chunk_bytes, 1),
@@ -717,12 +783,19 @@ def _build_timeouts(reader: _Reader) -> Timeouts:
     for key in ("heartbeat_interval", "stop_poll"):
         if getattr(timeouts, key) <= 0:
             raise reader.error(("job", "timeouts", key), "must be > 0")
-    if timeouts.heartbeat <= timeouts.heartbeat_interval:
-        key = "heartbeat" if "heartbeat" in given else "heartbeat_interval"
-        raise reader.error(
-            ("job", "timeouts", key),
-            f"heartbeat ({timeouts.heartbeat:g}s) must be longer than heartbeat_interval "
-            f"({timeouts.heartbeat_interval:g}s), or every peer looks gone",
+    for conflict in timeout_conflicts(timeouts):
+        # Point at the value the file wrote: the short one if it is there, else the other.
+        key = conflict.shorter if conflict.shorter in given else conflict.longer
+        located = reader.error(
+            ("job", "timeouts", key) if key in given else ("job", "timeouts"), conflict.message()
+        )
+        if conflict.fatal:
+            raise located
+        warnings.warn_explicit(
+            ScenarioTimeoutWarning(str(located), located),
+            ScenarioTimeoutWarning,
+            filename=str(reader.doc.path),
+            lineno=located.line or 1,
         )
     return timeouts
 
@@ -854,6 +927,7 @@ __all__ = [
     "KeyPath",
     "Scenario",
     "ScenarioError",
+    "ScenarioTimeoutWarning",
     "default_invariants",
     "format_key_path",
     "load_scenarios",

@@ -7,19 +7,22 @@ bad value is found where it was written.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import math
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
+from pytest_flrelia import report
 from pytest_flrelia.catalog import KNOWN_BUG_SLUGS, close_match
-from reference_impl.units import UnitError, parse_duration
+from reference_impl.units import UnitError, format_duration, parse_duration
 
-REFERENCE_TARGET = "reference"
+REFERENCE_TARGET = report.REFERENCE_TARGET
 TARGETS_ENTRY_POINT_GROUP = "flrelia.targets"
 DEFAULT_WITHIN = 30.0
 
@@ -38,6 +41,20 @@ class Settings:
     """Multiplies every scenario duration (timeouts, delays, bounds); >1 on slow machines."""
     default_within: float = DEFAULT_WITHIN
     """The wall-clock bound of a scenario that sets no ``expect.within``."""
+
+    def options(self) -> tuple[str, ...]:
+        """The command-line options that select these settings again, defaults left out:
+        what a ``reproduce:`` line must carry (the report directory changes no verdict)."""
+        given: list[str] = []
+        if self.target != REFERENCE_TARGET:
+            given.append(f"{TARGET.option}={self.target}")
+        if self.known_bug is not None:
+            given.append(f"{KNOWN_BUG.option}={self.known_bug}")
+        if self.time_scale != 1.0:
+            given.append(f"{TIME_SCALE.option}={self.time_scale:g}")
+        if self.default_within != DEFAULT_WITHIN:
+            given.append(f"{WITHIN.option}={format_duration(self.default_within)}")
+        return tuple(given)
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,27 @@ REPORT = _Source("--flrelia-report", "flrelia_report")
 TIME_SCALE = _Source("--flrelia-time-scale", "flrelia_time_scale")
 WITHIN = _Source("--flrelia-within", "flrelia_within")
 SOURCES: tuple[_Source, ...] = (TARGET, KNOWN_BUG, REPORT, TIME_SCALE, WITHIN)
+
+
+class StoreOnce(argparse.Action):
+    """``store`` for an option that takes one value: a second one is an error, not "last wins".
+
+    ``--flrelia-known-bug=a --flrelia-known-bug=b`` would otherwise run ``b`` silently.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None:
+            raise argparse.ArgumentError(
+                self, f"given twice ({previous!r}, then {values!r}); it takes one value"
+            )
+        setattr(namespace, self.dest, values)
 
 
 def settings_from_config(config: pytest.Config) -> Settings:
@@ -110,10 +148,31 @@ def available_targets() -> list[str]:
     return sorted({REFERENCE_TARGET, *plugged})
 
 
+def target_entry_point(name: str) -> importlib.metadata.EntryPoint | None:
+    """The ``flrelia.targets`` entry point called ``name``, if one is installed."""
+    for entry_point in importlib.metadata.entry_points(group=TARGETS_ENTRY_POINT_GROUP):
+        if entry_point.name == name:
+            return entry_point
+    return None
+
+
 def _validate_target(value: str, where: str) -> str:
+    """A known name whose entry point imports: a broken plug-in is one usage error at
+    start-up, not the same traceback once per scenario."""
     valid = available_targets()
     if value not in valid:
         raise pytest.UsageError(_message(where, f"unknown target {value!r}", valid, value))
+    entry_point = target_entry_point(value)
+    if entry_point is not None:
+        try:
+            entry_point.load()
+        except Exception as err:
+            detail = "".join(traceback.format_exception(err)).rstrip()
+            raise pytest.UsageError(
+                f"{where}: target {value!r} cannot be loaded: its entry point "
+                f"{entry_point.name} = {entry_point.value} (group {TARGETS_ENTRY_POINT_GROUP}) "
+                f"raised {type(err).__name__}: {err}\n{detail}"
+            ) from err
     return value
 
 

@@ -5,14 +5,13 @@ factory returning a :class:`Target`).
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 from collections.abc import Mapping
 from typing import Protocol
 
 from pytest_flrelia.faults import FaultPlan
 from pytest_flrelia.known_bugs import runtime_for
-from pytest_flrelia.settings import REFERENCE_TARGET, TARGETS_ENTRY_POINT_GROUP
+from pytest_flrelia.settings import REFERENCE_TARGET, target_entry_point
 from reference_impl import failpoints
 from reference_impl.config import JobConfig
 from reference_impl.executor import LauncherExecutor
@@ -73,12 +72,16 @@ class UnknownTargetError(LookupError):
 
 
 def load_target(name: str) -> Target:
-    """The target called ``name``: built in, or from the entry point group."""
+    """The target called ``name``: built in, or from the entry point group.
+
+    The session's settings have loaded the entry point once already, so a plug-in
+    that cannot be imported never gets this far from a pytest run.
+    """
     if name == REFERENCE_TARGET:
         return ReferenceTarget()
-    for entry_point in importlib.metadata.entry_points(group=TARGETS_ENTRY_POINT_GROUP):
-        if entry_point.name == name:
-            factory = entry_point.load()
-            target: Target = factory()
-            return target
-    raise UnknownTargetError(f"no flrelia target named {name!r}")
+    entry_point = target_entry_point(name)
+    if entry_point is None:
+        raise UnknownTargetError(f"no flrelia target named {name!r}")
+    factory = entry_point.load()
+    target: Target = factory()
+    return target

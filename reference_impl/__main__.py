@@ -5,51 +5,95 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+
+import numpy as np
 
 from reference_impl import units
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.job import run_job
+from reference_impl.memory_budget import memory_shortfall
 from reference_impl.timeline import Event, EventKind, Timeline
 
+DTYPE = TensorSpec.dtype
+ITEMSIZE = np.dtype(DTYPE).itemsize
+"""Bytes of one element: a tensor size must be a whole number of them."""
 
-def parse_size(text: str) -> int:
-    """``--tensor-size``: the same size syntax scenario files use."""
-    try:
-        return units.parse_size(text, "--tensor-size")
-    except units.UnitError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size (like 1024, 64KiB, 1MiB, 1GiB)"
-        ) from None
+
+def _argument(parse: Callable[[str, str], object], where: str) -> Callable[[str], object]:
+    """An argparse ``type`` that reads a value the way a scenario file's key is read,
+    with the same message (argparse adds the option's name in front)."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text, where)
+        except units.UnitError as err:
+            shown = f"; valid: {', '.join(err.valid)}" if err.valid else ""
+            raise argparse.ArgumentTypeError(f"{err.reason}{shown}") from None
+
+    return convert
+
+
+def _count(minimum: int, where: str) -> Callable[[str], object]:
+    return _argument(lambda text, at: units.parse_count(text, at, minimum), where)
+
+
+def _tensor_size(text: str, where: str) -> int:
+    return units.check_whole_elements(units.parse_size(text, where), DTYPE, ITEMSIZE, where)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reference_impl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a job and print a summary")
-    run.add_argument("--sites", type=int, default=2)
-    run.add_argument("--rounds", type=int, default=3)
+    run = commands.add_parser(
+        "run",
+        help="run a job and print a summary",
+        description="Run R rounds over S sites, each site training in a real subprocess, "
+        "and print every round and a summary.",
+    )
+    run.add_argument(
+        "--sites", type=_count(1, "--sites"), default=2, metavar="N",
+        help="sites (clients) in the job, each with its own training process; "
+        "a whole number >= 1 (default: %(default)s)",
+    )
+    run.add_argument(
+        "--rounds", type=_count(1, "--rounds"), default=3, metavar="N",
+        help="rounds the server runs; a whole number >= 1 (default: %(default)s)",
+    )
     run.add_argument(
         "--launch-once",
         action="store_true",
         help="one training process for all rounds (default: one per round)",
     )
-    run.add_argument("--tensor-size", type=parse_size, default=parse_size("1MiB"))
     run.add_argument(
-        "--tensors", type=int, default=4, help="tensors per result (0: nothing to download)"
+        "--tensor-size", type=_argument(_tensor_size, "--tensor-size"), default="1MiB",
+        metavar="SIZE",
+        help=f"bytes of each tensor: {', '.join(units.SIZE_FORMS)}; a whole number of "
+        f"{DTYPE} elements ({ITEMSIZE} bytes each) (default: %(default)s)",
+    )
+    run.add_argument(
+        "--tensors", type=_count(0, "--tensors"), default=4, metavar="N",
+        help="tensors in each site's result; 0: nothing to download (default: %(default)s)",
     )
     run.add_argument(
         "--production-timeouts",
         action="store_true",
-        help="use production timeouts (minutes) instead of scaled-down ones",
+        help="use production timeouts (a 30 min download gate) instead of scaled-down ones "
+        "(60 s gate and stop wait, 120 s execution and SubmitUpdate waits)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every subprocess line")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    size = args.tensor_size
+    tensors = TensorSpec(count=args.tensors, size_bytes=size, dtype=DTYPE)
+    shortfall = memory_shortfall(args.sites, tensors)
+    if shortfall is not None:
+        parser.error(f"--sites, --tensors, --tensor-size: {shortfall}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,13 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sites=args.sites,
         rounds=args.rounds,
         launch_once=args.launch_once,
-        tensors=TensorSpec(count=args.tensors, size_bytes=args.tensor_size),
+        tensors=tensors,
         timeouts=timeouts,
     )
     mode = "one process for all rounds" if config.launch_once else "one process per round"
     print(
         f"job: {config.sites} site(s) x {config.rounds} round(s), {mode}, "
-        f"{config.tensors.count} x {args.tensor_size} bytes per result"
+        f"{config.tensors.count} x {size} bytes per result"
     )
     timeline = Timeline("server")
     timeline.subscribe(_print_round)

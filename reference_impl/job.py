@@ -7,6 +7,7 @@ the defaults; a known-bug variant is a :class:`Runtime` with one part replaced.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -40,6 +41,7 @@ from reference_impl.process_stop import GroupStopStrategy, StopStrategy
 from reference_impl.server import RoundFailed, RoundOutcome, Server, Submission
 from reference_impl.task_exchanger import TaskExchanger
 from reference_impl.timeline import TIMELINE_ENV, EventKind, Timeline
+from reference_impl.timeout_checks import warn_timeout_conflicts
 from reference_impl.watchdog import CLIENT_PID_ENV
 from reference_impl.wire import new_secret
 
@@ -47,6 +49,43 @@ log = logging.getLogger(__name__)
 
 TRAIN_COMMAND = (sys.executable, "-m", "reference_impl.train_script")
 SITE_JOIN_TIMEOUT = 30.0
+JOB_DIR_PREFIX = "flrelia-job-"
+
+
+class JobDirectories:
+    """The ``flrelia-job-*`` directories of running jobs, each removed when its job ends,
+    and any still here when the interpreter exits.
+
+    A job run in a daemon thread (as the harness runs it) may be frozen by the
+    interpreter's exit before its ``finally`` runs, after Ctrl-C for instance;
+    ``atexit`` handlers still run then.  (Nothing survives ``os._exit``.)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[Path] = set()
+        atexit.register(self.remove_all)
+
+    def create(self) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=JOB_DIR_PREFIX))
+        with self._lock:
+            self._live.add(path)
+        return path
+
+    def remove(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        with self._lock:
+            self._live.discard(path)
+
+    def remove_all(self) -> None:
+        with self._lock:
+            left = list(self._live)
+        for path in left:
+            self.remove(path)
+
+
+JOB_DIRECTORIES = JobDirectories()
+"""One per process: the exit hook must know every job's directory."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +177,34 @@ def run_job(
     ``subprocess_env`` is added to every training process's environment (the
     harness passes ``FLRELIA_FAILPOINTS`` and script behaviours this way).
     ``abort`` ends the job early: every wait wakes, every process is stopped.
+    Timeouts that contradict each other are a ``TimeoutConflictWarning`` (the job runs).
     """
+    warn_timeout_conflicts(config.timeouts)
+    if work_dir is not None:
+        return _run_job(
+            config, runtime, timeline, abort, subprocess_env, work_dir, on_site_ready
+        )
+    directory = JOB_DIRECTORIES.create()
+    try:
+        return _run_job(
+            config, runtime, timeline, abort, subprocess_env, directory, on_site_ready
+        )
+    finally:
+        JOB_DIRECTORIES.remove(directory)
+
+
+def _run_job(
+    config: JobConfig,
+    runtime: Runtime | None,
+    timeline: Timeline | None,
+    abort: threading.Event | None,
+    subprocess_env: Mapping[str, str] | None,
+    directory: Path,
+    on_site_ready: Callable[[str, LauncherExecutor], None] | None,
+) -> JobResult:
     runtime = runtime or Runtime()
     timeline = timeline or Timeline("server")
     abort = abort or threading.Event()
-    own_dir = work_dir is None
-    directory = Path(tempfile.mkdtemp(prefix="flrelia-job-")) if work_dir is None else work_dir
     subprocess_timeline = directory / "subprocess-timeline.jsonl"
     started = time.monotonic()
     timeline.record(
@@ -189,8 +250,6 @@ def run_job(
                 )
         restore_recorder()
         timeline.merge_file(subprocess_timeline)
-        if own_dir:
-            shutil.rmtree(directory, ignore_errors=True)
     ok = (
         error is None
         and all(r.ok for r in server.outcomes)

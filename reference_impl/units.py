@@ -41,7 +41,8 @@ class UnitError(ValueError):
         self.where = where
         self.reason = reason
         self.valid = tuple(valid)
-        super().__init__(f"{where}: {reason}; valid: {', '.join(self.valid)}")
+        shown = f"; valid: {', '.join(self.valid)}" if self.valid else ""
+        super().__init__(f"{where}: {reason}{shown}")
 
 
 def parse_duration(value: object, where: str) -> float:
@@ -83,6 +84,31 @@ def parse_size(value: object, where: str) -> int:
         reason = f"negative size {value!r}" if negative else f"invalid size {value!r}"
         raise UnitError(where, reason, SIZE_FORMS)
     return int(match.group(1)) * SIZE_UNITS[match.group(2) or "B"]
+
+
+def parse_count(value: object, where: str, minimum: int) -> int:
+    """A whole number ``>= minimum`` (sites, rounds, tensors): an int, or digits on a
+    command line."""
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UnitError(where, f"expected an integer, got {describe_value(value)}", ())
+    if value < minimum:
+        raise UnitError(where, f"must be >= {minimum}, got {value}", ())
+    return value
+
+
+def check_whole_elements(size: int, dtype: str, itemsize: int, where: str) -> int:
+    """``size`` bytes if they are a whole, non-zero number of ``dtype`` elements."""
+    if size < itemsize:
+        raise UnitError(where, f"must be at least {itemsize} bytes, got {size}", ())
+    if size % itemsize:
+        raise UnitError(
+            where,
+            f"{size} bytes is not a whole number of {dtype} elements ({itemsize} bytes each)",
+            (),
+        )
+    return size
 
 
 def describe_value(value: object) -> str:

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _targets import RAISING_TARGET, install_target
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_ARGS = ("-p", "no:flrelia", "-p", "pytest_flrelia.plugin")
@@ -152,7 +153,7 @@ def test_fixture_runs_checks_and_takes_marker_defaults(inner: pytest.Pytester) -
         [
             "*_ test_failing_check_shows_the_report _*",
             "E   *ScenarioFailure: scenario test_api.test_failing_check_shows_the_report "
-            "(*test_api.py:*) failed against the correct implementation after *s",
+            "(*test_api.py:*) failed against the correct reference implementation after *s",
             "E       expectation at +*ms",
             "E         expected: outcome failure",
             "E         seen:     success",
@@ -181,3 +182,101 @@ def test_fixture_runs_with_the_known_bug_time_scale_and_report_dir(inner: pytest
         f"{name}.mmd",
         f"{name}.timeline.jsonl",
     ]
+
+
+HARNESS_ERROR_TESTS = '''
+import pytest
+
+from pytest_flrelia.runner import HarnessError
+
+
+def test_a_target_that_raises_raises_the_harness_error(flrelia):
+    with pytest.raises(HarnessError) as raised:
+        flrelia.run(tensors={"count": 1, "size": "16KiB"})
+    assert raised.value.verdict is None
+    assert "KeyError: 'site-1'" in raised.value.report
+
+
+def test_the_harness_error_shows_as_the_test_failure(flrelia):
+    flrelia.run(tensors={"count": 1, "size": "16KiB"})
+'''
+
+
+def test_fixture_reports_a_target_that_raises_as_a_harness_error(inner: pytest.Pytester) -> None:
+    install_target(inner.path, "raising", "raising_target", RAISING_TARGET)
+    inner.makepyfile(test_harness=HARNESS_ERROR_TESTS)
+
+    result = run(inner, "--flrelia-target=raising")
+
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_the_harness_error_shows_as_the_test_failure _*",
+            "E   *HarnessError: scenario test_harness.test_the_harness_error_shows_as_the_test_"
+            "failure (*test_harness.py:*): harness error against target 'raising' after *s",
+            "E * the harness or the target raised; no invariant was judged",
+            "E * Traceback (most recent call last):",
+            "E * KeyError: 'site-1'",
+            "E * reproduce:",
+            "E * pytest 'test_harness.py::test_the_harness_error_shows_as_the_test_failure'"
+            " --flrelia-target=raising",
+        ]
+    )
+
+
+CUT_TESTS = '''
+def test_a_run_past_the_pytest_timeout_is_cut_and_reported(flrelia):
+    flrelia.run(
+        rounds=2,
+        tensors={"count": 1, "size": "16KiB"},
+        timeouts={"download_complete": "10s", "stop_wait": "10s"},
+        faults=[{"fault": "stuck_exit", "round": 1}],
+        within="30s",
+    )
+'''
+
+
+def test_fixture_run_cut_by_pytest_timeout_fails_with_the_cut_report(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(test_cut=CUT_TESTS)
+
+    result = run(inner, "--timeout=3", "--timeout-method=thread")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # a failure, not os._exit(1)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *ScenarioCut: scenario test_cut.test_a_run_past_the_pytest_timeout_is_cut_and_"
+            "reported (*test_cut.py:*) was cut by pytest-timeout against the correct reference "
+            "implementation after *s",
+            "E * Timeout (>3.0s) from pytest-timeout.",
+        ]
+    )
+
+
+WARNING_TESTS = '''
+def test_contradicting_timeouts_are_said_of_the_keyword(flrelia):
+    run = flrelia.run(
+        tensors={"count": 1, "size": "16KiB"},
+        timeouts={"download_complete": "5s", "stop_wait": "3s"},
+    )
+    assert run.ok
+'''
+
+
+def test_fixture_warns_of_contradicting_timeouts_in_the_callers_words(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(test_warn=WARNING_TESTS)
+
+    result = run(inner, "-W", "always")
+
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_warn.py:2: ScenarioTimeoutWarning: flrelia.run(): timeouts.stop_wait: "
+            "stop_wait (3s) is shorter than download_complete (5s): the deferred stop *",
+        ]
+    )
+    assert "TimeoutConflictWarning" not in result.stdout.str()  # the job does not repeat it

@@ -254,6 +254,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
             if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST", "FLRELIA_"))
         }
         env[TAG_ENV] = tag = uuid.uuid4().hex
+        env["TMPDIR"] = str(temp_dir(tmp_path))  # where a job's flrelia-job-* goes
         log = tmp_path / f"inner-{len(started)}.log"
         since = time.time()
         with log.open("wb") as out:
@@ -276,6 +277,17 @@ def start(tmp_path: Path) -> Iterator[Start]:
             inner.popen.kill()
             inner.popen.wait()
         inner.watch.kill_survivors()
+
+
+def temp_dir(tmp_path: Path) -> Path:
+    """The inner sessions' TMPDIR: a job makes its ``flrelia-job-*`` directory there."""
+    path = tmp_path / "inner-tmp"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def job_dirs_left(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in temp_dir(tmp_path).glob("flrelia-job-*"))
 
 
 def scenario_file(tmp_path: Path, text: str) -> Path:
@@ -359,20 +371,38 @@ def test_scenario_over_its_bound_is_stopped_reported_and_leaves_no_process(
     assert still_ours(pids, inner.watch) == []
 
 
-def test_pytest_timeout_signal_method_leaves_no_process(start: Start, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["signal", "thread"])
+def test_pytest_timeout_cuts_the_run_cleanly_and_writes_its_report(
+    start: Start, tmp_path: Path, method: str
+) -> None:
+    """Either method: the run is ended like a run past its bound (no os._exit for the
+    thread method), its report is written and nothing of it is left, not even its
+    job directory."""
     path = scenario_file(tmp_path, LONG_RUN)
-    inner = start(str(path), "--timeout=2", "--timeout-method=signal")
+    report = tmp_path / "report"
+    inner = start(
+        str(path), "--timeout=3", f"--timeout-method={method}", f"--flrelia-report={report}"
+    )
 
     code = inner.wait_while_watching(INNER_BOUND)
 
     output = inner.output()
     assert code == pytest.ExitCode.TESTS_FAILED, output
-    assert "Timeout" in output
+    assert (
+        "scenario long-stuck-run (" in output and ") was cut by pytest-timeout against " in output
+    )
+    assert "Timeout (>3.0s) from pytest-timeout." in output
+    timeline = report / "long-stuck-run.timeline.jsonl"
+    assert f"its timeline so far: {timeline}, {report / 'long-stuck-run.mmd'}" in output
+    assert "  pytest 'case.scenario.yaml::long-stuck-run'" in output  # the reproduce line
+    kinds = [Event.from_json(line).kind for line in timeline.read_text().splitlines()]
+    assert EventKind.LAUNCH in kinds and kinds.count(EventKind.ERROR) >= 1, kinds
     assert inner.watch.run_ids, "the scenario never started a training process"
     assert_no_survivors(inner, SETTLE)
+    assert job_dirs_left(tmp_path) == []
 
 
-def test_pytest_timeout_thread_method_training_processes_end_themselves(
+def test_pytest_timeout_cut_without_a_report_dir_says_how_to_keep_one(
     start: Start, tmp_path: Path
 ) -> None:
     path = scenario_file(tmp_path, LONG_RUN)
@@ -380,16 +410,57 @@ def test_pytest_timeout_thread_method_training_processes_end_themselves(
 
     code = inner.wait_while_watching(INNER_BOUND)
 
-    assert code == 1, inner.output()  # os._exit(1): no cleanup ran in pytest
-    assert "Timeout" in inner.output()
-    assert inner.watch.run_ids, "the scenario never started a training process"
-    assert_no_survivors(inner, ABANDONED)
+    assert code == pytest.ExitCode.TESTS_FAILED, inner.output()
+    assert "rerun with --flrelia-report=DIR to keep it" in inner.output()
+    assert_no_survivors(inner, SETTLE)
+    assert job_dirs_left(tmp_path) == []
+
+
+JOB_IN_A_DAEMON_THREAD = """\
+import sys, threading
+from reference_impl import failpoints
+from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from reference_impl.job import run_job
+from reference_impl.timeline import EventKind, Timeline
+
+timeline = Timeline("server")
+launched = threading.Event()
+timeline.subscribe(lambda e: launched.set() if e.kind is EventKind.LAUNCH else None)
+config = JobConfig(tensors=TensorSpec(count=1, size_bytes=16384), timeouts=Timeouts.fast())
+failpoints.configure("server.before_download=hang")
+threading.Thread(target=run_job, args=(config,), kwargs={"timeline": timeline}, daemon=True).start()
+assert launched.wait(30), "no training process launched"
+print("launched", flush=True)
+# The main thread ends here: the job thread is frozen mid-run, its finally never runs.
+"""
+
+
+def test_a_job_frozen_by_the_interpreter_exit_leaves_no_job_directory(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(temp_dir(tmp_path)), TAG_ENV: uuid.uuid4().hex}
+    done = subprocess.run(
+        [sys.executable, "-c", JOB_IN_A_DAEMON_THREAD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    watch = Watch(env[TAG_ENV], time.time() - 60)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "launched"
+        assert job_dirs_left(tmp_path) == []
+    finally:
+        watch.scan()
+        watch.kill_survivors()  # the training process's watchdog ends it anyway
 
 
 def test_sigint_mid_scenario_leaves_no_process(start: Start, tmp_path: Path) -> None:
     path = scenario_file(tmp_path, LONG_RUN)
     inner = start(str(path))
     inner.wait_for_training(with_child=True)
+    assert len(job_dirs_left(tmp_path)) == 1  # the run's own, while it runs
 
     inner.popen.send_signal(signal.SIGINT)
     code = inner.wait_while_watching(INNER_BOUND)
@@ -397,6 +468,7 @@ def test_sigint_mid_scenario_leaves_no_process(start: Start, tmp_path: Path) -> 
     assert code == pytest.ExitCode.INTERRUPTED, inner.output()
     assert "KeyboardInterrupt" in inner.output()
     assert_no_survivors(inner, SETTLE)
+    assert job_dirs_left(tmp_path) == []
 
 
 def test_sigkill_mid_scenario_training_process_and_worker_child_end(

@@ -81,6 +81,54 @@ def test_collects_single_list_and_matrix_files_as_items(scenarios: pytest.Pytest
     ]
 
 
+def test_count_repeats_scenario_items_as_pytest_repeat_repeats_functions(
+    scenarios: pytest.Pytester,
+) -> None:
+    scenarios.makepyfile(test_plain="def test_f():\n    pass\n")
+
+    result = run(scenarios, "-p", "repeat", "--count", "2", "--collect-only", "-q")
+
+    assert collected(result) == [
+        "list.scenario.yml::early-sigterm[1-2]",
+        "list.scenario.yml::early-sigterm[2-2]",
+        "list.scenario.yml::stale-peer-gone[1-2]",
+        "list.scenario.yml::stale-peer-gone[2-2]",
+        "matrix.scenario.yaml::boundary[launch_once=true-sites=1-1-2]",
+        "matrix.scenario.yaml::boundary[launch_once=true-sites=1-2-2]",
+        "matrix.scenario.yaml::boundary[launch_once=true-sites=3-1-2]",
+        "matrix.scenario.yaml::boundary[launch_once=true-sites=3-2-2]",
+        "matrix.scenario.yaml::boundary[launch_once=false-sites=1-1-2]",
+        "matrix.scenario.yaml::boundary[launch_once=false-sites=1-2-2]",
+        "matrix.scenario.yaml::boundary[launch_once=false-sites=3-1-2]",
+        "matrix.scenario.yaml::boundary[launch_once=false-sites=3-2-2]",
+        "single.scenario.yaml::late-pull[1-2]",
+        "single.scenario.yaml::late-pull[2-2]",
+        "test_plain.py::test_f[1-2]",
+        "test_plain.py::test_f[2-2]",
+    ]
+
+
+def test_repeated_items_keep_their_marks_and_select_by_repetition(
+    scenarios: pytest.Pytester,
+) -> None:
+    result = run(
+        scenarios, "-p", "repeat", "--count", "3", "--collect-only", "-q", "-m", "slow",
+        "-k", "2-3",
+    )
+
+    assert collected(result) == ["list.scenario.yml::early-sigterm[2-3]"]
+
+
+def test_count_of_one_or_no_repeat_plugin_leaves_names_alone(
+    scenarios: pytest.Pytester,
+) -> None:
+    once = run(scenarios, "-p", "repeat", "--count", "1", "--collect-only", "-q")
+    plain = run(scenarios, "-p", "no:repeat", "--collect-only", "-q")
+
+    assert collected(once) == collected(plain)
+    assert "single.scenario.yaml::late-pull" in collected(plain)
+
+
 def test_markers_from_marks_select_items(scenarios: pytest.Pytester) -> None:
     slow = run(scenarios, "--collect-only", "-q", "-m", "slow")
     every = run(scenarios, "--collect-only", "-q", "-m", "scenario and not slow")

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _targets import RAISING_TARGET, install_target
 
 from pytest_flrelia.processes import RUN_ID_ENV, live_processes_where
 
@@ -147,7 +148,7 @@ def test_failing_scenario_report_shows_the_invariant_the_swimlane_and_how_to_rep
         [
             "*_ scenario: late-pull-small _*",
             "scenario late-pull-small (*late-pull.scenario.yaml:1) failed against "
-            "known bug 'sync-stop' after *s",
+            "the reference target, known bug 'sync-stop' after *s",
             "  The server pulls the tensors 300 ms late; the process must still serve them.",
             "invariant all_rounds_complete at +*ms",
             "  expected: rounds 1..1 complete",
@@ -190,6 +191,21 @@ def test_report_dir_gets_a_timeline_and_a_mermaid_diagram_per_scenario(
         assert any(line.strip().startswith("participant lane_server") for line in diagram)
 
 
+def test_count_runs_each_repetition_with_its_own_report_files(inner: pytest.Pytester) -> None:
+    (inner.path / "plain.scenario.yaml").write_text(SMALL_OK)
+
+    result = run(inner, "-p", "repeat", "--count", "2", "-rp", "--flrelia-report=reports")
+
+    result.assert_outcomes(passed=2)
+    assert outcomes(result) == {
+        "plain.scenario.yaml::small-ok[1-2]": "PASSED",
+        "plain.scenario.yaml::small-ok[2-2]": "PASSED",
+    }
+    assert summary_line(result).startswith("flrelia: 2 scenarios, ")
+    timelines = sorted(p.name for p in (inner.path / "reports").glob("*.timeline.jsonl"))
+    assert timelines == ["small-ok_1-2_.timeline.jsonl", "small-ok_2-2_.timeline.jsonl"]
+
+
 def test_xdist_gives_each_scenario_the_outcome_it_has_serially(inner: pytest.Pytester) -> None:
     (inner.path / "four.scenario.yaml").write_text(FOUR)
     expected = {  # the two that download fail against sync-stop; the others fail as expected
@@ -220,7 +236,8 @@ def test_run_past_its_bound_is_stopped_reported_and_leaves_no_process(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(
         [
-            "scenario stuck-past-bound (*) failed against the correct implementation after *s",
+            "scenario stuck-past-bound (*) failed against the correct reference implementation "
+            "after *s",
             "invariant within_bound",
             "  expected: the run ends within 1.5s",
             "  seen: *still running after *s; stopped by the harness",
@@ -286,6 +303,75 @@ def test_help_shows_the_flrelia_group_with_every_option(pytester: pytest.Pyteste
             "  --flrelia-within=DURATION*",
             "  --flrelia-known-bugs*",
         ]
+    )
+
+
+def test_a_target_that_raises_is_a_harness_error_with_its_traceback(
+    inner: pytest.Pytester,
+) -> None:
+    install_target(inner.path, "raising", "raising_target", RAISING_TARGET)
+    (inner.path / "plain.scenario.yaml").write_text(SMALL_OK)
+
+    result = run(inner, "--flrelia-target=raising", "--flrelia-time-scale=2")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "scenario small-ok (*plain.scenario.yaml:1): harness error against "
+            "target 'raising' after *s",
+            "  the harness or the target raised; no invariant was judged",
+            "  Traceback (most recent call last):",
+            "*in _site_executor",
+            "*return executors?site?",
+            "  KeyError: 'site-1'",
+            "reproduce:",
+            "  pytest 'plain.scenario.yaml::small-ok' --flrelia-target=raising "
+            "--flrelia-time-scale=2",
+        ]
+    )
+    text = result.stdout.str()
+    assert "invariant all_rounds_complete" not in text
+    assert "against the correct" not in text
+
+
+def test_a_target_whose_entry_point_cannot_load_is_one_usage_error(
+    inner: pytest.Pytester,
+) -> None:
+    install_target(inner.path, "broken", "broken_target", "import no_such_module_for_flrelia\n")
+    (inner.path / "one.scenario.yaml").write_text(SMALL_OK)
+    (inner.path / "two.scenario.yaml").write_text(SMALL_OK.replace("small-ok", "small-two"))
+
+    result = run(inner, "--flrelia-target=broken")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if "cannot be loaded" in line]
+    assert errors == [
+        "ERROR: --flrelia-target: target 'broken' cannot be loaded: its entry point "
+        "broken = broken_target:RaisingTarget (group flrelia.targets) raised "
+        "ModuleNotFoundError: No module named 'no_such_module_for_flrelia'"
+    ], result.stderr.str()
+    assert "passed" not in result.stdout.str() and "failed" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "--flrelia-known-bug=sync-stop",
+        "--flrelia-target=reference",
+        "--flrelia-report=out",
+        "--flrelia-time-scale=2",
+        "--flrelia-within=10s",
+    ],
+)
+def test_a_single_valued_option_given_twice_is_a_usage_error(
+    pytester: pytest.Pytester, option: str
+) -> None:
+    name, value = option.split("=")
+    result = pytester.runpytest_inprocess(*PLUGIN_ARGS, *QUIET_ARGS, option, f"{name}={value}")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*argument {name}: given twice ('{value}', then '{value}'); it takes one value*"]
     )
 
 

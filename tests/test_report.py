@@ -17,8 +17,11 @@ import pytest
 
 from pytest_flrelia.report import (
     ELLIPSIS,
+    Against,
     CheckFailure,
+    cut_report,
     failure_report,
+    harness_error_report,
     lane_order,
     mermaid,
     safe_file_name,
@@ -485,6 +488,13 @@ def test_mermaid_of_nothing_is_still_a_diagram() -> None:
 # --------------------------------------------------------------------------- failure report
 
 
+def against(known_bug: str | None) -> Against:
+    return Against(
+        known_bug=known_bug,
+        options=(f"--flrelia-known-bug={known_bug}",) if known_bug is not None else (),
+    )
+
+
 def sigterm_report(known_bug: str | None, failures: list[CheckFailure] | None = None) -> str:
     events, signal = sigterm_events()
     failures = failures or [
@@ -504,7 +514,7 @@ def sigterm_report(known_bug: str | None, failures: list[CheckFailure] | None = 
         failures=failures,
         events=events,
         reproduce="scenarios/x.scenario.yaml::early-sigterm-before-download",
-        known_bug=known_bug,
+        against=against(known_bug),
         seconds=1.234,
     )
 
@@ -514,7 +524,7 @@ def test_failure_report_has_every_part_in_order() -> None:
     lines = text.splitlines()
     assert lines[0] == (
         "scenario early-sigterm-before-download (scenarios/x.scenario.yaml:3) "
-        "failed against known bug 'sync-stop' after 1.23s"
+        "failed against the reference target, known bug 'sync-stop' after 1.23s"
     )
     assert lines[1] == (
         "  SIGTERM lands after the result is sent, before the server pulls tensors."
@@ -544,7 +554,9 @@ def test_failure_report_has_every_part_in_order() -> None:
 
 def test_failure_report_against_the_correct_implementation_has_no_bug_option() -> None:
     text = sigterm_report(None)
-    assert "failed against the correct implementation after 1.23s" in text.splitlines()[0]
+    assert "failed against the correct reference implementation after 1.23s" in (
+        text.splitlines()[0]
+    )
     assert "--flrelia-known-bug" not in text
     assert text.splitlines()[-1] == (
         "  pytest 'scenarios/x.scenario.yaml::early-sigterm-before-download'"
@@ -590,7 +602,8 @@ def test_failure_report_with_no_events_says_so() -> None:
     text = failure_report(
         scenario_name="s", scenario_path="s.scenario.yaml", line=1, description="",
         failures=[CheckFailure("expectation", "success", "crashed before the job started")],
-        events=[], reproduce="s.scenario.yaml::s[launch_once=true]", known_bug=None, seconds=0.5,
+        events=[], reproduce="s.scenario.yaml::s[launch_once=true]", against=Against(),
+        seconds=0.5,
     )
     assert "timeline: no events were recorded" in text.splitlines()
     assert text.splitlines()[-1] == "  pytest 's.scenario.yaml::s[launch_once=true]'"
@@ -600,7 +613,7 @@ def reproduce_line(reproduce: str, known_bug: str | None) -> str:
     text = failure_report(
         scenario_name="s", scenario_path="s.yaml", line=1, description="d",
         failures=[CheckFailure("expectation", "a", "b")], events=[], reproduce=reproduce,
-        known_bug=known_bug, seconds=0.1,
+        against=against(known_bug), seconds=0.1,
     )
     return text.splitlines()[-1]
 
@@ -609,6 +622,52 @@ def test_failure_report_keeps_a_whole_command_and_quotes_node_ids_safely() -> No
     whole = reproduce_line("pytest -p no:randomly 's.yaml::s'", "kb")
     assert whole == "  pytest -p no:randomly 's.yaml::s' --flrelia-known-bug=kb"
     assert reproduce_line("it's.yaml::s", None) == "  pytest 'it'\"'\"'s.yaml::s'"
+
+
+def test_reproduce_line_carries_every_option_that_selects_the_run() -> None:
+    options = (
+        "--flrelia-target=mine",
+        "--flrelia-time-scale=2.5",
+        "--flrelia-within=45s",
+    )
+    text = failure_report(
+        scenario_name="s", scenario_path="s.yaml", line=1, description="",
+        failures=[CheckFailure("expectation", "a", "b")], events=[], reproduce="s.yaml::s",
+        against=Against(target="mine", options=options), seconds=0.1,
+    )
+    assert text.splitlines()[0] == "scenario s (s.yaml:1) failed against target 'mine' after 0.10s"
+    assert text.splitlines()[-1] == (
+        "  pytest 's.yaml::s' --flrelia-target=mine --flrelia-time-scale=2.5 --flrelia-within=45s"
+    )
+
+
+def test_harness_error_report_keeps_the_traceback_and_judges_nothing() -> None:
+    events, _ = sigterm_events()
+    error = (
+        "Traceback (most recent call last):\n"
+        '  File "t.py", line 3, in run\n'
+        "    executors['site-1']\n"
+        "KeyError: 'site-1'\n"
+    )
+    text = harness_error_report(
+        scenario_name="s", scenario_path="s.yaml", line=4, error=error, events=events,
+        reproduce="s.yaml::s", against=against("sync-stop"), seconds=0.25,
+    )
+    lines = text.splitlines()
+    assert lines[0] == (
+        "scenario s (s.yaml:4): harness error against the reference target, "
+        "known bug 'sync-stop' after 0.25s"
+    )
+    assert "  the harness or the target raised; no invariant was judged" in lines
+    assert [line.strip() for line in lines[2:6]] == [
+        "Traceback (most recent call last):",
+        'File "t.py", line 3, in run',
+        "executors['site-1']",
+        "KeyError: 'site-1'",
+    ]
+    assert "invariant" not in text.replace("no invariant was judged", "")
+    assert "timeline:" in lines
+    assert lines[-1] == "  pytest 's.yaml::s' --flrelia-known-bug=sync-stop"
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -652,3 +711,31 @@ def test_safe_file_name_shortens_long_names_without_collisions() -> None:
     a, b = safe_file_name("x" * 300 + "a"), safe_file_name("x" * 300 + "b")
     assert a != b
     assert len(a) <= 120 and len(b) <= 120
+
+
+def test_cut_report_says_who_cut_the_run_and_where_its_timeline_went() -> None:
+    events, _ = sigterm_events()
+    kept = cut_report(
+        scenario_name="s", scenario_path="s.yaml", line=2, description="why it exists",
+        message="Timeout (>3.0s) from pytest-timeout.",
+        artifacts=[Path("r/s.timeline.jsonl"), Path("r/s.mmd")], events=events,
+        reproduce="s.yaml::s", against=against(None), seconds=2.5,
+    )
+    lines = kept.splitlines()
+    assert lines[:5] == [
+        "scenario s (s.yaml:2) was cut by pytest-timeout against the correct reference "
+        "implementation after 2.50s",
+        "  why it exists",
+        "Timeout (>3.0s) from pytest-timeout.",
+        "  the run was aborted and its processes killed; no invariant was judged",
+        "  its timeline so far: r/s.timeline.jsonl, r/s.mmd",
+    ]
+    assert lines[-2:] == ["reproduce:", "  pytest 's.yaml::s'"]
+    dropped = cut_report(
+        scenario_name="s", scenario_path="s.yaml", line=2, description="",
+        message="Timeout (>3.0s) from pytest-timeout.", artifacts=None, events=[],
+        reproduce="s.yaml::s", against=against(None), seconds=2.5,
+    )
+    assert "  its timeline was not kept: rerun with --flrelia-report=DIR to keep it" in (
+        dropped.splitlines()
+    )

@@ -24,6 +24,7 @@ from pytest_flrelia.scenario import (
     Expectation,
     FaultSpec,
     ScenarioError,
+    ScenarioTimeoutWarning,
     default_invariants,
     load_scenarios,
     shipped_schema,
@@ -129,13 +130,14 @@ def test_stop_wait_follows_download_complete_unless_set(tmp_path: Path) -> None:
     [only_gate] = load_scenarios(
         write(tmp_path, "name: a\njob: {timeouts: {download_complete: 2m}}\n", "a.scenario.yaml")
     )
-    [both] = load_scenarios(
-        write(
-            tmp_path,
-            "name: b\njob: {timeouts: {download_complete: 2m, stop_wait: 0}}\n",
-            "b.scenario.yaml",
+    with pytest.warns(ScenarioTimeoutWarning, match="stop_wait .0ms. is shorter than"):
+        [both] = load_scenarios(
+            write(
+                tmp_path,
+                "name: b\njob: {timeouts: {download_complete: 2m, stop_wait: 0}}\n",
+                "b.scenario.yaml",
+            )
         )
-    )
 
     assert only_gate.job.timeouts.stop_wait == 120.0
     assert both.job.timeouts.download_complete == 120.0
@@ -211,8 +213,8 @@ def test_an_error_in_one_matrix_case_points_at_the_case(tmp_path: Path) -> None:
     )
 
     assert str(load_error(path)) == (
-        f"{path}:5: job.timeouts.heartbeat: heartbeat (0.1s) must be longer than "
-        "heartbeat_interval (0.2s), or every peer looks gone "
+        f"{path}:5: job.timeouts.heartbeat: heartbeat (100ms) must be longer than "
+        "heartbeat_interval (200ms), or every peer looks gone "
         "(matrix case grid[job.timeouts.heartbeat=100ms])"
     )
 
@@ -314,12 +316,42 @@ def test_there_is_a_bad_file_for_every_kind_of_mistake() -> None:
 
 @pytest.mark.parametrize("path", BAD_FILES, ids=lambda p: p.name.removesuffix(".scenario.yaml"))
 def test_bad_file_fails_with_its_expected_message(path: Path) -> None:
-    expected = Path(f"{path}.expected").read_text(encoding="utf-8").splitlines()[0]
+    expected = Path(f"{path}.expected").read_text(encoding="utf-8").rstrip("\n")
 
     error = load_error(path)
 
-    assert error.format(path.name).splitlines()[0] == expected
+    assert error.format(path.name) == expected
     assert str(error).startswith(f"{path}")
+
+
+def test_tensors_that_cannot_fit_in_memory_are_refused_with_the_arithmetic(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "name: huge\njob:\n  sites: 3\n  tensors: {count: 1000, size: 1GiB}\n")
+    message = str(load_error(path))
+    assert re.fullmatch(
+        rf"{re.escape(str(path))}:4: job.tensors: 1000 tensors x 1GiB x \(3 sites \+ the "
+        r"server's model\) = 4000GiB at least, more than the [\d.]+[KMG]iB of memory available "
+        r"on this host \(the budget: psutil.virtual_memory\(\).available\); "
+        r"use fewer or smaller tensors",
+        message,
+    ), message
+
+
+def test_a_yaml_syntax_error_shows_line_column_and_a_caret_under_the_spot() -> None:
+    error = load_error(BAD_SCENARIOS / "yaml_syntax.scenario.yaml")
+    assert (error.line, error.column) == (2, 36)
+    source, caret = error.format().splitlines()[1:]
+    assert source == "  2 | description: the colon in this line: breaks the mapping"
+    assert caret.index("^") == source.index(": breaks")
+
+
+def test_the_caret_under_a_tab_indented_spot_copies_the_tabs(tmp_path: Path) -> None:
+    path = write(tmp_path, 'name: x\ndescription: "a\n\t\tb\\q"\n')  # \q: no such escape
+    error = load_error(path)
+    *_, source, caret = error.format().splitlines()
+    assert source == '  3 | \t\tb\\q"'
+    assert caret == "    | \t\t  ^"  # under the q, after the two tabs, the b and the backslash
 
 
 def test_scenario_error_renders_every_part() -> None:

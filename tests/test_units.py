@@ -6,12 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reference_impl.config import TensorSpec
+from reference_impl.memory_budget import job_memory, memory_shortfall
 from reference_impl.units import (
     DURATION_FORMS,
     SIZE_FORMS,
     UnitError,
+    check_whole_elements,
     format_duration,
     format_size,
+    parse_count,
     parse_duration,
     parse_size,
 )
@@ -124,3 +128,48 @@ def test_format_size_round_trips(size: int) -> None:
 @given(st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False))
 def test_format_duration_round_trips_any_duration(seconds: float) -> None:
     assert parse_duration(format_duration(seconds), "x") == seconds
+
+
+# --- counts, whole elements and the memory budget (shared by the loader and the CLI) ----
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (0, "must be >= 1, got 0"),
+        ("-2", "must be >= 1, got -2"),
+        ("two", "expected an integer, got 'two'"),
+        (1.5, "expected an integer, got 1.5"),
+        (True, "expected an integer, got true"),
+    ],
+)
+def test_parse_count_refuses_what_is_not_a_count(value: object, reason: str) -> None:
+    with pytest.raises(UnitError) as raised:
+        parse_count(value, "--sites", 1)
+    assert raised.value.reason == reason
+    assert str(raised.value) == f"--sites: {reason}"  # no empty "valid:" tail
+
+
+def test_parse_count_reads_digits_and_ints() -> None:
+    assert parse_count("3", "--rounds", 1) == 3
+    assert parse_count(0, "tensors.count", 0) == 0
+
+
+def test_a_size_must_be_a_whole_number_of_elements() -> None:
+    assert check_whole_elements(1024, "float32", 4, "size") == 1024
+    with pytest.raises(UnitError, match=r"1001 bytes is not a whole number of float32 elements"):
+        check_whole_elements(1001, "float32", 4, "size")
+    with pytest.raises(UnitError, match=r"must be at least 8 bytes, got 4"):
+        check_whole_elements(4, "float64", 8, "size")
+
+
+def test_memory_shortfall_shows_the_arithmetic_and_the_budget() -> None:
+    tensors = TensorSpec(count=4, size_bytes=1024**3)
+    assert job_memory(2, tensors) == 12 * 1024**3
+    assert memory_shortfall(2, tensors, available=12 * 1024**3) is None
+    assert memory_shortfall(2, tensors, available=12 * 1024**3 - 1) == (
+        "4 tensors x 1GiB x (2 sites + the server's model) = 12GiB at least, more than the "
+        "12.0GiB of memory available on this host (the budget: "
+        "psutil.virtual_memory().available); use fewer or smaller tensors"
+    )
+    assert memory_shortfall(1, TensorSpec(count=0)) is None  # nothing to hold
