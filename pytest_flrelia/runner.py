@@ -36,7 +36,7 @@ from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
 from pytest_flrelia.settings import REFERENCE_TARGET, Settings
 from pytest_flrelia.targets import load_target
 from pytest_flrelia.thread_watch import watch_thread_crashes
-from reference_impl.config import JobConfig, Timeouts
+from reference_impl.config import JobConfig
 from reference_impl.job import JobResult
 from reference_impl.timeline import Event, EventKind, Timeline
 
@@ -320,10 +320,7 @@ def _earliest_first(checks: list[Check]) -> list[Check]:
 def _scaled_job(job: JobConfig, scale: float) -> JobConfig:
     if scale == 1.0:
         return job
-    timeouts = Timeouts(
-        **{f.name: getattr(job.timeouts, f.name) * scale for f in dataclasses.fields(Timeouts)}
-    )
-    return dataclasses.replace(job, timeouts=timeouts)
+    return dataclasses.replace(job, timeouts=job.timeouts.scaled(scale))
 
 
 def _scaled_fault(fault: FaultSpec, scale: float) -> FaultSpec:

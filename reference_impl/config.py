@@ -6,7 +6,8 @@ and scenarios scale them down instead of patching constants.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 DOWNLOAD_COMPLETE_TIMEOUT = 1800.0
 """How long the agent's gate waits for the server to download every tensor."""
@@ -50,6 +51,18 @@ class Timeouts:
     NVFlare's client-API executor derives ``stop_task_wait_timeout`` from
     ``download_complete_timeout``; see ``LauncherExecutor.stop_wait``.
     """
+
+    @property
+    def deferred_stop_wait(self) -> float:
+        """``stop_wait`` when set, else ``download_complete``: a process in its gate is never
+        stopped before the gate could have opened.  Every reader of the wait uses this."""
+        return self.download_complete if self.stop_wait is None else self.stop_wait
+
+    def scaled(self, factor: float) -> Timeouts:
+        """Every wait multiplied by ``factor`` (an unset ``stop_wait`` stays unset)."""
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        scaled: dict[str, Any] = {k: None if v is None else v * factor for k, v in values.items()}
+        return Timeouts(**scaled)
 
     @classmethod
     def fast(cls) -> Timeouts:

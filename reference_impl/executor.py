@@ -120,8 +120,7 @@ class LauncherExecutor:
         """How long a stop waits for a natural exit: ``timeouts.stop_wait`` when set,
         else the download gate's timeout, so a process in its gate is never stopped
         before the gate could have opened (NVFlare's client-API executor does the same)."""
-        wait = self.timeouts.stop_wait
-        return self.timeouts.download_complete if wait is None else wait
+        return self.timeouts.deferred_stop_wait
 
     @property
     def launch_env(self) -> Mapping[str, str]:

@@ -97,7 +97,7 @@ def timeout_conflicts(timeouts: Timeouts) -> list[TimeoutConflict]:
     """Every rule ``timeouts`` breaks, in :data:`RULES` order; empty when they agree."""
     found = []
     for rule in RULES:
-        shorter, longer = getattr(timeouts, rule.shorter), getattr(timeouts, rule.longer)
+        shorter, longer = _value(timeouts, rule.shorter), _value(timeouts, rule.longer)
         if rule.conflicts(shorter, longer):
             found.append(
                 TimeoutConflict(
@@ -111,6 +111,11 @@ def timeout_conflicts(timeouts: Timeouts) -> list[TimeoutConflict]:
                 )
             )
     return found
+
+
+def _value(timeouts: Timeouts, name: str) -> float:
+    """The wait ``name`` in effect (an unset ``stop_wait`` is the gate's timeout)."""
+    return timeouts.deferred_stop_wait if name == "stop_wait" else float(getattr(timeouts, name))
 
 
 def warn_timeout_conflicts(timeouts: Timeouts, *, stacklevel: int = 2) -> list[TimeoutConflict]:

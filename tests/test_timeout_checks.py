@@ -50,6 +50,22 @@ def test_each_rule_finds_its_contradiction_and_only_it(
     assert rules_broken(**changes) == [rule]
 
 
+def test_an_unset_stop_wait_is_judged_as_the_gate_it_follows() -> None:
+    """``stop_wait: None`` waits as long as ``download_complete`` (the executor's rule)."""
+    unset = dataclasses.replace(FAST, stop_wait=None, download_complete=5.0, stop_grace=6.0)
+    assert unset.deferred_stop_wait == 5.0
+    assert [c.rule for c in timeout_conflicts(unset)] == ["stop_wait_below_stop_grace"]
+    assert timeout_conflicts(dataclasses.replace(unset, stop_grace=1.0)) == []
+
+
+def test_scaling_keeps_an_unset_stop_wait_unset() -> None:
+    scaled = dataclasses.replace(FAST, stop_wait=None).scaled(2.0)
+    assert scaled.stop_wait is None
+    assert scaled.download_complete == FAST.download_complete * 2.0
+    assert scaled.deferred_stop_wait == FAST.download_complete * 2.0
+    assert FAST.scaled(3.0).stop_wait == FAST.deferred_stop_wait * 3.0
+
+
 def test_equal_values_do_not_contradict_except_a_heartbeat() -> None:
     assert rules_broken(stop_wait=2.0, download_complete=2.0, download_connect=2.0) == []
     assert (
