@@ -77,6 +77,13 @@ def test_a_result_queued_before_the_exit_is_taken_after_peer_gone(clean_failpoin
     assert result.timeline.events(EventKind.RESULT_RECEIVED, round=1)
 
 
+CONTRADICTING = pytest.mark.filterwarnings(
+    "ignore::reference_impl.timeout_checks.TimeoutConflictWarning"
+)
+"""For tests whose timeouts contradict on purpose (a stop shorter than the gate)."""
+
+
+@CONTRADICTING
 @pytest.mark.parametrize(
     ("stop_wait", "expected"), [(None, 1.0), (0.4, 0.4)], ids=["derived", "explicit"]
 )
@@ -185,6 +192,7 @@ def test_the_busy_window_ends_when_execute_raises() -> None:
     assert deferred == {"launch": AUX_DEFERRED, "raised": None}
 
 
+@CONTRADICTING
 def test_a_deferred_stop_that_outlasts_its_bound_is_forced_once_and_round_two_runs(
     clean_failpoints: None, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -58,6 +58,14 @@ def test_an_unset_stop_wait_is_judged_as_the_gate_it_follows() -> None:
     assert timeout_conflicts(dataclasses.replace(unset, stop_grace=1.0)) == []
 
 
+def test_the_warning_is_rebuilt_from_its_text_as_xdist_does() -> None:
+    """A worker's warning reaches the controller as ``cls(*args)``: it must not need more."""
+    conflict = timeout_conflicts(dataclasses.replace(FAST, stop_wait=0.3))[0]
+    warning = TimeoutConflictWarning(conflict.message(), conflict)
+    rebuilt = type(warning)(*warning.args)
+    assert str(rebuilt) == str(warning) == conflict.message()
+
+
 def test_scaling_keeps_an_unset_stop_wait_unset() -> None:
     scaled = dataclasses.replace(FAST, stop_wait=None).scaled(2.0)
     assert scaled.stop_wait is None
