@@ -98,16 +98,18 @@ expect:
 NEVER_FIRES = """\
 - name: crash-in-validate-rounds
   description: Both rounds validate, so no download ever ends and after_download never comes.
-  job: {rounds: 2, validate_rounds: [1, 2], tensors: {count: 1, size: 16KiB}}
+  job: &validate {rounds: 2, launch_once: true, validate_rounds: [1, 2], tensors: {count: 1}}
   faults:
     - {fault: crash, at: after_download}
   expect: {within: 10s}
 - name: optional-crash-in-validate-rounds
-  job: {rounds: 2, validate_rounds: [1, 2], tensors: {count: 1, size: 16KiB}}
+  job: *validate
   faults:
     - {fault: crash, at: after_download, optional: true}
   expect: {within: 10s}
 """
+"""The issue's repro, with one process for both rounds: a per-round process with nothing
+to download exits at once, and its exit may still race its result on a loaded host."""
 NAMED_NOTHING = """\
 name: named-but-nothing-to-judge
 job: {tensors: {count: 0}}
