@@ -20,12 +20,12 @@ import pytest
 import yaml
 
 from pytest_flrelia import catalog_docs
-from pytest_flrelia.catalog import AT_POINTS, CATALOG, ParamError, validate_params
+from pytest_flrelia.catalog import AT_POINTS, CATALOG, SCOPE_KEYS, ParamError, validate_params
 from pytest_flrelia.catalog_docs import MECHANICS, SECTION_HEADING, current_section, render_catalog
 from pytest_flrelia.faults import AT_FAILPOINTS, LiveAction, build_plan
 from pytest_flrelia.invariants import expected_global_model
 from pytest_flrelia.processes import ProcessGuard
-from pytest_flrelia.scenario import FaultSpec
+from pytest_flrelia.scenario import FaultSpec, shipped_schema
 from pytest_flrelia.targets import ReferenceTarget
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.job import JobResult
@@ -601,6 +601,30 @@ def test_a_bad_parameter_is_refused_naming_key_and_problem(
     assert caught.value.key == key
     assert reason in caught.value.reason
     assert str(caught.value).startswith(f"{key}: ")
+
+
+@pytest.mark.parametrize("fault", list(CATALOG))
+def test_loader_schema_and_docs_take_exactly_the_scopes_the_catalog_declares(fault: str) -> None:
+    scopes = CATALOG[fault].scopes
+    [branch] = [
+        b
+        for b in shipped_schema()["$defs"]["fault"]["allOf"]
+        if b["if"]["properties"]["fault"]["const"] == fault
+    ]
+    assert [k for k in SCOPE_KEYS if k in branch["then"]["properties"]] == list(scopes)
+    taken = _doc_section(fault).split("**Scope:** ")[1].split("(")[0].split(".")[0]
+    assert [k for k in SCOPE_KEYS if f"`{k}`" in taken] == list(scopes)
+    example = dict(CATALOG[fault].example)
+    for key in SCOPE_KEYS:
+        entry = {**example, key: "site-1" if key == "site" else 2}
+        if key in scopes:
+            validate_params(fault, entry, "faults[0]")
+            continue
+        with pytest.raises(ParamError) as refused:
+            validate_params(fault, entry, "faults[0]")
+        assert refused.value.key == key
+        assert f"does not take {key!r}" in refused.value.reason
+        assert key not in refused.value.valid and set(scopes) <= set(refused.value.valid)
 
 
 def test_close_typos_get_a_suggestion_and_the_valid_choices() -> None:
