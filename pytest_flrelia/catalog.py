@@ -417,10 +417,12 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
 def validate_params(fault_name: str, raw: Mapping[str, object], where: str) -> dict[str, object]:
     """Parsed parameters of one fault entry, defaults filled in.
 
-    ``raw`` may be the whole ``faults`` entry: ``fault`` and the scope keys are
-    skipped.  Durations become seconds, signals :class:`signal.Signals`.  A
-    parameter without a static default stays ``None``.  Raises
-    :class:`ParamError` naming the offending key.
+    ``raw`` may be the whole ``faults`` entry: ``fault``, ``optional`` and the
+    scope keys the fault takes are skipped; a scope key it does not take is
+    refused (it would be accepted and silently ignored otherwise).  Durations
+    become seconds, signals :class:`signal.Signals`.  A parameter without a
+    static default stays ``None``.  Raises :class:`ParamError` naming the
+    offending key.
     """
     fault = CATALOG.get(fault_name)
     if fault is None:
@@ -432,7 +434,8 @@ def validate_params(fault_name: str, raw: Mapping[str, object], where: str) -> d
         if key in SCOPE_KEYS and key not in fault.scopes:
             raise ParamError(
                 key,
-                f"fault {fault_name!r} does not take {key!r}: {fault.scope_note}",
+                f"fault {fault_name!r} does not take {key!r}"
+                + (f": {fault.scope_note}" if fault.scope_note else ""),
                 sorted((*fault.scopes, *fault.params, *ENTRY_KEYS)),
             )
     known = (*ENTRY_KEYS, *fault.scopes)
