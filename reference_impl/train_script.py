@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 from reference_impl import client_api as flare
 from reference_impl import failpoints
@@ -101,6 +102,7 @@ class _Acts:
         fault, fault_id = (
             (behaviour.name, None) if behaviour.tag is None else failpoints.parse_tag(behaviour.tag)
         )
+        extra: dict[str, Any] = {} if child_pid is None else {"child_pid": child_pid}
         self.timeline.record(
             EventKind.FAULT,
             site=self.site,
@@ -109,7 +111,7 @@ class _Acts:
             fault_id=fault_id,
             behaviour=behaviour.name,
             did=did,
-            child_pid=child_pid,
+            **extra,
         )
 
 
