@@ -100,10 +100,19 @@ INVARIANTS: Mapping[str, Invariant] = MappingProxyType(
                 "every stop reaps its process within stop_grace plus a margin",
                 _BOTH,
             ),
+            Invariant(
+                "faults_delivered",
+                "every fault the scenario injects acts at least once (unless optional)",
+                _BOTH,
+            ),
         )
     }
 )
-"""SPEC section 8 invariant names, in its order."""
+"""SPEC section 8 invariant names, in its order; ``faults_delivered`` judges the harness."""
+
+UNPINNABLE: frozenset[str] = frozenset({"within_bound", "faults_delivered"})
+"""Checks a ``catches`` entry may not pin (why: :data:`UNPINNABLE_WHY`)."""
+UNPINNABLE_WHY = "a run that was slow (on a slow host) or a fault that never fired catches nothing"
 
 AT_POINTS: tuple[str, ...] = (
     "before_init",
@@ -134,7 +143,9 @@ PARAM_KINDS: tuple[ParamKind, ...] = (
 )
 """``chunk``: a chunk of a tensor, by its 1-based number or ``last``."""
 SCOPE_KEYS: tuple[str, ...] = ("site", "round")
-"""Keys every fault accepts besides its parameters: where and when it strikes."""
+"""Keys that say where and when a fault strikes; each fault declares which it takes."""
+ENTRY_KEYS: tuple[str, ...] = ("fault", "optional")
+"""Keys every fault entry accepts besides its scope keys and parameters."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,12 @@ class FaultType:
     """Invariants this fault makes meaningless, left out of a scenario's defaults."""
     per_round_only: bool = False
     """The fault acts on the deferred stop between rounds: it needs ``launch_once: false``."""
+    scopes: tuple[str, ...] = SCOPE_KEYS
+    """The scope keys that take effect; the loader refuses the others."""
+    scope_note: str = ""
+    """Why a scope key is refused, or how one is read."""
+    delivered: str = ""
+    """What counts as the fault having acted: when its ``fault`` event is recorded."""
 
 
 class ParamError(ValueError):
@@ -208,6 +225,8 @@ _AT = Param(
     doc="the point in the round where it strikes",
 )
 
+_LAUNCH_ROUND = "`round` is the round the process was launched for"
+
 CATALOG: Mapping[str, FaultType] = MappingProxyType(
     {
         fault.name: fault
@@ -217,6 +236,8 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 "the server starts pulling this site's tensors `delay` late",
                 _params(Param("delay", "duration", required=True, doc="how late the pull starts")),
                 {"fault": "delayed_download", "site": "site-1", "round": 1, "delay": "500ms"},
+                delivered="the server's download thread for the site slept `delay` and is about "
+                "to pull its tensors (a result with nothing to download starts no pull)",
             ),
             FaultType(
                 "early_sigterm",
@@ -233,6 +254,8 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 ),
                 {"fault": "early_sigterm", "at": "after_result_sent", "signal": "SIGTERM"},
                 voids=("prompt_exit",),
+                delivered="the training process reached the `at` point and sends itself the "
+                "signal",
             ),
             FaultType(
                 "stale_peer_gone",
@@ -248,6 +271,7 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 {"fault": "stale_peer_gone", "round": 2},
                 round_required=True,
                 min_round=2,
+                delivered="a retired handler of `from_round` was found and handed the PEER_GONE",
             ),
             FaultType(
                 "stuck_exit",
@@ -263,12 +287,15 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 ),
                 {"fault": "stuck_exit", "mode": "thread"},
                 voids=("prompt_exit",),
+                delivered="the training process reached its exit and starts to hang there",
             ),
             FaultType(
                 "slow_start",
                 "the training script calls init() `delay` late",
                 _params(Param("delay", "duration", required=True, doc="how late init() runs")),
                 {"fault": "slow_start", "delay": "1s"},
+                scope_note=_LAUNCH_ROUND,
+                delivered="a training process starts its sleep before init()",
             ),
             FaultType(
                 "crash",
@@ -276,6 +303,7 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 _params(_AT, Param("code", "int", default=1, doc="the exit code")),
                 {"fault": "crash", "at": "after_task_received", "code": 3},
                 voids=("prompt_exit",),
+                delivered="the training process reached the `at` point and exits",
             ),
             FaultType(
                 "heartbeat_loss",
@@ -289,6 +317,9 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 ),
                 {"fault": "heartbeat_loss", "duration": "3s"},
                 voids=("prompt_exit",),
+                scopes=("site",),
+                scope_note="the agent's heartbeat thread belongs to no round",
+                delivered="the agent's heartbeat thread stops before a heartbeat",
             ),
             FaultType(
                 "broken_pipe",
@@ -296,6 +327,7 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 _params(_AT),
                 {"fault": "broken_pipe", "at": "after_task_received"},
                 voids=("prompt_exit",),
+                delivered="the training process reached the `at` point and closes its pipe",
             ),
             FaultType(
                 "corrupt_chunk",
@@ -316,12 +348,17 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                     ),
                 ),
                 {"fault": "corrupt_chunk", "times": 2, "chunk": "last"},
+                delivered="the download service flipped a bit of the chunk it serves "
+                "(one `fault` event per corrupted chunk, naming its offset)",
             ),
             FaultType(
                 "slow_aggregation",
                 "the server aggregates `delay` late",
                 _params(Param("delay", "duration", required=True, doc="how late aggregation runs")),
                 {"fault": "slow_aggregation", "delay": "500ms"},
+                scopes=("round",),
+                scope_note="aggregation is server-wide",
+                delivered="the server starts its sleep before it averages a training round",
             ),
             FaultType(
                 "aux_event",
@@ -341,6 +378,7 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                     )
                 ),
                 {"fault": "aux_event", "round": 1, "at": "init"},
+                delivered="the exchanger was handed the auxiliary event inside execute()",
             ),
             FaultType(
                 "stop_error",
@@ -348,6 +386,7 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 _params(),
                 {"fault": "stop_error"},
                 per_round_only=True,
+                delivered="the deferred-stop thread raises before stop_task()",
             ),
             FaultType(
                 "slow_stop",
@@ -363,6 +402,7 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 ),
                 {"fault": "slow_stop", "round": 1, "delay": "500ms"},
                 per_round_only=True,
+                delivered="the deferred-stop thread saw its process exit and starts to linger",
             ),
             FaultType(
                 "stale_pipe_message",
@@ -381,18 +421,24 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                 round_required=True,
                 min_round=2,
                 per_round_only=True,
+                delivered="the late message sits unread in the pipe",
             ),
             FaultType(
                 "ignore_sigterm",
                 "the training script ignores SIGTERM: only SIGKILL stops it",
                 _params(),
                 {"fault": "ignore_sigterm"},
+                scope_note=_LAUNCH_ROUND,
+                delivered="a SIGTERM reached the script and was ignored (a process never "
+                "sent SIGTERM gives no event)",
             ),
             FaultType(
                 "orphan_child",
                 "the training script starts a child process that holds its stdout open",
                 _params(),
                 {"fault": "orphan_child"},
+                scope_note=_LAUNCH_ROUND,
+                delivered="the script started its child",
             ),
         )
     }
@@ -403,10 +449,12 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
 def validate_params(fault_name: str, raw: Mapping[str, object], where: str) -> dict[str, object]:
     """Parsed parameters of one fault entry, defaults filled in.
 
-    ``raw`` may be the whole ``faults`` entry: ``fault`` and the scope keys are
-    skipped.  Durations become seconds, signals :class:`signal.Signals`.  A
-    parameter without a static default stays ``None``.  Raises
-    :class:`ParamError` naming the offending key.
+    ``raw`` may be the whole ``faults`` entry: ``fault``, ``optional`` and the
+    scope keys the fault takes are skipped; a scope key it does not take is
+    refused (it would be accepted and silently ignored otherwise).  Durations
+    become seconds, signals :class:`signal.Signals`.  A parameter without a
+    static default stays ``None``.  Raises :class:`ParamError` naming the
+    offending key.
     """
     fault = CATALOG.get(fault_name)
     if fault is None:
@@ -414,7 +462,15 @@ def validate_params(fault_name: str, raw: Mapping[str, object], where: str) -> d
         raise ParamError(
             "fault", f"unknown fault {fault_name!r}", valid, close_match(fault_name, valid)
         )
-    known = ("fault", *SCOPE_KEYS)
+    for key in raw:
+        if key in SCOPE_KEYS and key not in fault.scopes:
+            raise ParamError(
+                key,
+                f"fault {fault_name!r} does not take {key!r}"
+                + (f": {fault.scope_note}" if fault.scope_note else ""),
+                sorted((*fault.scopes, *fault.params, *ENTRY_KEYS)),
+            )
+    known = (*ENTRY_KEYS, *fault.scopes)
     for key in raw:
         if key not in known and key not in fault.params:
             valid = sorted((*fault.params, *known))
@@ -487,12 +543,15 @@ def parse_param(param: Param, value: object, where: str) -> object:
 __all__ = [
     "AT_POINTS",
     "CATALOG",
+    "ENTRY_KEYS",
     "INVARIANTS",
     "KNOWN_BUG_SLUGS",
     "OUTCOMES",
     "PARAM_KINDS",
     "SCOPE_KEYS",
     "SIGNAL_NAMES",
+    "UNPINNABLE",
+    "UNPINNABLE_WHY",
     "FaultType",
     "Invariant",
     "Param",

@@ -36,13 +36,8 @@ class Mechanics:
     """How one fault is injected, in words a user can match against the timeline."""
 
     how: str
-    scopes: tuple[str, ...] = SCOPE_KEYS
-    """The scope keys that take effect; the others are accepted and ignored."""
-    scope_note: str = ""
-    """Why a scope key has no effect, or how it is read."""
 
 
-_SCRIPT_WIDE = "the behaviour is set for every training process of the run"
 _LIVE_ONCE = (
     " A live action fires once per run, at the first matching event: without `site` it "
     "strikes whichever site gets there first."
@@ -54,14 +49,14 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             "In-process failpoint `server.before_download[site=S,round=R]=sleep(<delay in ms>)`:"
             " the server's download thread for that site sleeps before it pulls the first"
             " tensor, while the training process waits in its download gate. Timeline: a"
-            " `failpoint` event in the `harness` lane, then `download_start` `delay` later."
+            " `fault` event in the `harness` lane, then `download_start` `delay` later."
         ),
         "early_sigterm": Mechanics(
             "Subprocess failpoint `<at point>=1*signal(<signal>)`, e.g."
             " `agent.after_result_sent=1*signal(SIGTERM)`: the training process sends the"
             " signal to itself through `seams.kill` (see the `at` points above). The count is"
             " per process: without `round`, every fresh per-round process is hit once."
-            " Timeline: a `failpoint` event in the `train-<site>` lane."
+            " Timeline: a `fault` event in the `train-<site>` lane."
         ),
         "stale_peer_gone": Mechanics(
             "Live action: at the client's `task_sent` of `round`, the harness calls"
@@ -77,21 +72,20 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             " says END nor reaches its exit seam after the gate: the deferred stop waits its"
             " full `stop_wait`, then stops the process group (SIGTERM, SIGKILL after"
             " `stop_grace`). With `launch_once: true` the point is reached only when the"
-            " script ends, at the end of the job. Timeline: a `failpoint` event in the"
+            " script ends, at the end of the job. Timeline: a `fault` event in the"
             " `train-<site>` lane, later `signal_sent`."
         ),
         "slow_start": Mechanics(
             "Subprocess failpoint `agent.before_init[site=S,round=R]=sleep(<delay in ms>)`:"
             " the process sleeps before it connects its pipe and calls `init()`; the executor"
-            " waits for it up to `pre_init`. Timeline: a `failpoint` event, `init` `delay`"
-            " after `launch`.",
-            scope_note="`round` is the round the process was launched for",
+            " waits for it up to `pre_init`. Timeline: a `fault` event, `init` `delay`"
+            " after `launch`."
         ),
         "crash": Mechanics(
             "Subprocess failpoint `<at point>=1*exit(<code>)`: the process ends through"
             " `seams.exit_process(code)` without saying END. Before its result is sent, the"
             ' round fails with "training process ended"; after, the download fails.'
-            " Timeline: a `failpoint` event, then `exit` with the code."
+            " Timeline: a `fault` event, then `exit` with the code."
         ),
         "heartbeat_loss": Mechanics(
             "Subprocess failpoint `pipe_handler.before_heartbeat[site=S]=hang` (no `duration`)"
@@ -100,16 +94,14 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             ' watching the client too. The client reports PEER_GONE ("nothing heard from'
             ' the peer") when nothing else arrives for `heartbeat`: when a round, or the gap'
             " between rounds of a `launch_once` process, outlasts the heartbeat timeout."
-            " Timeline: a `failpoint` event, then a client `status_event`.",
-            scopes=("site",),
-            scope_note="`round` is ignored: the agent's heartbeat thread belongs to no round",
+            " Timeline: a `fault` event, then a client `status_event`."
         ),
         "broken_pipe": Mechanics(
             "Subprocess failpoint `<at point>=1*call(break_pipe)`: the agent closes its pipe"
             " socket and the calling thread blocks for good; the process stays alive and"
             " silent. The client's next heartbeat hits the broken pipe, its handler reports"
             ' PEER_GONE and stops, `execute()` fails with "pipe handler stopped", and the'
-            " process is stopped by signal. Timeline: a `failpoint` event."
+            " process is stopped by signal. Timeline: a `fault` event."
         ),
         "corrupt_chunk": Mechanics(
             "Subprocess failpoint `download.corrupt_chunk.<chunk>[site=S,round=R]=<times>*return`"
@@ -121,15 +113,13 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             " aggregated; the rest of that stream is sent intact, so each corrupted chunk is"
             " exactly one failed attempt. Needs `download_retries >= times` to succeed; a"
             " `chunk` past a tensor's last chunk never fires."
-            " Timeline: one `failpoint` event per corrupted chunk."
+            " Timeline: one `fault` event per corrupted chunk."
         ),
         "slow_aggregation": Mechanics(
             "In-process failpoint `server.before_aggregate[round=R]=sleep(<delay in ms>)`:"
             " once every download of the round is done, the server sleeps before it"
-            " averages. Timeline: a `failpoint` event, `aggregated` `delay` after the last"
-            " `download_done`.",
-            scopes=("round",),
-            scope_note="`site` is ignored: aggregation is server-wide",
+            " averages. Timeline: a `fault` event, `aggregated` `delay` after the last"
+            " `download_done`."
         ),
         "aux_event": Mechanics(
             "Live action: at the client's `task_sent` (`at: during_execute`, the default:"
@@ -150,7 +140,7 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             " raises just before `stop_task()`. The round boundary must open anyway"
             " (`deferred_stop_done`), and the next round stops the old process itself."
             " Per-round processes only (`launch_once: false`, which has a deferred stop);"
-            " the count is over the whole run, all sites. Timeline: a `failpoint` event in"
+            " the count is over the whole run, all sites. Timeline: a `fault` event in"
             " the `harness` lane."
         ),
         "slow_stop": Mechanics(
@@ -174,22 +164,19 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             " Timeline: a `fault` event." + _LIVE_ONCE
         ),
         "ignore_sigterm": Mechanics(
-            "Script behaviour `FLRELIA_SCRIPT_BEHAVIOUR=ignore_sigterm`: the training script"
-            " sets SIGTERM to `SIG_IGN` when it starts, so a stop must escalate to SIGKILL"
-            " after `stop_grace`. No event of its own: the timeline shows `signal_sent`"
-            " SIGTERM, then SIGKILL.",
-            scopes=(),
-            scope_note=f"`site` and `round` are ignored: {_SCRIPT_WIDE}",
+            "Script behaviour `FLRELIA_SCRIPT_BEHAVIOUR=ignore_sigterm[site=S,round=R]`: a"
+            " training process its scope matches installs a SIGTERM handler that does"
+            " nothing but record, at the first SIGTERM, a `fault` event (\"ignored SIGTERM\"),"
+            " so a stop must escalate to SIGKILL after `stop_grace`. Timeline: `signal_sent`"
+            " SIGTERM, the `fault` event in the `train-<site>` lane, then SIGKILL."
         ),
         "orphan_child": Mechanics(
-            "Script behaviour `FLRELIA_SCRIPT_BEHAVIOUR=spawn_child`: when it starts, the"
-            " training script starts a child (`python -c`, waiting in `signal.pause()`) that"
-            " inherits its stdout and stderr and stays in its process group, like a data"
-            " loader. A stop must kill the whole group and never wait on the output pipe;"
-            " the child must not outlive the run. No event of its own: the timeline shows"
-            " `signal_sent` SIGKILL to the group.",
-            scopes=(),
-            scope_note=f"`site` and `round` are ignored: {_SCRIPT_WIDE}",
+            "Script behaviour `FLRELIA_SCRIPT_BEHAVIOUR=spawn_child[site=S,round=R]`: when it"
+            " starts, a training process its scope matches starts a child (`python -c`,"
+            " waiting in `signal.pause()`) that inherits its stdout and stderr and stays in"
+            " its process group, like a data loader. A stop must kill the whole group and"
+            " never wait on the output pipe; the child must not outlive the run. Timeline: a"
+            " `fault` event with the child's pid, later `signal_sent` SIGKILL to the group."
         ),
     }
 )
@@ -237,14 +224,19 @@ def _intro() -> str:
         "from `pytest_flrelia.catalog.CATALOG` by `python -m pytest_flrelia.catalog_docs\n"
         "--write docs/faults.md`; a test fails when this page and the catalog differ.\n\n"
         "Besides its parameters a fault takes `site` (`site-N`, default: every site) and\n"
-        "`round` (default: every round); each entry says which of them take effect.\n"
+        "`round` (default: every round) where its entry says so (the loader refuses a\n"
+        "scope key a fault does not take), and `optional: true` (see below).\n"
         "*Subprocess* failpoints are passed to the training processes in\n"
         "`FLRELIA_FAILPOINTS`; *in-process* ones act in the harness process (server and\n"
         "clients); *live actions* act on the running executors when a timeline event is\n"
         "recorded; *script behaviours* switch the default training script's misbehaviour on\n"
         "through `FLRELIA_SCRIPT_BEHAVIOUR`. In a failpoint, `[site=S,round=R]` stands for\n"
-        "the scope keys the entry gives. A failpoint hit shows on the timeline as a\n"
-        "`failpoint` event, a live action as a `fault` event.\n\n"
+        "the scope keys the entry gives, and `@FAULT#ID` tags the entry with the fault\n"
+        "and its position in the scenario's `faults`.\n\n"
+        "Every fault records a `fault` event (`fault`, `fault_id`, `did`) at the moment it\n"
+        "acts, never when it is planned; each entry's **Delivered** says what counts as\n"
+        "acting. The `faults_delivered` invariant fails a run in which a fault never\n"
+        "acted, unless its entry says `optional: true`.\n\n"
         "| fault | what happens |\n|---|---|\n"
         f"{rows}\n"
         "The faults with an `at` parameter strike at one of these subprocess failpoints:\n\n"
@@ -258,8 +250,9 @@ def _fault_section(fault: FaultType, mechanics: Mechanics) -> str:
         f"### {fault.name}\n\n"
         f"{_wrap(_sentence(fault.summary))}\n\n"
         f"{_param_table(tuple(fault.params.values()))}\n"
-        f"{_wrap('**Scope:** ' + _scopes(fault, mechanics))}\n\n"
+        f"{_wrap('**Scope:** ' + _scopes(fault))}\n\n"
         f"{_wrap('**Mechanics:** ' + mechanics.how)}\n\n"
+        f"{_wrap('**Delivered:** ' + _sentence(fault.delivered))}\n\n"
         f"**Voids:** {_voids(fault.voids)}\n\n"
         + (
             "**Needs** one process per round (`launch_once: false`): the loader refuses it "
@@ -317,9 +310,13 @@ def _default(param: Param) -> str:
     return f"`{param.default}`"
 
 
-def _scopes(fault: FaultType, mechanics: Mechanics) -> str:
-    applied = ", ".join(f"`{key}`" for key in mechanics.scopes) or "none"
-    notes = [mechanics.scope_note] if mechanics.scope_note else []
+def _scopes(fault: FaultType) -> str:
+    applied = ", ".join(f"`{key}`" for key in fault.scopes) or "none"
+    refused = [f"`{key}`" for key in SCOPE_KEYS if key not in fault.scopes]
+    note = fault.scope_note
+    if refused and note:
+        note = f"{' and '.join(refused)} refused: {note}"
+    notes = [note] if note else []
     if fault.round_required:
         notes.insert(0, f"`round` is required, at least {fault.min_round}")
     return f"{applied} ({'; '.join(notes)})." if notes else f"{applied}."

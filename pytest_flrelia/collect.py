@@ -131,7 +131,7 @@ class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
         runner = importlib.import_module(RUNNER_MODULE)
         verdict: Verdict | None = None
-        faults = len(self.scenario.faults)
+        faults, delivered = len(self.scenario.faults), 0
         try:
             outcome: ScenarioOutcome = runner.run_scenario(
                 self.scenario,
@@ -141,12 +141,14 @@ class ScenarioItem(pytest.Item):
             )
         except runner.ScenarioFailure as failure:
             verdict = failure.verdict
+            if failure.outcome is not None:
+                delivered = len(failure.outcome.delivered)
             raise
         else:
-            verdict, faults = outcome.verdict, len(outcome.faults)
+            verdict, delivered = outcome.verdict, len(outcome.delivered)
             self.stash[OUTCOME_KEY] = outcome
         finally:  # a harness error still ran a scenario: it counts, with no checks
-            summary.record(self, summary.tally(verdict, faults))
+            summary.record(self, summary.tally(verdict, faults, delivered))
 
     def repr_failure(
         self,

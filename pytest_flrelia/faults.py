@@ -5,12 +5,20 @@ act on the running executors the moment a timeline event is seen.
 :func:`build_plan` turns a scenario's ``faults`` into a :class:`FaultPlan`;
 the target applies it.  The declarations (names, parameters, docs) live in
 :mod:`pytest_flrelia.catalog`.
+
+Every fault records a ``fault`` event when it acts, never when it is planned:
+failpoint entries and script behaviours carry the fault's tag (``FAULT#ID``,
+the id its position in the plan) to where they act, and a live action records
+only an act that happened.  :func:`acted` reads them back.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -38,14 +46,18 @@ STALE_DELIVERY_TIMEOUT = 2.0
 Executors = Mapping[str, LauncherExecutor]
 
 
+Act = Callable[[Event, Executors, Timeline], str | None]
+"""A live action's deed: what it did, or ``None`` when it could not act (it says why)."""
+
+
 @dataclass
 class LiveAction:
     """Runs ``act`` when an event matching ``trigger`` is recorded, once per site and round."""
 
-    fault: str
+    spec: FaultSpec
     description: str
     trigger: Callable[[Event], bool]
-    act: Callable[[Event, Executors, Timeline], None]
+    act: Act
     round_offset: int = 0
     """The round the fault is aimed at, relative to the triggering event's round."""
 
@@ -60,16 +72,30 @@ class LiveAction:
                 if (event.site, event.round) in fired:
                     return
                 fired.add((event.site, event.round))
-            timeline.record(
-                EventKind.FAULT,
-                site=event.site,
-                round=event.round,
-                process="harness",
-                fault=self.fault,
-                description=self.description,
-                affects_round=None if event.round is None else event.round + self.round_offset,
+            started = time.monotonic()
+            did = self.act(event, executors, timeline)
+            if did is None:
+                return
+            # Stamped when the act began: what it caused is recorded after it.
+            timeline.add(
+                Event(
+                    ts=started,
+                    kind=EventKind.FAULT,
+                    process="harness",
+                    pid=os.getpid(),
+                    site=event.site,
+                    round=event.round,
+                    detail={
+                        "fault": self.spec.fault,
+                        "fault_id": self.spec.index,
+                        "did": did,
+                        "description": self.description,
+                        "affects_round": None
+                        if event.round is None
+                        else event.round + self.round_offset,
+                    },
+                )
             )
-            self.act(event, executors, timeline)
 
         return timeline.subscribe(listener)
 
@@ -80,10 +106,16 @@ class FaultPlan:
 
     local_failpoints: list[str] = field(default_factory=list)
     subprocess_failpoints: list[str] = field(default_factory=list)
-    script_behaviours: set[str] = field(default_factory=set)
+    script_behaviours: list[str] = field(default_factory=list)
+    """``behaviour[scope]@FAULT#ID`` items for the training script."""
     live_actions: list[LiveAction] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)
-    """One readable line per injected fault, for reports and the session summary."""
+    specs: list[FaultSpec] = field(default_factory=list)
+    """The planned faults, each with its id (``index``) set to its position."""
+
+    @property
+    def faults(self) -> list[str]:
+        """One readable line per planned fault, for reports."""
+        return [describe(spec) for spec in self.specs]
 
     def local_spec(self) -> str:
         return ";".join(self.local_failpoints)
@@ -93,7 +125,7 @@ class FaultPlan:
         if self.subprocess_failpoints:
             env["FLRELIA_FAILPOINTS"] = ";".join(self.subprocess_failpoints)
         if self.script_behaviours:
-            env[BEHAVIOUR_ENV] = ",".join(sorted(self.script_behaviours))
+            env[BEHAVIOUR_ENV] = ",".join(self.script_behaviours)
         return env
 
     def attach(self, timeline: Timeline, executors: Executors) -> Callable[[], None]:
@@ -108,22 +140,43 @@ class FaultPlan:
 
 def build_plan(faults: Sequence[FaultSpec], job: JobConfig) -> FaultPlan:
     plan = FaultPlan()
-    for spec in faults:
+    for index, given in enumerate(faults):
+        spec = dataclasses.replace(given, index=index)
         _BUILDERS[spec.fault](spec, job, plan)
-        plan.faults.append(_describe(spec))
+        plan.specs.append(spec)
     return plan
+
+
+def acted(events: Iterable[Event]) -> set[int]:
+    """The ids of the planned faults that acted: each has a ``fault`` event."""
+    return {
+        int(e.detail["fault_id"])
+        for e in events
+        if e.kind is EventKind.FAULT and isinstance(e.detail.get("fault_id"), int)
+    }
+
+
+def delivered(specs: Iterable[FaultSpec], events: Iterable[Event]) -> list[FaultSpec]:
+    """The planned faults that acted at least once in the run."""
+    ids = acted(events)
+    return [spec for spec in specs if spec.index in ids]
 
 
 # -- one builder per fault ------------------------------------------------------
 
 
-def _scope(spec: FaultSpec, *, with_round: bool = True) -> str:
+def _scope(spec: FaultSpec) -> str:
     parts = []
     if spec.site is not None:
         parts.append(f"site={spec.site}")
-    if with_round and spec.round is not None:
+    if spec.round is not None:
         parts.append(f"round={spec.round}")
     return f"[{','.join(parts)}]" if parts else ""
+
+
+def _point(name: str, spec: FaultSpec) -> str:
+    """The left side of ``spec``'s failpoint entry: ``name[scope]@FAULT#ID``."""
+    return f"{name}{_scope(spec)}@{spec.tag}"
 
 
 def _ms(seconds: object) -> int:
@@ -132,7 +185,7 @@ def _ms(seconds: object) -> int:
 
 
 def _at(spec: FaultSpec) -> str:
-    return AT_FAILPOINTS[str(spec.params["at"])]
+    return _point(AT_FAILPOINTS[str(spec.params["at"])], spec)
 
 
 def _signal_name(value: object) -> str:
@@ -141,76 +194,73 @@ def _signal_name(value: object) -> str:
 
 def _delayed_download(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     plan.local_failpoints.append(
-        f"server.before_download{_scope(spec)}=sleep({_ms(spec.params['delay'])})"
+        f"{_point('server.before_download', spec)}=sleep({_ms(spec.params['delay'])})"
     )
 
 
 def _early_signal(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     plan.subprocess_failpoints.append(
-        f"{_at(spec)}{_scope(spec)}=1*signal({_signal_name(spec.params['signal'])})"
+        f"{_at(spec)}=1*signal({_signal_name(spec.params['signal'])})"
     )
 
 
 def _crash(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
-    plan.subprocess_failpoints.append(f"{_at(spec)}{_scope(spec)}=1*exit({spec.params['code']})")
+    plan.subprocess_failpoints.append(f"{_at(spec)}=1*exit({spec.params['code']})")
 
 
 def _broken_pipe(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
-    plan.subprocess_failpoints.append(f"{_at(spec)}{_scope(spec)}=1*call(break_pipe)")
+    plan.subprocess_failpoints.append(f"{_at(spec)}=1*call(break_pipe)")
 
 
 def _slow_start(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     plan.subprocess_failpoints.append(
-        f"agent.before_init{_scope(spec)}=sleep({_ms(spec.params['delay'])})"
+        f"{_point('agent.before_init', spec)}=sleep({_ms(spec.params['delay'])})"
     )
 
 
 def _stuck_exit(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     action = "hang" if spec.params.get("mode", "hang") == "hang" else "call(linger_thread)"
-    plan.subprocess_failpoints.append(f"agent.before_exit{_scope(spec)}={action}")
+    plan.subprocess_failpoints.append(f"{_point('agent.before_exit', spec)}={action}")
 
 
 def _heartbeat_loss(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     duration = spec.params.get("duration")
     action = "hang" if duration is None else f"1*sleep({_ms(duration)})"
-    plan.subprocess_failpoints.append(
-        f"pipe_handler.before_heartbeat{_scope(spec, with_round=False)}={action}"
-    )
+    plan.subprocess_failpoints.append(f"{_point('pipe_handler.before_heartbeat', spec)}={action}")
 
 
 def _corrupt_chunk(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     chunk = spec.params.get("chunk") or 1
     plan.subprocess_failpoints.append(
-        f"{CORRUPT_CHUNK}.{chunk}{_scope(spec)}={spec.params.get('times', 1)}*return"
+        f"{_point(f'{CORRUPT_CHUNK}.{chunk}', spec)}={spec.params.get('times', 1)}*return"
     )
 
 
 def _slow_aggregation(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
-    scope = f"[round={spec.round}]" if spec.round is not None else ""
     plan.local_failpoints.append(
-        f"server.before_aggregate{scope}=sleep({_ms(spec.params['delay'])})"
+        f"{_point('server.before_aggregate', spec)}=sleep({_ms(spec.params['delay'])})"
     )
 
 
 def _stop_error(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     plan.local_failpoints.append(
-        f"executor.deferred_stop.before_stop{_scope(spec)}="
+        f"{_point('executor.deferred_stop.before_stop', spec)}="
         "1*raise(RuntimeError, injected stop_task failure)"
     )
 
 
 def _slow_stop(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     plan.local_failpoints.append(
-        f"executor.deferred_stop.after_wait{_scope(spec)}=sleep({_ms(spec.params['delay'])})"
+        f"{_point('executor.deferred_stop.after_wait', spec)}=sleep({_ms(spec.params['delay'])})"
     )
 
 
 def _ignore_sigterm(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
-    plan.script_behaviours.add(IGNORE_SIGTERM)
+    plan.script_behaviours.append(_point(IGNORE_SIGTERM, spec))
 
 
 def _orphan_child(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
-    plan.script_behaviours.add(SPAWN_CHILD)
+    plan.script_behaviours.append(_point(SPAWN_CHILD, spec))
 
 
 def _matches(kind: EventKind, spec: FaultSpec, round: int | None) -> Callable[[Event], bool]:
@@ -228,7 +278,7 @@ def _stale_peer_gone(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     assert spec.round is not None
     from_round = int(str(spec.params.get("from_round") or spec.round - 1))
 
-    def act(event: Event, executors: Executors, timeline: Timeline) -> None:
+    def act(event: Event, executors: Executors, timeline: Timeline) -> str | None:
         exchanger = executors[str(event.site)].exchanger
         old = [h for h in exchanger.retired if h.round == from_round]
         if not old:
@@ -239,16 +289,17 @@ def _stale_peer_gone(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
                 process="harness",
                 reason=f"no retired handler of round {from_round} to send a stale PEER_GONE",
             )
-            return
+            return None
         old[-1].notify_status(
             Message(
                 Topic.PEER_GONE, {"reason": f"stale: injected into round {from_round}'s handler"}
             )
         )
+        return f"round {from_round}'s retired handler reported PEER_GONE"
 
     plan.live_actions.append(
         LiveAction(
-            "stale_peer_gone",
+            spec,
             f"stale PEER_GONE from round {from_round}'s handler during round {spec.round}",
             _matches(EventKind.TASK_SENT, spec, spec.round),
             act,
@@ -267,11 +318,12 @@ AUX_EVENT_AT: Mapping[str, tuple[EventKind, str]] = {
 def _aux_event(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     kind, when = AUX_EVENT_AT[str(spec.params.get("at") or "during_execute")]
 
-    def act(event: Event, executors: Executors, timeline: Timeline) -> None:
+    def act(event: Event, executors: Executors, timeline: Timeline) -> str | None:
         executors[str(event.site)].exchanger.on_aux_event("aux-task")
+        return f"on_aux_event('aux-task') {when}"
 
     plan.live_actions.append(
-        LiveAction("aux_event", f"an auxiliary event {when}", _matches(kind, spec, spec.round), act)
+        LiveAction(spec, f"an auxiliary event {when}", _matches(kind, spec, spec.round), act)
     )
 
 
@@ -280,7 +332,7 @@ def _stale_pipe_message(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> Non
     assert spec.round is not None
     topic = str(spec.params.get("topic") or Topic.END)
 
-    def act(event: Event, executors: Executors, timeline: Timeline) -> None:
+    def act(event: Event, executors: Executors, timeline: Timeline) -> str | None:
         executor = executors[str(event.site)]
         pipe = executor.exchanger.pipe
         secret = bytes.fromhex(executor.launch_env[PIPE_SECRET_ENV])
@@ -294,17 +346,28 @@ def _stale_pipe_message(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> Non
                 process="harness",
                 reason=f"fault not injected: {exc}",
             )
-            return
+            return None
         try:
             before = pipe.pending
             late.send(Message(topic, {"site": event.site, "reason": "late goodbye"}))
-            pipe.wait_pending(before + 1, STALE_DELIVERY_TIMEOUT)
+            arrived = pipe.wait_pending(before + 1, STALE_DELIVERY_TIMEOUT)
         finally:
             late.close()
+        if not arrived:
+            timeline.record(
+                EventKind.ERROR,
+                site=event.site,
+                round=event.round,
+                process="harness",
+                reason=f"fault not injected: the late {topic} did not reach the pipe within "
+                f"{STALE_DELIVERY_TIMEOUT:g}s",
+            )
+            return None
+        return f"a late {topic} sits unread in the pipe"
 
     plan.live_actions.append(
         LiveAction(
-            "stale_pipe_message",
+            spec,
             f"a late {topic} left in the pipe before round {spec.round}",
             _matches(EventKind.DEFERRED_STOP_DONE, spec, spec.round - 1),
             act,
@@ -333,13 +396,14 @@ _BUILDERS: Mapping[str, Callable[[FaultSpec, JobConfig, FaultPlan], None]] = {
 }
 
 
-def _describe(spec: FaultSpec) -> str:
+def describe(spec: FaultSpec) -> str:
+    """``crash(at=after_download, code=1) at site-1 round 1``: the fault as planned."""
     params = ", ".join(
         f"{k}={_signal_name(v) if isinstance(v, signal.Signals) else v}"
         for k, v in spec.params.items()
         if v is not None
     )
-    where = ", ".join(p for p in (spec.site, f"round {spec.round}" if spec.round else None) if p)
+    where = " ".join(p for p in (spec.site, f"round {spec.round}" if spec.round else None) if p)
     return f"{spec.fault}({params})" + (f" at {where}" if where else "")
 
 

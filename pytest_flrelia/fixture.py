@@ -138,6 +138,7 @@ class Flrelia:
         given.setdefault("name", self._default_name())
         scenario = self._at_test(_load(_mapping(given), where))
         verdict: Verdict | None = None
+        delivered = 0
         try:
             outcome = run_scenario(
                 scenario,
@@ -147,14 +148,15 @@ class Flrelia:
             )
         except ScenarioFailure as failure:
             verdict = failure.verdict
+            delivered = len(failure.outcome.delivered) if failure.outcome else 0
             if verdict is None:
                 raise
             done = FlreliaRun(scenario, verdict, _failed_result(failure), failure.report)
         else:
-            verdict = outcome.verdict
+            verdict, delivered = outcome.verdict, len(outcome.delivered)
             done = FlreliaRun(scenario, verdict, outcome.result, None)
         finally:
-            summary.record(self._item, summary.tally(verdict, len(scenario.faults)))
+            summary.record(self._item, summary.tally(verdict, len(scenario.faults), delivered))
         self.runs.append(done)
         return done
 

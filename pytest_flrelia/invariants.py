@@ -2,7 +2,8 @@
 
 Each check is a function ``(RunRecord) -> Check``.  A check that has nothing
 to look at in a run (no stale event was injected, no tensor was published)
-says so with ``applicable=False`` instead of passing silently.
+says so with ``applicable=False`` instead of passing silently; one the
+scenario names in ``expect.invariants`` fails instead (:func:`evaluate`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pytest_flrelia.faults import acted, describe
 from pytest_flrelia.live_checks import PROMPT_EXIT_SECONDS, STOP_MARGIN, live_violations
 from pytest_flrelia.report import CheckFailure
+from pytest_flrelia.scenario import FaultSpec
 from pytest_flrelia.thread_watch import THREAD_CRASH
 from reference_impl.config import JobConfig
 from reference_impl.job import JobResult
@@ -28,6 +31,7 @@ from reference_impl.train_script import local_update, site_weight
 STALE_FAULTS = ("stale_peer_gone", "stale_pipe_message", "aux_event")
 GATE_RELEASES = (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT, EventKind.GATE_CLOSED)
 """The three ways a download gate ends (opened, timed out, released by the service closing)."""
+FAULTS_DELIVERED = "faults_delivered"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class RunRecord:
     """Whether the target runs the reference training script (its model can be recomputed)."""
     time_scale: float = 1.0
     """``--flrelia-time-scale``: the harness's own margins stretch with the scenario's times."""
+    faults: Sequence[FaultSpec] = ()
+    """The planned faults, each with its id (``index``): what ``faults_delivered`` judges."""
 
     @property
     def prompt_exit_seconds(self) -> float:
@@ -291,13 +297,7 @@ def no_premature_stop(run: RunRecord) -> Check:
             if e.pid == sent.pid
             and e.ts >= sent.ts
             and _train(e)
-            and (
-                e.kind in (*GATE_RELEASES, EventKind.FAILPOINT)
-                and (
-                    e.kind is not EventKind.FAILPOINT
-                    or str(e.detail.get("action", "")).startswith(("signal", "exit"))
-                )
-            )
+            and (e.kind in GATE_RELEASES or _ends_process(e))
         ]
         release_ts = released[0].ts if released else None
         for stop in stops:
@@ -319,6 +319,17 @@ def no_premature_stop(run: RunRecord) -> Check:
                     (sent, stop),
                 )
     return _pass(name, "stops only after downloads", f"{len(published)} results checked")
+
+
+def _ends_process(event: Event) -> bool:
+    """A failpoint hit (a fault's, or a bare one) that signals or ends its process."""
+    if event.kind is EventKind.FAILPOINT:
+        action = event.detail.get("action", "")
+    elif event.kind is EventKind.FAULT:
+        action = event.detail.get("did", "")
+    else:
+        return False
+    return str(action).startswith(("signal", "exit"))
 
 
 def process_per_round(run: RunRecord) -> Check:
@@ -594,6 +605,24 @@ def no_thread_crash(run: RunRecord) -> Check:
     return _pass(name, expected, "none died")
 
 
+def faults_delivered(run: RunRecord) -> Check:
+    """Every planned fault acted at least once: a ``fault`` event carries its id.  A fault
+    that never fired proves nothing, however well the run went."""
+    name = FAULTS_DELIVERED
+    judged = [spec for spec in run.faults if not spec.optional]
+    if not run.faults:
+        return _na(name, "the scenario injects no fault")
+    if not judged:
+        return _na(name, "every fault of the scenario is optional")
+    expected = "every fault acts at least once (faults marked optional: true excepted)"
+    ids = acted(run.events)
+    missing = [spec for spec in judged if spec.index not in ids]
+    if missing:
+        seen = "; ".join(f"fault {describe(spec)} never fired" for spec in missing)
+        return Check(name, False, expected, seen)
+    return _pass(name, expected, f"{len(judged)} of {len(judged)} faults acted")
+
+
 CHECKS: Mapping[str, Callable[[RunRecord], Check]] = {
     "all_rounds_complete": all_rounds_complete,
     "tensors_intact": tensors_intact,
@@ -606,6 +635,7 @@ CHECKS: Mapping[str, Callable[[RunRecord], Check]] = {
     "prompt_exit": prompt_exit,
     "no_thread_crash": no_thread_crash,
     "bounded_stop": bounded_stop,
+    FAULTS_DELIVERED: faults_delivered,
 }
 
 
@@ -617,9 +647,36 @@ class Verdict:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
 
+    @property
+    def not_applicable(self) -> list[Check]:
+        """Checks that had nothing to judge in the run (each says why in ``seen``)."""
+        return [c for c in self.checks if not c.applicable]
 
-def evaluate(run: RunRecord, invariants: Sequence[str]) -> Verdict:
-    """The expectation, then each named invariant, in order."""
+    def lines(self) -> list[str]:
+        """One line per check, ``passed``/``FAILED``/``n/a``: the verdict as a file shows it."""
+        out = []
+        for check in self.checks:
+            if not check.applicable:
+                out.append(f"n/a     {check.name}: {check.seen}")
+            elif check.ok:
+                out.append(f"passed  {check.name}: {check.seen}")
+            else:
+                out.append(f"FAILED  {check.name}: expected {check.expected}; seen {check.seen}")
+        return out
+
+
+def evaluate(run: RunRecord, invariants: Sequence[str], *, named: Sequence[str] = ()) -> Verdict:
+    """The expectation, then each invariant, in order.  An invariant in ``named`` (the
+    scenario's ``expect.invariants``) with nothing to judge fails: named means judged."""
     verdict = Verdict([expectation(run)])
-    verdict.checks.extend(CHECKS[name](run) for name in invariants)
+    for name in invariants:
+        check = CHECKS[name](run)
+        if name in named and not check.applicable:
+            check = Check(
+                name,
+                False,
+                f"{name} has something to judge: expect.invariants names it",
+                f"not applicable: {check.seen}",
+            )
+        verdict.checks.append(check)
     return verdict

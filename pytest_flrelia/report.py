@@ -33,6 +33,7 @@ __all__ = [
     "safe_file_name",
     "swimlane",
     "write_artifacts",
+    "write_verdict",
 ]
 
 REFERENCE_TARGET = "reference"
@@ -565,8 +566,12 @@ def failure_report(
     reproduce: str,
     against: Against,
     seconds: float,
+    not_applicable: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The text of a failed scenario: what failed, the evidence, how to reproduce it.
+
+    ``not_applicable`` lists (check, why) for the default checks that had nothing
+    to judge in the run: a reader must see what was not checked.
 
     Times in the report are all milliseconds from the first event of the run,
     so ``seen``, the evidence and the swimlane agree.  The swimlane is centred
@@ -582,6 +587,9 @@ def failure_report(
     out += [f"  {text}" for text in description.strip().splitlines()]
     for failure in failures:
         out += _failure_lines(failure, origin)
+    if not_applicable:
+        out.append("not applicable (nothing to judge in this run):")
+        out += [f"  {name}: {why}" for name, why in not_applicable]
     focus = next((f.at for f in failures if f.at is not None), None)
     out += _timeline_lines(ordered, focus, origin)
     out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
@@ -678,6 +686,14 @@ def safe_file_name(name: str) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:12]
         cleaned = f"{cleaned[: _MAX_NAME - 13]}-{digest}"
     return cleaned
+
+
+def write_verdict(directory: Path, name: str, lines: Sequence[str]) -> Path:
+    """Write ``<name>.verdict.txt``, one line per check (``n/a`` ones too); return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{safe_file_name(name)}.verdict.txt"
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
 
 
 def write_artifacts(directory: Path, name: str, events: Sequence[Event]) -> tuple[Path, Path]:

@@ -19,10 +19,11 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from pytest_flrelia import faults as fault_plan
 from pytest_flrelia.catalog import CATALOG
 from pytest_flrelia.cutoff import Cut
 from pytest_flrelia.faults import build_plan
-from pytest_flrelia.invariants import Check, RunRecord, Verdict, evaluate
+from pytest_flrelia.invariants import FAULTS_DELIVERED, Check, RunRecord, Verdict, evaluate
 from pytest_flrelia.live_checks import watch_live
 from pytest_flrelia.processes import ProcessGuard, describe
 from pytest_flrelia.report import (
@@ -31,6 +32,7 @@ from pytest_flrelia.report import (
     failure_report,
     harness_error_report,
     write_artifacts,
+    write_verdict,
 )
 from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
 from pytest_flrelia.settings import REFERENCE_TARGET, Settings
@@ -84,6 +86,8 @@ class ScenarioOutcome:
     result: JobResult | None
     events: tuple[Event, ...] = ()
     """The whole timeline, also of a run the bound cut short (it has no ``result``)."""
+    delivered: tuple[str, ...] = ()
+    """The planned faults (as in ``faults``) that acted at least once."""
 
 
 def run_scenario(
@@ -204,12 +208,20 @@ def _run(
         harness_error=_unwind_error(thread),
         reference_model=(scenario.target or settings.target) == REFERENCE_TARGET,
         time_scale=scale,
+        faults=tuple(plan.specs),
     )
-    verdict = evaluate(record, invariants)
+    verdict = evaluate(record, invariants, named=scenario.expect.invariants)
     if settings.report_dir is not None:
         write_artifacts(settings.report_dir, scenario.name, record.events)
+        write_verdict(settings.report_dir, scenario.name, verdict.lines())
     outcome = ScenarioOutcome(
-        scenario, verdict, seconds, tuple(plan.faults), record.result, tuple(record.events)
+        scenario,
+        verdict,
+        seconds,
+        tuple(plan.faults),
+        record.result,
+        tuple(record.events),
+        tuple(fault_plan.describe(s) for s in fault_plan.delivered(plan.specs, record.events)),
     )
     if verdict.failures:
         report = _report(scenario, settings, record, verdict, nodeid)
@@ -219,9 +231,11 @@ def _run(
 
 def applicable_invariants(scenario: Scenario) -> tuple[str, ...]:
     """The scenario's invariants, or every one that applies to its outcome minus those
-    its faults make meaningless (a stuck exit cannot exit promptly)."""
+    its faults make meaningless (a stuck exit cannot exit promptly).  Whether the
+    faults acted is judged either way: a scenario names what it checks of the runtime."""
     if scenario.expect.invariants:
-        return scenario.expect.invariants
+        named = scenario.expect.invariants
+        return named if FAULTS_DELIVERED in named else (*named, FAULTS_DELIVERED)
     voided = {name for f in scenario.faults for name in CATALOG[f.fault].voids}
     return tuple(n for n in default_invariants(scenario.expect.outcome) if n not in voided)
 
@@ -309,6 +323,7 @@ def _report(
         reproduce=nodeid or f"{scenario.path}::{scenario.name}",
         against=_against(scenario, settings),
         seconds=record.seconds,
+        not_applicable=[(c.name, c.seen) for c in verdict.not_applicable],
     )
 
 

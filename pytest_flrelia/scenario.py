@@ -34,6 +34,9 @@ from pytest_flrelia.catalog import (
     INVARIANTS,
     KNOWN_BUG_SLUGS,
     OUTCOMES,
+    SCOPE_KEYS,
+    UNPINNABLE,
+    UNPINNABLE_WHY,
     Outcome,
     ParamError,
     close_match,
@@ -171,6 +174,15 @@ class FaultSpec:
     params: Mapping[str, object]
     """Parsed: durations in seconds, signals as :class:`signal.Signals`."""
     line: int
+    optional: bool = False
+    """``optional: true``: the fault may never act; ``faults_delivered`` does not judge it."""
+    index: int = 0
+    """Its position in the scenario's ``faults``: the id its ``fault`` events carry."""
+
+    @property
+    def tag(self) -> str:
+        """``FAULT#ID``, how the injected fault names itself to the runtime."""
+        return f"{self.fault}#{self.index}"
 
     def applies_to(self, site: str, round: int) -> bool:
         """Whether this fault strikes ``site`` in ``round``."""
@@ -210,11 +222,15 @@ class Scenario:
     target: str | None
     marks: tuple[str, ...]
     catches: tuple[str, ...]
+    """Known-bug slugs the scenario is designed to catch, in file order."""
     path: Path
     line: int
     """1-based line of the scenario's ``name`` key."""
     matrix_case: tuple[tuple[str, object], ...] = field(default=())
     """The matrix values that made this scenario, as written (``()`` without a matrix)."""
+    pinned: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Slug -> the check that must fail for it (``catches: {slug: check}``); a slug of
+    the plain list form has no entry."""
 
 
 def default_invariants(outcome: str) -> tuple[str, ...]:
@@ -492,6 +508,10 @@ def _translate(
         extra = min(extras, key=lambda key: doc.line_of((*at, key)) or 0)
         key_path: KeyPath = (*at, extra)
         valid = sorted(allowed)
+        fault = CATALOG.get(str(instance.get("fault"))) if "fault" in allowed else None
+        if fault is not None and extra in SCOPE_KEYS:
+            message = f"fault {fault.name!r} does not take {extra!r}: {fault.scope_note}"
+            return key_path, doc.error(key_path, message, valid)
         if "fault" in allowed and isinstance(instance.get("fault"), str):
             message = f"unknown parameter {extra!r} for fault {instance['fault']!r}"
         elif at[len(prefix) :] == ("matrix",):
@@ -518,6 +538,11 @@ def _translate(
     if kind == "enum":
         valid = [str(value) for value in cast(list[Any], err.validator_value)]
         title = schema.get("title")
+        if "propertyNames" in err.schema_path:  # a key of the mapping, not a value
+            at = (*at, str(instance))
+        if title == "pinned check" and instance in UNPINNABLE:
+            message = f"{instance!r} cannot pin a known bug: {UNPINNABLE_WHY}"
+            return at, doc.error(at, message, valid)
         message = f"unknown {title} {instance!r}" if title else f"invalid value {instance!r}"
         return at, doc.error(at, message, valid, close_match(instance, valid))
     if kind == "anyOf" and schema.get("title") in ("duration", "size"):
@@ -528,6 +553,11 @@ def _translate(
             return at, doc.error(at, unit_err.reason, unit_err.valid)
     if kind == "anyOf" and schema.get("title") == "chunk":
         return at, doc.error(at, f"expected a chunk number >= 1 or 'last', got {instance!r}")
+    if kind == "anyOf" and err.context:
+        # The branch whose type fits says what is wrong (catches: a mapping or a list).
+        fitting = [sub for sub in err.context if sub.validator != "type"]
+        if fitting:
+            return _translate(doc, prefix, min(fitting, key=lambda sub: len(sub.path) * -1))
     if kind == "pattern":
         pattern = str(err.validator_value)
         hint = _PATTERN_HINTS.get(pattern, f"must match {pattern}")
@@ -689,15 +719,7 @@ def _build(
     job = _build_job(reader)
     faults = tuple(_build_faults(reader, job))
     expect = _build_expect(reader)
-    for index, slug in enumerate(reader.strings(("catches",))):
-        if slug not in KNOWN_BUG_SLUGS:  # the schema says so too; this guards the dataclass
-            valid = list(KNOWN_BUG_SLUGS)
-            raise reader.error(
-                ("catches", index),
-                f"unknown known-bug slug {slug!r}",
-                valid,
-                close_match(slug, valid),
-            )
+    catches, pinned = _build_catches(reader)
     target = reader.get(("target",))
     description = reader.get(("description",))
     return Scenario(
@@ -708,11 +730,42 @@ def _build(
         expect=expect,
         target=str(target) if target is not None else None,
         marks=reader.strings(("marks",)),
-        catches=reader.strings(("catches",)),
+        catches=catches,
         path=doc.path,
         line=doc.line_of((*prefix, "name")) or 1,
         matrix_case=case,
+        pinned=MappingProxyType(pinned),
     )
+
+
+def _build_catches(reader: _Reader) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``catches: {slug: check}`` (pinned), or the older plain list of slugs."""
+    raw = reader.get(("catches",))
+    entries: list[tuple[KeyPath, str, object]]
+    if isinstance(raw, dict):
+        entries = [(("catches", str(slug)), str(slug), check) for slug, check in raw.items()]
+    else:
+        slugs = reader.strings(("catches",))
+        entries = [(("catches", index), slug, None) for index, slug in enumerate(slugs)]
+    pinned: dict[str, str] = {}
+    for at, slug, check in entries:
+        if slug not in KNOWN_BUG_SLUGS:  # the schema says so too; this guards the dataclass
+            valid = list(KNOWN_BUG_SLUGS)
+            raise reader.error(
+                at, f"unknown known-bug slug {slug!r}", valid, close_match(slug, valid)
+            )
+        if check is None:
+            continue
+        if check in UNPINNABLE or check not in INVARIANTS:  # the schema says so too
+            valid = [name for name in INVARIANTS if name not in UNPINNABLE]
+            raise reader.error(
+                at,
+                f"{check!r} cannot pin a known bug: {UNPINNABLE_WHY}",
+                valid,
+                close_match(check, valid),
+            )
+        pinned[slug] = str(check)
+    return tuple(slug for _, slug, _ in entries), pinned
 
 
 def _build_job(reader: _Reader) -> JobConfig:
@@ -845,12 +898,19 @@ def _build_faults(reader: _Reader, job: JobConfig) -> Iterable[FaultSpec]:
             )
         if name == "stale_peer_gone":
             params = _stale_peer_gone(reader, at, params, cast(int, round_number))
+        optional = entry.get("optional", False)
+        if not isinstance(optional, bool):  # the schema says so too
+            raise reader.error(
+                (*at, "optional"), f"expected true or false, got {describe_value(optional)}"
+            )
         yield FaultSpec(
             fault=name,
             site=site,
             round=round_number,
             params=MappingProxyType(params),
             line=reader.doc.line_of((*reader.prefix, *at)) or 1,
+            optional=optional,
+            index=index,
         )
 
 

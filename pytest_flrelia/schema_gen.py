@@ -17,10 +17,12 @@ from typing import Any
 
 from pytest_flrelia.catalog import (
     CATALOG,
+    ENTRY_KEYS,
     INVARIANTS,
     KNOWN_BUG_SLUGS,
     OUTCOMES,
     SCOPE_KEYS,
+    UNPINNABLE,
     Param,
 )
 from reference_impl.config import (
@@ -265,16 +267,38 @@ def _scenario() -> Schema:
             ),
             "catches": _described(
                 {
-                    "type": "array",
-                    "uniqueItems": True,
-                    "items": {"title": "known-bug slug", "enum": list(KNOWN_BUG_SLUGS)},
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "minProperties": 1,
+                            "propertyNames": {
+                                "title": "known-bug slug",
+                                "enum": list(KNOWN_BUG_SLUGS),
+                            },
+                            "additionalProperties": {
+                                "title": "pinned check",
+                                "enum": pinnable_checks(),
+                            },
+                        },
+                        {
+                            "type": "array",
+                            "uniqueItems": True,
+                            "items": {"title": "known-bug slug", "enum": list(KNOWN_BUG_SLUGS)},
+                        },
+                    ]
                 },
-                "known-bug slugs this scenario is designed to catch",
+                "known bugs this scenario is designed to catch, each mapped to the check that "
+                "must fail for it (slug: check); a plain list of slugs pins no check",
             ),
             "expect": expect,
             "matrix": _matrix(job, expect),
         },
     }
+
+
+def pinnable_checks() -> list[str]:
+    """The checks a ``catches`` entry may pin: every invariant but the unpinnable ones."""
+    return [name for name in INVARIANTS if name not in UNPINNABLE]
 
 
 def param_schema(param: Param) -> Schema:
@@ -305,7 +329,7 @@ def param_schema(param: Param) -> Schema:
 def _fault() -> Schema:
     branches = []
     for fault in CATALOG.values():
-        properties: Schema = {"fault": True, "site": True, "round": True}
+        properties: Schema = {key: True for key in ("fault", *fault.scopes, "optional")}
         properties.update((name, param_schema(p)) for name, p in fault.params.items())
         then: Schema = {
             "description": fault.summary,
@@ -335,6 +359,11 @@ def _fault() -> Schema:
             ),
             "round": _described(
                 {"type": "integer", "minimum": 1}, "the round it strikes; default: every round"
+            ),
+            "optional": _described(
+                {"type": "boolean"},
+                "the fault may never act in a run (faults_delivered does not judge it)",
+                False,
             ),
         },
         "allOf": branches,
@@ -391,7 +420,9 @@ def key_paths(schema: Schema) -> list[str]:
     walk(defs["scenario"], "")
     for branch in defs["fault"]["allOf"]:
         fault = branch["if"]["properties"]["fault"]["const"]
-        params = [k for k in branch["then"]["properties"] if k not in ("fault", *SCOPE_KEYS)]
+        params = [
+            k for k in branch["then"]["properties"] if k not in (*ENTRY_KEYS, *SCOPE_KEYS)
+        ]
         paths.extend(f"{fault}.{param}" for param in params)
     return paths
 

@@ -1,4 +1,4 @@
-"""The session's closing line: how many scenarios ran, faults were injected, invariants checked.
+"""The session's closing line: how many scenarios ran, faults acted, invariants were checked.
 
 Figures are counted where a scenario runs (a scenario item, or a
 ``flrelia.run()`` call) and put in the test's ``user_properties``: those travel
@@ -30,6 +30,9 @@ class Tally:
 
     scenarios: int = 0
     faults: int = 0
+    """Faults the scenarios planned."""
+    delivered: int = 0
+    """Planned faults that acted at least once (a ``fault`` event carries their id)."""
     invariants: int = 0
     """Checks that had something to look at (the expectation included)."""
     failed: int = 0
@@ -40,20 +43,28 @@ class Tally:
     def line(self) -> str:
         return (
             f"flrelia: {_count(self.scenarios, 'scenario')}, "
-            f"{_count(self.faults, 'fault')} injected, "
+            f"{self._delivered()}, "
             f"{_count(self.invariants, 'invariant')} checked ({self.failed} failed)"
         )
+
+
+    def _delivered(self) -> str:
+        """``3 faults delivered``, or ``2 of 3 faults delivered`` when some never acted."""
+        if self.delivered == self.faults:
+            return f"{_count(self.faults, 'fault')} delivered"
+        return f"{self.delivered} of {_count(self.faults, 'fault')} delivered"
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def tally(verdict: Verdict | None, faults: int) -> Tally:
+def tally(verdict: Verdict | None, faults: int, delivered: int) -> Tally:
     """One scenario run: ``verdict`` from its ``ScenarioOutcome`` or ``ScenarioFailure``
-    (``None`` when the harness itself failed), ``faults`` as many as its plan injected."""
+    (``None`` when the harness itself failed), ``faults`` as many as it planned,
+    ``delivered`` as many of them as acted."""
     checked = [c for c in verdict.checks if c.applicable] if verdict is not None else []
-    return Tally(1, faults, len(checked), sum(not c.ok for c in checked))
+    return Tally(1, faults, delivered, len(checked), sum(not c.ok for c in checked))
 
 
 def record(item: pytest.Item, figures: Tally) -> None:

@@ -8,7 +8,8 @@ twelve bugs at once: which scenarios catch which bug, by which check, and how
 long a user waits before the first failure is reported.  Each run goes through
 :func:`pytest_flrelia.runner.run_scenario`, the same call a scenario item makes.
 It exits 1 when the correct runtime fails a scenario or a variant escapes the
-scenarios whose ``catches`` name it (the page is written either way).
+scenarios whose ``catches`` name it, or fails them without the check each pins
+for it (the page is written either way).
 """
 
 from __future__ import annotations
@@ -72,11 +73,17 @@ class Cell:
     harness_error: str | None
     seconds: float
     """Wall time of the whole ``run_scenario`` call, what a pytest user waits for."""
+    failed_checks: tuple[str, ...] = ()
+    """Every check that failed, the leading one first."""
 
     @property
     def caught(self) -> bool:
         """Failed for a reason the runtime gave, not because the harness broke."""
         return self.failed and self.harness_error is None
+
+    def caught_by(self, check: str | None) -> bool:
+        """Caught, and by ``check`` among others (any check when ``None``: nothing pinned)."""
+        return self.caught and (check is None or check in self.failed_checks)
 
 
 def run_cell(scenario: Scenario, variant: str, time_scale: float = 1.0) -> Cell:
@@ -87,8 +94,11 @@ def run_cell(scenario: Scenario, variant: str, time_scale: float = 1.0) -> Cell:
         run_scenario(scenario, settings)
     except ScenarioFailure as failure:
         seconds = time.monotonic() - started
-        checks = failure.verdict.failures if failure.verdict else []
-        lead = min(checks, key=lambda c: (c.at is None, c.at or 0.0), default=None)
+        checks = sorted(
+            failure.verdict.failures if failure.verdict else [],
+            key=lambda c: (c.at is None, c.at or 0.0),
+        )
+        lead = checks[0] if checks else None
         return Cell(
             scenario=scenario.name,
             variant=variant,
@@ -97,6 +107,7 @@ def run_cell(scenario: Scenario, variant: str, time_scale: float = 1.0) -> Cell:
             seen=lead.seen if lead else None,
             harness_error=harness_failure(failure.verdict),
             seconds=seconds,
+            failed_checks=tuple(c.name for c in checks),
         )
     except Exception as error:  # the harness broke: a matrix cell, not the end of the matrix
         return Cell(
@@ -170,9 +181,12 @@ class Matrix:
             if slug == CORRECT:
                 continue
             meant = [s for s in self.scenarios if slug in s.catches]
-            if not any(self.cell(s, slug).caught for s in meant):
-                names = ", ".join(s.name for s in meant) or "no scenario lists it in catches"
-                found.append(f"{slug}: not caught by the scenarios meant to catch it ({names})")
+            if not any(self.cell(s, slug).caught_by(s.pinned.get(slug)) for s in meant):
+                names = ", ".join(_meant(s, slug) for s in meant) or "none lists it in catches"
+                found.append(
+                    f"{slug}: not caught by the scenarios meant to catch it, with the check "
+                    f"each pins ({names})"
+                )
         return found
 
 
@@ -249,6 +263,12 @@ def _matrix_cell(cell: Cell, meant: bool) -> str:
     return f"**{text}**" if meant else text
 
 
+def _meant(scenario: Scenario, slug: str) -> str:
+    """``name (check)``: a scenario meant to catch ``slug`` and the check it pins."""
+    check = scenario.pinned.get(slug)
+    return scenario.name if check is None else f"{scenario.name} ({check})"
+
+
 def _seconds(value: float | None) -> str:
     return NONE if value is None else f"{value:.1f} s"
 
@@ -274,18 +294,26 @@ def render(matrix: Matrix, scenarios_dir: Path) -> str:
         "pytest --flrelia-known-bugs                  # list the slugs, one line each",
         "```",
         "",
-        "The scenarios whose `catches` name the slug fail, each with a report of what happened;",
-        "on the correct runtime (no option) every scenario passes. `tests/test_known_bugs.py`",
-        "checks both on every test run.",
+        "The scenarios whose `catches` name the slug fail, each with a report of what happened",
+        "and with the check its `catches` pins for the slug among the failures; on the correct",
+        "runtime (no option) every scenario passes. `tests/test_known_bugs.py` checks both on",
+        "every test run.",
         "",
         "## The bugs",
         "",
-        "| id | slug | the bug | scenarios meant to catch it |",
+        "| id | slug | the bug | scenarios meant to catch it (the check each pins) |",
         "|---|---|---|---|",
     ]
     for slug in slugs:
         bug = KNOWN_BUGS[slug]
-        meant = ", ".join(f"`{s.name}`" for s in matrix.scenarios if slug in s.catches) or NONE
+        meant = (
+            ", ".join(
+                f"`{s.name}`" + (f" (`{s.pinned[slug]}`)" if slug in s.pinned else "")
+                for s in matrix.scenarios
+                if slug in s.catches
+            )
+            or NONE
+        )
         lines.append(f"| {bug.kb} | `{slug}` | {one_line(bug.summary, slug)} | {meant} |")
     lines += [
         "",

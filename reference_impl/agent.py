@@ -125,11 +125,7 @@ class Agent:
         failpoints.configure_from_environment()
         settings = AgentSettings.from_env(os.environ)
         timeline = Timeline.from_environment(f"train-{settings.site}")
-        failpoints.set_recorder(
-            lambda name, action, site, round: timeline.record(
-                EventKind.FAILPOINT, site=site, round=round, name=name, action=action
-            )
-        )
+        failpoints.set_recorder(failpoints.timeline_recorder(timeline))
         watchdog = ParentWatchdog()
         watchdog.start()
         failpoint("agent.before_init", site=settings.site, round=_launch_round())

@@ -31,14 +31,17 @@ from decimal import Decimal
 from enum import Enum
 
 from reference_impl import seams
+from reference_impl.timeline import EventKind, Timeline
 
 FAILPOINTS_ENV = "FLRELIA_FAILPOINTS"
 FAILPOINTS_SEED_ENV = "FLRELIA_FAILPOINTS_SEED"
 
-Recorder = Callable[[str, str, str | None, int | None], object]
-"""Called on every hit that runs an action other than ``off``: name, action, site, round.
+Recorder = Callable[[str, str, str | None, int | None, str | None], object]
+"""Called on every hit that runs an action other than ``off``: name, action, site, round
+and the entry's tag (``None`` when it has none).
 
-Its return value is ignored, so ``lambda ...: timeline.record(...)`` fits.
+Its return value is ignored, so ``lambda ...: timeline.record(...)`` fits;
+:func:`timeline_recorder` is the one the runtime installs.
 """
 
 VALID_ACTIONS = (
@@ -54,6 +57,7 @@ _HANG_WAKE_INTERVAL = 1.0
 _LOG = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_TAG_RE = re.compile(r"(?P<fault>[A-Za-z_][A-Za-z0-9_]*)#(?P<id>[0-9]+)")
 _KEYWORD_RE = re.compile(r"[A-Za-z_]+")
 _PREFIX_RE = re.compile(
     r"(?:(?P<prob>[0-9]+(?:\.[0-9]+)?)\s*%\s*)?(?:(?P<count>[0-9]+)\s*\*\s*)?"
@@ -138,6 +142,8 @@ class _Entry:
     round: int | None
     tasks: list[_Task] = field(default_factory=list)
     position: int = 0   # where the entry starts in the spec it came from, for errors
+    tag: str | None = None
+    """``FAULT#ID``: the fault this entry injects; its hits are recorded as that fault's."""
 
     @property
     def key(self) -> str:
@@ -147,7 +153,8 @@ class _Entry:
             scope.append(f"site={self.site}")
         if self.round is not None:
             scope.append(f"round={self.round}")
-        return f"{self.name}[{','.join(scope)}]" if scope else self.name
+        key = f"{self.name}[{','.join(scope)}]" if scope else self.name
+        return key if self.tag is None else f"{key}@{self.tag}"
 
     @property
     def text(self) -> str:
@@ -217,9 +224,10 @@ def _fire(name: str, site: str | None, round: int | None) -> bool:
             # the recorder's call always finds it.
             hang_event = _hang_events.setdefault(name, threading.Event())
         recorder = _recorder
+        tag = entry.tag
     if recorder is not None:
         try:
-            recorder(name, action.text, site, round)
+            recorder(name, action.text, site, round, tag)
         except Exception:
             # A broken recorder must not change what the failpoint does.
             _LOG.exception("failpoint recorder failed on %s (%s)", name, action.text)
@@ -330,7 +338,7 @@ def validate(spec: str, *, source: str | None = None) -> None:
 
 
 def configured() -> dict[str, str]:
-    """The configuration in match order: ``name[scope]`` -> canonical actions.
+    """The configuration in match order: ``name[scope]@tag`` -> canonical actions.
 
     Counts show as written, not as remaining.  Joining ``f"{k}={v}"`` with ``;``
     gives back an equivalent spec.
@@ -349,6 +357,31 @@ def set_recorder(callback: Recorder | None) -> None:
     global _recorder
     with _lock:
         _recorder = callback
+
+
+def parse_tag(tag: str) -> tuple[str, int]:
+    """The fault and id a tag ``FAULT#ID`` names: a ``fault`` event's ``fault``, ``fault_id``."""
+    match = _TAG_RE.fullmatch(tag)
+    if match is None:
+        raise ValueError(f"bad fault tag {tag!r}: a tag is FAULT#ID, as in crash#0")
+    return match.group("fault"), int(match.group("id"))
+
+
+def timeline_recorder(timeline: Timeline) -> Recorder:
+    """Record every hit on ``timeline``: a tagged entry's hit is the moment its fault
+    acts (a ``fault`` event saying what it did), any other hit a ``failpoint`` event."""
+
+    def record(name: str, action: str, site: str | None, round: int | None,
+               tag: str | None) -> None:
+        if tag is None:
+            timeline.record(EventKind.FAILPOINT, site=site, round=round, name=name,
+                            action=action)
+        else:
+            fault, fault_id = parse_tag(tag)
+            timeline.record(EventKind.FAULT, site=site, round=round, fault=fault,
+                            fault_id=fault_id, failpoint=name, did=action)
+
+    return record
 
 
 def configure_from_environment(environ: Mapping[str, str] | None = None) -> bool:
@@ -423,10 +456,18 @@ class _EntryParser:
                 raise self.fail("unclosed '['", at, "write name[site=site-1,round=2]=action")
             site, round_ = self.parse_scope(at + 1, close)
             at = _skip_space(text, close + 1)
+        tag: str | None = None
+        if at < len(text) and text[at] == "@":
+            tag_at = _skip_space(text, at + 1)
+            match = _TAG_RE.match(text, tag_at)
+            if match is None:
+                raise self.fail("bad tag", tag_at, "a tag is FAULT#ID, as in @crash#0")
+            tag = match.group()
+            at = _skip_space(text, match.end())
         if at >= len(text) or text[at] != "=":
             raise self.fail(f"missing '=' after '{text[:at].rstrip()}'", at,
                             "write name=action")
-        entry = _Entry(name=name, site=site, round=round_)
+        entry = _Entry(name=name, site=site, round=round_, tag=tag)
         for start, piece in _pieces(text, at + 1, "->"):
             entry.tasks.append(self.parse_task(start, piece))
         return entry
@@ -635,9 +676,11 @@ __all__ = [
     "configured",
     "failpoint",
     "hits",
+    "parse_tag",
     "register_action",
     "release",
     "scoped",
     "set_recorder",
+    "timeline_recorder",
     "validate",
 ]

@@ -323,10 +323,5 @@ def _site_runner(
 
 def _record_failpoints(timeline: Timeline) -> Callable[[], None]:
     """Make every failpoint hit in this process a timeline event, until restored."""
-    harness = timeline.for_process("harness")
-    failpoints.set_recorder(
-        lambda name, action, site, round: harness.record(
-            EventKind.FAILPOINT, site=site, round=round, name=name, action=action
-        )
-    )
+    failpoints.set_recorder(failpoints.timeline_recorder(timeline.for_process("harness")))
     return lambda: failpoints.set_recorder(None)

@@ -7,19 +7,26 @@ the expected global model independently.
 ``FLRELIA_SCRIPT_BEHAVIOUR`` (comma-separated) makes the script misbehave the
 way real user code does: ``ignore_sigterm`` (a handler that swallows SIGTERM)
 and ``spawn_child`` (a worker child that inherits stdout and lingers, like a
-data loader).
+data loader).  An item may be scoped and tagged, ``ignore_sigterm[site=site-2,
+round=2]@ignore_sigterm#1`` (round: the one the process was launched for), and
+records a ``fault`` event when it acts: the child started, a SIGTERM swallowed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 from reference_impl import client_api as flare
-from reference_impl.agent import SITE_ENV
+from reference_impl import failpoints
+from reference_impl.agent import LAUNCH_ROUND_ENV, SITE_ENV
 from reference_impl.messages import VALIDATE, Array, Result
 from reference_impl.timeline import EventKind, Timeline
 from reference_impl.watchdog import group_dies_with_client
@@ -44,16 +51,102 @@ def site_weight(site: str) -> float:
     return float(10 * site_number(site))
 
 
-def _apply_behaviours(behaviours: set[str]) -> subprocess.Popen[bytes] | None:
-    if IGNORE_SIGTERM in behaviours:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if SPAWN_CHILD in behaviours:
-        return subprocess.Popen(
+@dataclass(frozen=True)
+class Behaviour:
+    """One misbehaviour switched on for the processes its scope matches."""
+
+    name: str
+    site: str | None = None
+    round: int | None = None
+    """The round the process was launched for."""
+    tag: str | None = None
+    """``FAULT#ID`` of the harness fault it stands for; its ``fault`` events carry it."""
+
+    def applies(self, site: str | None, round: int | None) -> bool:
+        return self.site in (None, site) and self.round in (None, round)
+
+
+_BEHAVIOUR_RE = re.compile(
+    r"(?P<name>[a-z_]+)(?:\[(?P<scope>[^\]]*)\])?(?:@(?P<tag>[A-Za-z0-9_#]+))?"
+)
+
+
+def parse_behaviours(text: str) -> list[Behaviour]:
+    """``name[site=S,round=R]@FAULT#ID`` items, comma-separated; scope and tag optional."""
+    behaviours = []
+    for match in _BEHAVIOUR_RE.finditer(text):
+        scope = dict(
+            item.split("=", 1) for item in (match.group("scope") or "").split(",") if "=" in item
+        )
+        round_text = scope.get("round")
+        behaviours.append(
+            Behaviour(
+                match.group("name"),
+                scope.get("site"),
+                int(round_text) if round_text else None,
+                match.group("tag"),
+            )
+        )
+    return behaviours
+
+
+class _Acts:
+    """Records a behaviour's ``fault`` event the moment it changes something."""
+
+    def __init__(self, site: str | None, round: int | None) -> None:
+        self.site = site
+        self.round = round
+        self.timeline = Timeline.from_environment(f"train-{site}")
+
+    def record(self, behaviour: Behaviour, did: str, child_pid: int | None = None) -> None:
+        fault, fault_id = (
+            (behaviour.name, None) if behaviour.tag is None else failpoints.parse_tag(behaviour.tag)
+        )
+        extra: dict[str, Any] = {} if child_pid is None else {"child_pid": child_pid}
+        self.timeline.record(
+            EventKind.FAULT,
+            site=self.site,
+            round=self.round,
+            fault=fault,
+            fault_id=fault_id,
+            behaviour=behaviour.name,
+            did=did,
+            **extra,
+        )
+
+
+def _apply_behaviours(behaviours: list[Behaviour], acts: _Acts) -> subprocess.Popen[bytes] | None:
+    mine = {b.name: b for b in behaviours if b.applies(acts.site, acts.round)}
+    ignore = mine.get(IGNORE_SIGTERM)
+    if ignore is not None:
+        signal.signal(signal.SIGTERM, _ignoring(ignore, acts))
+    spawn = mine.get(SPAWN_CHILD)
+    if spawn is not None:
+        child = subprocess.Popen(
             [sys.executable, "-c", "import signal, time\nwhile True: signal.pause()"],
             stdout=sys.stdout,
             stderr=sys.stderr,
         )
+        acts.record(spawn, "started a child holding stdout", child_pid=child.pid)
+        return child
     return None
+
+
+def _ignoring(behaviour: Behaviour, acts: _Acts) -> Callable[[int, FrameType | None], None]:
+    """A SIGTERM handler that changes nothing but says, once, that it swallowed one.
+
+    Once only: a second SIGTERM can run this handler inside the first, and the
+    timeline's lock is not re-entrant.
+    """
+    said = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            acts.record(behaviour, "ignored SIGTERM")
+
+    return handler
 
 
 def main() -> None:
@@ -62,14 +155,12 @@ def main() -> None:
 
 
 def _train() -> None:
-    behaviours = {b for b in os.environ.get(BEHAVIOUR_ENV, "").split(",") if b}
-    if behaviours:  # misbehaving on purpose: say so in the timeline
-        site = os.environ.get(SITE_ENV)
-        timeline = Timeline.from_environment(f"train-{site}")
-        for behaviour in sorted(behaviours):
-            timeline.record(EventKind.FAULT, site=site, behaviour=behaviour)
-        timeline.close()
-    child = _apply_behaviours(behaviours)
+    behaviours = parse_behaviours(os.environ.get(BEHAVIOUR_ENV, ""))
+    child = None
+    if behaviours:  # misbehaving on purpose
+        launched = os.environ.get(LAUNCH_ROUND_ENV)
+        acts = _Acts(os.environ.get(SITE_ENV), int(launched) if launched else None)
+        child = _apply_behaviours(behaviours, acts)
     if child is not None:
         print(f"started worker child {child.pid}", flush=True)
     flare.init()

@@ -21,6 +21,7 @@ import pytest
 
 from reference_impl import failpoints, seams
 from reference_impl.failpoints import FailpointSyntaxError, failpoint
+from reference_impl.timeline import EventKind, Timeline
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve().parent / "scripts_failpoints" / "pass_failpoint.py"
@@ -44,7 +45,7 @@ Hit = tuple[str, str, str | None, int | None]
 @pytest.fixture
 def recorded() -> list[Hit]:
     hits: list[Hit] = []
-    failpoints.set_recorder(lambda name, action, site, round: hits.append(
+    failpoints.set_recorder(lambda name, action, site, round, tag: hits.append(
         (name, action, site, round)))
     return hits
 
@@ -147,6 +148,8 @@ INVALID = [
     ("x=off; x[site=s]=hang", 7, "entry 'x[site=s]' can never fire"),
     ("x[round=1]=off; x[site=s,round=1]=hang", 16, "entry 'x[site=s,round=1]' can never fire"),
     ("  a . b=off", 4, "missing '=' after 'a'"),
+    ("x@crash=off", 2, "bad tag"),
+    ("x[site=s] @ =off", 12, "bad tag"),
 ]
 
 
@@ -429,9 +432,37 @@ def test_recorder_hears_every_hit_with_name_action_site_and_round(
                         ("b", "sleep(1)", None, None)]
 
 
+def test_a_tagged_entry_tells_the_recorder_the_fault_it_injects() -> None:
+    heard: list[tuple[object, ...]] = []
+    failpoints.set_recorder(lambda *hit: heard.append(hit))
+    failpoints.configure("x[site=s1]@crash#3=return; y=return")
+    failpoint("x", site="s1", round=1)
+    failpoint("y")
+    assert heard == [("x", "return", "s1", 1, "crash#3"), ("y", "return", None, None, None)]
+    shown = failpoints.configured()
+    assert shown == {"x[site=s1]@crash#3": "return", "y": "return"}
+    failpoints.configure(";".join(f"{key}={value}" for key, value in shown.items()))
+    assert failpoints.configured() == shown
+
+
+def test_timeline_recorder_records_a_tagged_hit_as_its_fault_acting() -> None:
+    timeline = Timeline("harness")
+    failpoints.set_recorder(failpoints.timeline_recorder(timeline))
+    failpoints.configure("x[round=2]@slow_stop#1=sleep(0); y=sleep(0)")
+    failpoint("x", site="s1", round=1)  # out of scope: nothing acts
+    failpoint("x", site="s1", round=2)
+    failpoint("y")
+    [fault] = timeline.events(EventKind.FAULT)
+    assert (fault.site, fault.round, dict(fault.detail)) == (
+        "s1", 2, {"fault": "slow_stop", "fault_id": 1, "failpoint": "x", "did": "sleep(0)"})
+    [plain] = timeline.events(EventKind.FAILPOINT)
+    assert dict(plain.detail) == {"name": "y", "action": "sleep(0)"}
+
+
 def test_a_failing_recorder_is_logged_and_the_action_still_runs(
         caplog: pytest.LogCaptureFixture) -> None:
-    def broken(name: str, action: str, site: str | None, round: int | None) -> None:
+    def broken(name: str, action: str, site: str | None, round: int | None,
+               tag: str | None) -> None:
         raise LookupError("timeline closed")
 
     failpoints.set_recorder(broken)

@@ -20,12 +20,12 @@ import pytest
 import yaml
 
 from pytest_flrelia import catalog_docs
-from pytest_flrelia.catalog import AT_POINTS, CATALOG, ParamError, validate_params
+from pytest_flrelia.catalog import AT_POINTS, CATALOG, SCOPE_KEYS, ParamError, validate_params
 from pytest_flrelia.catalog_docs import MECHANICS, SECTION_HEADING, current_section, render_catalog
-from pytest_flrelia.faults import AT_FAILPOINTS, build_plan
+from pytest_flrelia.faults import AT_FAILPOINTS, LiveAction, build_plan
 from pytest_flrelia.invariants import expected_global_model
 from pytest_flrelia.processes import ProcessGuard
-from pytest_flrelia.scenario import FaultSpec
+from pytest_flrelia.scenario import FaultSpec, shipped_schema
 from pytest_flrelia.targets import ReferenceTarget
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.job import JobResult
@@ -64,7 +64,10 @@ class Run:
         return found[0]
 
     def failpoints(self, name: str, **match: object) -> list[Event]:
-        return self.events(EventKind.FAILPOINT, name=name, **match)
+        """The ``fault`` events of the harness's (tagged) failpoint ``name``: its acts."""
+        acts = self.events(EventKind.FAULT, failpoint=name, **match)
+        assert not self.events(EventKind.FAILPOINT, name=name), "an untagged harness failpoint"
+        return acts
 
     def pids(self) -> list[int]:
         """Training process pids in launch order."""
@@ -186,7 +189,7 @@ def test_delayed_download_starts_the_pull_late_and_loses_nothing() -> None:
         [{"fault": "delayed_download", "site": "site-1", "round": 1, "delay": "500ms"}], sites=2
     )
     hit = run.failpoints("server.before_download", process="harness")
-    assert [(e.site, e.round, e.detail["action"]) for e in hit] == [("site-1", 1, "sleep(500)")]
+    assert [(e.site, e.round, e.detail["did"]) for e in hit] == [("site-1", 1, "sleep(500)")]
     result_in = run.one(EventKind.RESULT_RECEIVED, site="site-1")
     pull = run.one(EventKind.DOWNLOAD_START, site="site-1")
     assert pull.ts - result_in.ts >= 0.5
@@ -211,7 +214,7 @@ def test_early_sigterm_strikes_at_its_point(at: str, error: str | None) -> None:
     """Before the download is done the job fails naming the site; after it, nothing is lost."""
     run = run_faults([{"fault": "early_sigterm", "at": at}])
     hit = run.failpoints(AT_FAILPOINTS[at], process="train-site-1")
-    assert [e.detail["action"] for e in hit] == ["signal(SIGTERM)"]
+    assert [e.detail["did"] for e in hit] == ["signal(SIGTERM)"]
     (pid,) = run.pids()
     assert run.one(EventKind.EXIT, process="client-site-1", pid=pid).detail["returncode"] == (
         -signal.SIGTERM
@@ -255,7 +258,7 @@ def test_stuck_exit_is_stopped_after_the_full_wait_and_round_two_runs(
         stop_wait=stop_wait,
     )
     hit = run.failpoints("agent.before_exit", process="train-site-1", round=1)
-    assert [e.detail["action"] for e in hit] == [action]
+    assert [e.detail["did"] for e in hit] == [action]
     first, second = run.pids()
     deferred = run.one(EventKind.DEFERRED_STOP_START, round=1)
     stop = run.events(EventKind.STOP_REQUESTED, pid=first)[0]
@@ -275,7 +278,7 @@ def test_stuck_exit_is_stopped_after_the_full_wait_and_round_two_runs(
 def test_slow_start_calls_init_late_and_the_job_waits_for_it() -> None:
     run = run_faults([{"fault": "slow_start", "site": "site-1", "delay": "500ms"}])
     hit = run.failpoints("agent.before_init", process="train-site-1")
-    assert [e.detail["action"] for e in hit] == ["sleep(500)"]
+    assert [e.detail["did"] for e in hit] == ["sleep(500)"]
     assert run.one(EventKind.INIT).ts - run.one(EventKind.LAUNCH).ts >= 0.5
     assert run.result.ok, run.result.error
 
@@ -293,7 +296,7 @@ def test_crash_fails_the_round_promptly_saying_the_process_ended() -> None:
         [{"fault": "crash", "at": "after_task_received", "code": 3}], execution=execution
     )
     hit = run.failpoints("agent.after_task_received", process="train-site-1")
-    assert [e.detail["action"] for e in hit] == ["exit(3)"]
+    assert [e.detail["did"] for e in hit] == ["exit(3)"]
     (pid,) = run.pids()
     assert run.one(EventKind.EXIT, process="client-site-1", pid=pid).detail["returncode"] == 3
     assert not run.result.ok
@@ -321,7 +324,7 @@ def test_heartbeat_loss_makes_the_client_report_peer_gone(
         stop_wait=0.5,
     )
     hit = run.failpoints("pipe_handler.before_heartbeat", process="train-site-1")
-    assert [e.detail["action"] for e in hit] == ["hang" if duration is None else "sleep(200)"]
+    assert [e.detail["did"] for e in hit] == ["hang" if duration is None else "sleep(200)"]
     silence = [
         e
         for e in run.events(EventKind.STATUS_EVENT, process="client-site-1", topic="PEER_GONE")
@@ -341,7 +344,7 @@ def test_broken_pipe_fails_the_round_promptly() -> None:
     execution = 20.0
     run = run_faults([{"fault": "broken_pipe", "at": "after_task_received"}], execution=execution)
     hit = run.failpoints("agent.after_task_received", process="train-site-1")
-    assert [e.detail["action"] for e in hit] == ["call(break_pipe)"]
+    assert [e.detail["did"] for e in hit] == ["call(break_pipe)"]
     reported = run.one(EventKind.STATUS_EVENT, process="client-site-1", topic="PEER_GONE")
     assert "broken pipe" in str(reported.detail["reason"])
     assert not run.result.ok
@@ -355,7 +358,7 @@ def test_corrupt_chunk_is_fetched_again_and_never_aggregated() -> None:
         [{"fault": "corrupt_chunk", "site": "site-1", "round": 1, "times": 2}], sites=2
     )
     hit = run.failpoints("download.corrupt_chunk.1")
-    assert [(e.process, e.detail["action"]) for e in hit] == [("train-site-1", "return")] * 2
+    assert [(e.process, e.detail["did"]) for e in hit] == [("train-site-1", "return")] * 2
     retries = run.events(EventKind.DOWNLOAD_RETRY, site="site-1")
     assert retries, "no corrupt chunk was caught"
     assert all("digest mismatch" in str(e.detail["reason"]) for e in retries)
@@ -381,7 +384,7 @@ def test_corrupt_chunk_times_is_the_number_of_failed_attempts_at_the_named_chunk
 def test_slow_aggregation_aggregates_late() -> None:
     run = run_faults([{"fault": "slow_aggregation", "delay": "500ms"}], sites=2)
     hit = run.failpoints("server.before_aggregate", process="harness")
-    assert [e.detail["action"] for e in hit] == ["sleep(500)"]
+    assert [e.detail["did"] for e in hit] == ["sleep(500)"]
     last_download = max(e.ts for e in run.events(EventKind.DOWNLOAD_DONE))
     assert run.one(EventKind.AGGREGATED).ts - last_download >= 0.5
     assert run.result.ok, run.result.error
@@ -425,7 +428,7 @@ def test_stop_error_still_opens_the_round_boundary() -> None:
         stop_wait=stop_wait,
     )
     hit = run.failpoints("executor.deferred_stop.before_stop", process="harness", round=1)
-    assert [e.detail["action"] for e in hit] == ["raise(RuntimeError, injected stop_task failure)"]
+    assert [e.detail["did"] for e in hit] == ["raise(RuntimeError, injected stop_task failure)"]
     deferred = run.one(EventKind.DEFERRED_STOP_START, round=1)
     assert run.one(EventKind.DEFERRED_STOP_DONE, round=1).ts >= hit[0].ts
     _, second = run.pids()
@@ -438,7 +441,7 @@ def test_stop_error_still_opens_the_round_boundary() -> None:
 def test_slow_stop_reaps_late_and_the_next_launch_waits_for_it() -> None:
     run = run_faults([{"fault": "slow_stop", "round": 1, "delay": "500ms"}], rounds=2)
     hit = run.failpoints("executor.deferred_stop.after_wait", process="harness", round=1)
-    assert [e.detail["action"] for e in hit] == ["sleep(500)"]
+    assert [e.detail["did"] for e in hit] == ["sleep(500)"]
     seen = run.one(EventKind.EXIT_SEEN, round=1)
     first, second = run.pids()
     assert seen.detail["pid"] == first
@@ -486,9 +489,40 @@ def test_ignore_sigterm_makes_the_stop_escalate_to_sigkill() -> None:
     assert run.signals(pid) == ["SIGTERM", "SIGKILL"]
     sigterm, sigkill = run.events(EventKind.SIGNAL_SENT, pgid=pid)
     assert sigkill.ts - sigterm.ts >= grace
+    ignored = run.one(EventKind.FAULT, fault="ignore_sigterm")  # acted: a SIGTERM swallowed
+    assert (ignored.pid, ignored.detail["did"], ignored.detail["fault_id"]) == (
+        pid, "ignored SIGTERM", 1
+    )
+    stop = run.events(EventKind.STOP_REQUESTED, pid=pid)[0]  # SIGTERM is recorded once sent
+    assert stop.ts <= ignored.ts <= sigkill.ts
     assert run.one(EventKind.EXIT, process="client-site-1", pid=pid).detail["returncode"] == (
         -signal.SIGKILL
     )
+    assert run.result.ok, run.result.error
+
+
+@pytest.mark.slow
+def test_ignore_sigterm_strikes_only_the_site_it_names() -> None:
+    run = run_faults(
+        [{"fault": "stuck_exit"}, {"fault": "ignore_sigterm", "site": "site-2"}],
+        sites=2,
+        download_complete=0.5,
+        stop_wait=0.5,
+        stop_grace=0.2,
+    )
+    one, two = (run.one(EventKind.LAUNCH, site=site).detail["pid"] for site in ("site-1", "site-2"))
+    assert run.signals(one) == ["SIGTERM"], "site-1's process did not ignore SIGTERM"
+    assert run.signals(two) == ["SIGTERM", "SIGKILL"]
+    assert [e.site for e in run.events(EventKind.FAULT, fault="ignore_sigterm")] == ["site-2"]
+    assert run.result.ok, run.result.error
+
+
+@pytest.mark.slow
+def test_a_script_behaviour_that_never_acts_records_nothing() -> None:
+    """No stop ever signals a process that exits by itself: nothing was ignored."""
+    run = run_faults([{"fault": "ignore_sigterm"}], rounds=2)
+    assert all(run.signals(pid) == [] for pid in run.pids())
+    assert run.events(EventKind.FAULT) == []
     assert run.result.ok, run.result.error
 
 
@@ -507,9 +541,52 @@ def test_orphan_child_does_not_outlive_the_run() -> None:
 
     run = run_faults([{"fault": "orphan_child"}], on_event=find_children)
     assert len(children) == 1, "the training process should have started one child"
+    started = run.one(EventKind.FAULT, fault="orphan_child")
+    assert started.detail["child_pid"] == children[0].pid
     assert all(gone(child) for child in children)
     assert all("SIGKILL" in run.signals(pid) for pid in run.pids())
     assert run.result.ok, run.result.error
+
+
+@pytest.mark.slow
+def test_orphan_child_strikes_only_the_round_it_names() -> None:
+    run = run_faults([{"fault": "orphan_child", "round": 2}], rounds=2)
+    first, second = run.pids()
+    assert [(e.round, e.pid) for e in run.events(EventKind.FAULT, fault="orphan_child")] == [
+        (2, second)
+    ]
+    assert "SIGKILL" in run.signals(second)
+    assert "SIGKILL" not in run.signals(first), "round 1's process had a child to kill"
+    assert run.result.ok, run.result.error
+
+
+def _live(act: Callable[[Event, Mapping[str, object], Timeline], str | None]) -> Timeline:
+    """A timeline with one stale_peer_gone live action attached, triggered once."""
+    spec = replace(fault_spec({"fault": "stale_peer_gone", "round": 2}), index=4)
+    action = LiveAction(spec, "test", lambda e: e.kind is EventKind.TASK_SENT, act)
+    timeline = Timeline("server")
+    action.attach(timeline, {})
+    timeline.record(EventKind.TASK_SENT, site="site-1", round=2)
+    return timeline
+
+
+def test_a_live_action_records_its_fault_only_when_it_acted() -> None:
+    def fails(event: Event, executors: object, timeline: Timeline) -> str | None:
+        timeline.record(EventKind.ERROR, reason="nothing to act on")
+        return None
+
+    def acts(event: Event, executors: object, timeline: Timeline) -> str | None:
+        timeline.record(EventKind.STATUS_EVENT, site="site-1", round=2)  # what it caused
+        return "did it"
+
+    assert _live(fails).events(EventKind.FAULT) == []
+    timeline = _live(acts)
+    [fault] = timeline.events(EventKind.FAULT)
+    assert (fault.site, fault.round, fault.detail["fault_id"], fault.detail["did"]) == (
+        "site-1", 2, 4, "did it"
+    )
+    [caused] = timeline.events(EventKind.STATUS_EVENT)
+    assert fault.ts <= caused.ts, "the act is stamped when it began, before what it caused"
 
 
 def test_every_catalog_fault_is_proven_here() -> None:
@@ -553,6 +630,30 @@ def test_a_bad_parameter_is_refused_naming_key_and_problem(
     assert caught.value.key == key
     assert reason in caught.value.reason
     assert str(caught.value).startswith(f"{key}: ")
+
+
+@pytest.mark.parametrize("fault", list(CATALOG))
+def test_loader_schema_and_docs_take_exactly_the_scopes_the_catalog_declares(fault: str) -> None:
+    scopes = CATALOG[fault].scopes
+    [branch] = [
+        b
+        for b in shipped_schema()["$defs"]["fault"]["allOf"]
+        if b["if"]["properties"]["fault"]["const"] == fault
+    ]
+    assert [k for k in SCOPE_KEYS if k in branch["then"]["properties"]] == list(scopes)
+    taken = _doc_section(fault).split("**Scope:** ")[1].split("(")[0].split(".")[0]
+    assert [k for k in SCOPE_KEYS if f"`{k}`" in taken] == list(scopes)
+    example = dict(CATALOG[fault].example)
+    for key in SCOPE_KEYS:
+        entry = {**example, key: "site-1" if key == "site" else 2}
+        if key in scopes:
+            validate_params(fault, entry, "faults[0]")
+            continue
+        with pytest.raises(ParamError) as refused:
+            validate_params(fault, entry, "faults[0]")
+        assert refused.value.key == key
+        assert f"does not take {key!r}" in refused.value.reason
+        assert key not in refused.value.valid and set(scopes) <= set(refused.value.valid)
 
 
 def test_close_typos_get_a_suggestion_and_the_valid_choices() -> None:
@@ -601,7 +702,7 @@ def test_each_section_names_what_the_fault_plan_injects(fault: str) -> None:
     plan = build_plan([fault_spec(entry)], JobConfig(rounds=3))
     section = _doc_section(fault)
     for failpoint in (*plan.local_failpoints, *plan.subprocess_failpoints):
-        parts = re.fullmatch(r"([^\[=]+)(?:\[[^\]]*\])?=(?:\d+\*)?(.*)", failpoint)
+        parts = re.fullmatch(r"([^\[=@]+)(?:\[[^\]]*\])?@[a-z_]+#0=(?:\d+\*)?(.*)", failpoint)
         assert parts is not None, failpoint
         name, action = parts.groups()
         if not action.startswith("call("):
@@ -616,7 +717,9 @@ def test_each_section_names_what_the_fault_plan_injects(fault: str) -> None:
         where = "In-process" if failpoint in plan.local_failpoints else "Subprocess"
         assert f"{where} failpoint" in section
     for behaviour in plan.script_behaviours:
-        assert f"FLRELIA_SCRIPT_BEHAVIOUR={behaviour}" in section
+        name, tag = re.split(r"(?:\[[^\]]*\])?@", behaviour)
+        assert tag == f"{fault}#0", behaviour
+        assert f"FLRELIA_SCRIPT_BEHAVIOUR={name}" in section
     assert ("Live action" in section) == bool(plan.live_actions)
     for invariant in CATALOG[fault].voids:
         assert f"`{invariant}`" in section.partition("**Voids:**")[2]

@@ -1,8 +1,10 @@
 """The harness catches every known bug and passes the correct runtime (SPEC §3).
 
-Each variant runs the shipped scenarios whose ``catches`` name it: one must
-fail, and for the runtime's fault, not because the harness broke.  Every
-shipped scenario passes on the correct runtime.  ``docs/bug-zoo.md`` (written
+Each variant runs the shipped scenarios whose ``catches`` name it: each must
+fail, for the runtime's fault (not because the harness broke), and with the
+check its ``catches`` pins for the bug among the failures: a bug "caught" only
+by ``within_bound`` on a slow host, or by the expectation, is not caught.
+Every shipped scenario passes on the correct runtime.  ``docs/bug-zoo.md`` (written
 by ``python -m pytest_flrelia.zoo``) names every bug and every scenario.
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
+from pytest_flrelia.catalog import KNOWN_BUG_SLUGS, UNPINNABLE
 from pytest_flrelia.invariants import CHECKS
 from pytest_flrelia.known_bugs import KNOWN_BUGS
 from pytest_flrelia.runner import ScenarioFailure, run_scenario
@@ -43,23 +45,30 @@ def _catching(slug: str) -> list[Scenario]:
 
 
 @pytest.mark.parametrize("slug", [_variant(slug) for slug in KNOWN_BUGS])
-def test_known_bug_fails_a_scenario_meant_to_catch_it(slug: str) -> None:
+def test_known_bug_fails_every_scenario_meant_to_catch_it_with_its_pinned_check(
+    slug: str,
+) -> None:
     scenarios = _catching(slug)
     assert scenarios, f"no shipped scenario lists {slug!r} in catches"
-    caught: list[str] = []
     for scenario in scenarios:
-        try:
+        pinned = scenario.pinned[slug]
+        with pytest.raises(ScenarioFailure) as raised:
             run_scenario(scenario, Settings(known_bug=slug))
-        except ScenarioFailure as failure:
-            assert failure.verdict is not None, failure.report
-            crash = harness_failure(failure.verdict)
-            assert crash is None, f"{scenario.name}: {crash}\n{failure.report}"
-            names = {check.name for check in failure.verdict.failures}
-            assert names, failure.report
-            assert names <= CHECK_NAMES, failure.report
-            assert f"--flrelia-known-bug={slug}" in failure.report  # how to reproduce it
-            caught.append(scenario.name)
-    assert caught, f"{slug} passed every scenario meant to catch it: {[s.name for s in scenarios]}"
+        failure = raised.value
+        assert failure.verdict is not None, failure.report
+        crash = harness_failure(failure.verdict)
+        assert crash is None, f"{scenario.name}: {crash}\n{failure.report}"
+        names = {check.name for check in failure.verdict.failures}
+        assert names <= CHECK_NAMES, failure.report
+        assert pinned in names, f"{scenario.name}: {pinned} did not fail\n{failure.report}"
+        assert f"--flrelia-known-bug={slug}" in failure.report  # how to reproduce it
+
+
+def test_every_shipped_catches_entry_pins_a_check_that_can_catch() -> None:
+    """A plain slug list would let any failure count, within_bound on a slow host too."""
+    for scenario in SCENARIOS:
+        assert sorted(scenario.pinned) == sorted(scenario.catches), scenario.name
+        assert not set(scenario.pinned.values()) & {*UNPINNABLE, "expectation"}, scenario.name
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
@@ -105,7 +114,8 @@ def test_detection_time_is_the_wall_time_until_the_first_failure_in_file_order()
 
     def cell(scenario: Scenario, variant: str, failed: bool, seconds: float) -> Cell:
         check = "no_premature_stop" if failed else None
-        return Cell(scenario.name, variant, failed, check, None, None, seconds)
+        failed_checks = (check,) if check else ()
+        return Cell(scenario.name, variant, failed, check, None, None, seconds, failed_checks)
 
     cells = [
         cell(first, CORRECT, False, 1.0),
@@ -128,3 +138,20 @@ def test_detection_time_is_the_wall_time_until_the_first_failure_in_file_order()
     assert f"| `{second.name}` | **FAILED** (`no_premature_stop`) |" in page
     assert "| KB1 | `sync-stop` | " + f"`{second.name}` | 3.5 s | `{third.name}` | 0.2 s |" in page
     assert "## Problems" in page
+
+
+def test_a_variant_failing_without_its_pinned_check_is_a_zoo_problem() -> None:
+    scenario = next(s for s in SCENARIOS if s.pinned.get("sync-stop") == "no_premature_stop")
+    slug = "sync-stop"
+
+    def matrix(*failed_checks: str) -> Matrix:
+        cells = [
+            Cell(scenario.name, CORRECT, False, None, None, None, 1.0),
+            Cell(scenario.name, slug, True, failed_checks[0], None, None, 1.0, failed_checks),
+        ]
+        return Matrix((scenario,), (CORRECT, slug), {(c.scenario, c.variant): c for c in cells})
+
+    assert matrix("all_rounds_complete", "no_premature_stop").problems() == []
+    [problem] = matrix("within_bound", "expectation").problems()
+    assert problem.startswith(f"{slug}: not caught")
+    assert f"{scenario.name} (no_premature_stop)" in problem

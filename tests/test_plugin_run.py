@@ -76,7 +76,7 @@ fails or hangs to its bound); the other two expect the failure they get.  Every 
 carries a tensor: a process with nothing to download exits at once, and under a heavy
 load the executor may see the exit before the result.  A process that dies before its
 result is reported by whichever the executor sees first: its exit or its pipe closing."""
-FOUR_SUMMARY = "flrelia: 4 scenarios, 3 faults injected, 10 invariants checked (4 failed)"
+FOUR_SUMMARY = "flrelia: 4 scenarios, 3 faults delivered, 13 invariants checked (4 failed)"
 MATRIX = """\
 name: pair
 job: {tensors: {count: 1, size: 16KiB}}
@@ -95,6 +95,28 @@ faults:
   - {fault: orphan_child}
 expect:
   within: 1500ms
+"""
+NEVER_FIRES = """\
+- name: crash-in-validate-rounds
+  description: Both rounds validate, so no download ever ends and after_download never comes.
+  job: &validate {rounds: 2, launch_once: true, validate_rounds: [1, 2], tensors: {count: 1}}
+  faults:
+    - {fault: crash, at: after_download}
+  expect: {within: 10s}
+- name: optional-crash-in-validate-rounds
+  job: *validate
+  faults:
+    - {fault: crash, at: after_download, optional: true}
+  expect: {within: 10s}
+"""
+"""The issue's repro, with one process for both rounds: a per-round process with nothing
+to download exits at once, and its exit may still race its result on a loaded host."""
+NAMED_NOTHING = """\
+name: named-but-nothing-to-judge
+job: {tensors: {count: 0}}
+expect:
+  within: 10s
+  invariants: [tensors_intact, stale_events_ignored, no_premature_stop]
 """
 
 
@@ -157,7 +179,7 @@ def test_failing_scenario_report_shows_the_invariant_the_swimlane_and_how_to_rep
             "   time * | server * | client-site-1 *",
             "reproduce:",
             "  pytest 'late-pull.scenario.yaml::late-pull-small' --flrelia-known-bug=sync-stop",
-            "flrelia: 1 scenario, 1 fault injected, * invariants checked (* failed)",
+            "flrelia: 1 scenario, 1 fault delivered, * invariants checked (* failed)",
             "FAILED late-pull.scenario.yaml::late-pull-small*",
         ]
     )
@@ -176,7 +198,9 @@ def test_report_dir_gets_a_timeline_and_a_mermaid_diagram_per_scenario(
     reports = inner.path / "reports"
     stems = ["small-ok", "pair_launch_once_false_", "pair_launch_once_true_"]
     assert sorted(p.name for p in reports.iterdir()) == sorted(
-        f"{stem}{suffix}" for stem in stems for suffix in (".timeline.jsonl", ".mmd")
+        f"{stem}{suffix}"
+        for stem in stems
+        for suffix in (".timeline.jsonl", ".mmd", ".verdict.txt")
     )
     for stem in stems:
         events = [
@@ -189,6 +213,11 @@ def test_report_dir_gets_a_timeline_and_a_mermaid_diagram_per_scenario(
         diagram = (reports / f"{stem}.mmd").read_text().splitlines()
         assert diagram[0] == "sequenceDiagram"
         assert any(line.strip().startswith("participant lane_server") for line in diagram)
+        verdict = (reports / f"{stem}.verdict.txt").read_text().splitlines()
+        assert verdict[0] == "passed  expectation: success"
+        # Nothing stale was injected, no fault planned: said, not passed silently.
+        assert "n/a     stale_events_ignored: no stale event was injected" in verdict
+        assert "n/a     faults_delivered: the scenario injects no fault" in verdict
 
 
 def test_count_runs_each_repetition_with_its_own_report_files(inner: pytest.Pytester) -> None:
@@ -247,6 +276,64 @@ def test_run_past_its_bound_is_stopped_reported_and_leaves_no_process(
     assert marked_survivors(os.environ[MARK_ENV]) == []
 
 
+@pytest.mark.slow
+def test_a_fault_that_never_fires_fails_its_scenario_unless_optional(
+    inner: pytest.Pytester,
+) -> None:
+    (inner.path / "validate.scenario.yaml").write_text(NEVER_FIRES)
+
+    result = run(inner, "-rpf")
+
+    assert outcomes(result) == {
+        "validate.scenario.yaml::crash-in-validate-rounds": "FAILED",
+        "validate.scenario.yaml::optional-crash-in-validate-rounds": "PASSED",
+    }
+    result.stdout.fnmatch_lines(
+        [
+            "scenario crash-in-validate-rounds (*) failed against the correct implementation*",
+            "invariant faults_delivered",
+            "  expected: every fault acts at least once (faults marked optional: true excepted)",
+            "  seen:     fault crash(at=after_download, code=1) never fired",
+            "not applicable (nothing to judge in this run):",
+            "  tensors_intact: no tensor was downloaded",
+            "  stale_events_ignored: no stale event was injected",
+            "flrelia: 2 scenarios, 0 of 2 faults delivered, * invariants checked (1 failed)",
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_an_invariant_named_with_nothing_to_judge_fails_with_the_reason(
+    inner: pytest.Pytester,
+) -> None:
+    (inner.path / "named.scenario.yaml").write_text(NAMED_NOTHING)
+
+    result = run(inner)
+
+    result.assert_outcomes(failed=1)
+    lines = []
+    for name, why in [
+        ("tensors_intact", "no tensor was downloaded"),
+        ("stale_events_ignored", "no stale event was injected"),
+        ("no_premature_stop", "no result had tensors to download"),
+    ]:
+        lines += [
+            f"invariant {name}",
+            f"  expected: {name} has something to judge: expect.invariants names it",
+            f"  seen:     not applicable: {why}",
+        ]
+    result.stdout.fnmatch_lines(
+        [
+            *lines,
+            # Not named, added by the harness: it may have nothing to judge, and says so.
+            "not applicable (nothing to judge in this run):",
+            "  faults_delivered: the scenario injects no fault",
+            "timeline:",
+            "flrelia: 1 scenario, 0 faults delivered, * invariants checked (3 failed)",
+        ]
+    )
+
+
 def test_bad_scenario_file_does_not_stop_the_good_one(inner: pytest.Pytester) -> None:
     (inner.path / "bad.scenario.yaml").write_text("name: Bad\n")
     (inner.path / "good.scenario.yaml").write_text(SMALL_OK)
@@ -259,7 +346,7 @@ def test_bad_scenario_file_does_not_stop_the_good_one(inner: pytest.Pytester) ->
         [
             "*ERROR collecting bad.scenario.yaml*",
             "bad.scenario.yaml:1: name: invalid value 'Bad': *",
-            "flrelia: 1 scenario, 0 faults injected, * invariants checked (0 failed)",
+            "flrelia: 1 scenario, 0 faults delivered, * invariants checked (0 failed)",
         ]
     )
     assert "Interrupted" not in result.stdout.str()

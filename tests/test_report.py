@@ -27,6 +27,7 @@ from pytest_flrelia.report import (
     safe_file_name,
     swimlane,
     write_artifacts,
+    write_verdict,
 )
 from reference_impl.timeline import Event, EventKind
 
@@ -681,6 +682,34 @@ def test_write_artifacts_round_trips_the_timeline(tmp_path: Path) -> None:
     lines = timeline_path.read_text(encoding="utf-8").splitlines()
     assert [Event.from_json(line) for line in lines] == events
     assert mermaid_path.read_text(encoding="utf-8") == mermaid(events) + "\n"
+
+
+def test_failure_report_lists_what_had_nothing_to_judge_after_the_failures() -> None:
+    events = job_events()
+    text = failure_report(
+        scenario_name="s",
+        scenario_path="s.yaml",
+        line=1,
+        description="",
+        failures=[CheckFailure("all_rounds_complete", "rounds 1..1 complete", "0 of 1")],
+        events=events,
+        reproduce="s.yaml::s",
+        known_bug=None,
+        seconds=1.0,
+        not_applicable=[("stale_events_ignored", "no stale event was injected")],
+    )
+    lines = text.splitlines()
+    start = lines.index("not applicable (nothing to judge in this run):")
+    assert lines.index("  seen:     0 of 1") < start
+    assert lines[start + 1] == "  stale_events_ignored: no stale event was injected"
+    assert lines[start + 2].startswith("timeline")
+
+
+def test_write_verdict_writes_one_line_per_check(tmp_path: Path) -> None:
+    lines = ["passed  expectation: success", "n/a     stale_events_ignored: nothing stale"]
+    path = write_verdict(tmp_path / "report", "name[launch_once=true]", lines)
+    assert path == tmp_path / "report" / "name_launch_once_true_.verdict.txt"
+    assert path.read_text(encoding="utf-8").splitlines() == lines
 
 
 def test_write_artifacts_sanitizes_the_name(tmp_path: Path) -> None:

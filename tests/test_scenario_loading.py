@@ -102,6 +102,7 @@ def test_spec_example_builds_the_job_model(tmp_path: Path) -> None:
             None,
             {"at": "after_result_sent", "signal": signal.SIGTERM},
             line=14,
+            index=1,
         ),
     )
     assert scenario.expect == Expectation(
@@ -412,7 +413,11 @@ def test_schema_knows_every_fault_slug_and_invariant() -> None:
     scenario = defs["scenario"]["properties"]
 
     assert defs["fault"]["properties"]["fault"]["enum"] == sorted(CATALOG)
-    assert scenario["catches"]["items"]["enum"] == list(KNOWN_BUG_SLUGS)
+    pinned, plain = scenario["catches"]["anyOf"]
+    assert pinned["propertyNames"]["enum"] == plain["items"]["enum"] == list(KNOWN_BUG_SLUGS)
+    assert pinned["additionalProperties"]["enum"] == [
+        name for name in INVARIANTS if name not in ("within_bound", "faults_delivered")
+    ]
     assert scenario["expect"]["properties"]["invariants"]["items"]["enum"] == list(INVARIANTS)
 
 
