@@ -694,7 +694,7 @@ def test_failure_report_lists_what_had_nothing_to_judge_after_the_failures() -> 
         failures=[CheckFailure("all_rounds_complete", "rounds 1..1 complete", "0 of 1")],
         events=events,
         reproduce="s.yaml::s",
-        known_bug=None,
+        against=Against(),
         seconds=1.0,
         not_applicable=[("stale_events_ignored", "no stale event was injected")],
     )
