@@ -290,7 +290,8 @@ def test_a_fault_that_never_fires_fails_its_scenario_unless_optional(
     }
     result.stdout.fnmatch_lines(
         [
-            "scenario crash-in-validate-rounds (*) failed against the correct reference implementation*",
+            "scenario crash-in-validate-rounds (*) failed against the correct reference "
+            "implementation*",
             "invariant faults_delivered",
             "  expected: every fault acts at least once (faults marked optional: true excepted)",
             "  seen:     fault crash(at=after_download, code=1) never fired",
