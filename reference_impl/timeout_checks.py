@@ -20,10 +20,14 @@ from reference_impl.units import format_duration
 
 
 class TimeoutConflictWarning(UserWarning):
-    """A job runs with two timeouts that contradict each other (see ``conflict``)."""
+    """A job runs with two timeouts that contradict each other (see ``conflict``).
 
-    def __init__(self, conflict: TimeoutConflict) -> None:
-        super().__init__(conflict.message())
+    Rebuilt from its text alone where warnings travel (pytest-xdist), so ``conflict``
+    is optional.
+    """
+
+    def __init__(self, message: str, conflict: TimeoutConflict | None = None) -> None:
+        super().__init__(message)
         self.conflict = conflict
 
 
@@ -117,7 +121,9 @@ def warn_timeout_conflicts(timeouts: Timeouts, *, stacklevel: int = 2) -> list[T
     """Warn (:class:`TimeoutConflictWarning`) once per broken rule; return what was found."""
     found = timeout_conflicts(timeouts)
     for conflict in found:
-        warnings.warn(TimeoutConflictWarning(conflict), stacklevel=stacklevel + 1)
+        warnings.warn(
+            TimeoutConflictWarning(conflict.message(), conflict), stacklevel=stacklevel + 1
+        )
     return found
 
 

@@ -17,6 +17,7 @@ from reference_impl.timeout_checks import (
     RULES,
     TimeoutConflictWarning,
     timeout_conflicts,
+    warn_timeout_conflicts,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,3 +176,18 @@ def test_pytest_shows_the_scenario_warning_once_and_not_the_jobs(
         ]
     )
     assert "TimeoutConflictWarning" not in result.stdout.str()
+
+
+def test_both_warnings_rebuild_from_their_args_as_pytest_xdist_sends_them(
+    tmp_path: Path,
+) -> None:
+    """xdist's controller rebuilds a worker's warning as ``cls(*message.args)``."""
+    with pytest.warns(TimeoutConflictWarning) as job_warned:
+        warn_timeout_conflicts(dataclasses.replace(FAST, stop_wait=0.3, stop_grace=0.2))
+    path = write(tmp_path, "name: w\njob:\n  timeouts: {stop_wait: 300ms, stop_grace: 200ms}\n")
+    with pytest.warns(ScenarioTimeoutWarning) as file_warned:
+        load_scenarios(path)
+    for original in (job_warned[0].message, file_warned[0].message):
+        assert isinstance(original, Warning)
+        rebuilt = type(original)(*original.args)
+        assert str(rebuilt) == str(original)
