@@ -17,6 +17,7 @@ from reference_impl.timeout_checks import (
     RULES,
     TimeoutConflictWarning,
     timeout_conflicts,
+    warn_timeout_conflicts,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,14 +57,6 @@ def test_an_unset_stop_wait_is_judged_as_the_gate_it_follows() -> None:
     assert unset.deferred_stop_wait == 5.0
     assert [c.rule for c in timeout_conflicts(unset)] == ["stop_wait_below_stop_grace"]
     assert timeout_conflicts(dataclasses.replace(unset, stop_grace=1.0)) == []
-
-
-def test_the_warning_is_rebuilt_from_its_text_as_xdist_does() -> None:
-    """A worker's warning reaches the controller as ``cls(*args)``: it must not need more."""
-    conflict = timeout_conflicts(dataclasses.replace(FAST, stop_wait=0.3))[0]
-    warning = TimeoutConflictWarning(conflict.message(), conflict)
-    rebuilt = type(warning)(*warning.args)
-    assert str(rebuilt) == str(warning) == conflict.message()
 
 
 def test_scaling_keeps_an_unset_stop_wait_unset() -> None:
@@ -199,3 +192,18 @@ def test_pytest_shows_the_scenario_warning_once_and_not_the_jobs(
         ]
     )
     assert "TimeoutConflictWarning" not in result.stdout.str()
+
+
+def test_both_warnings_rebuild_from_their_args_as_pytest_xdist_sends_them(
+    tmp_path: Path,
+) -> None:
+    """xdist's controller rebuilds a worker's warning as ``cls(*message.args)``."""
+    with pytest.warns(TimeoutConflictWarning) as job_warned:
+        warn_timeout_conflicts(dataclasses.replace(FAST, stop_wait=0.3, stop_grace=0.2))
+    path = write(tmp_path, "name: w\njob:\n  timeouts: {stop_wait: 300ms, stop_grace: 200ms}\n")
+    with pytest.warns(ScenarioTimeoutWarning) as file_warned:
+        load_scenarios(path)
+    for original in (job_warned[0].message, file_warned[0].message):
+        assert isinstance(original, Warning)
+        rebuilt = type(original)(*original.args)
+        assert str(rebuilt) == str(original)
