@@ -265,7 +265,8 @@ CATALOG: Mapping[str, FaultType] = MappingProxyType(
                         "from_round",
                         "int",
                         minimum=1,
-                        doc="the older round whose handler sends it; default: round - 1",
+                        doc="the older round whose handler sends it, earlier than `round`; "
+                        "default: round - 1",
                     )
                 ),
                 {"fault": "stale_peer_gone", "round": 2},

@@ -283,7 +283,8 @@ def render(matrix: Matrix, scenarios_dir: Path) -> str:
     lines = [
         "# The bug zoo",
         "",
-        "Every bug of SPEC §3 shipped in a real federated-learning launcher. Each one also",
+        "Every bug below shipped in a real federated-learning launcher (KB1-KB11 in NVFlare in",
+        "March 2026, KB12 still there). Each one also",
         "exists here as a *known-bug variant*: the reference runtime with one part replaced by",
         "a subclass that overrides one method the way the buggy launcher did",
         "(`pytest_flrelia/known_bugs.py`). The correct classes carry no switch for any of them.",
