@@ -272,3 +272,11 @@ class Network:
         if exc_type is None:
             assert not leftover, f"threads outlived the test: {leftover}"
             assert not self.thread_exceptions.caught, self.thread_exceptions.describe()
+
+
+def connected_pair(net: Network, max_frame_bytes: int = MAX_FRAME_BYTES) -> tuple[Pipe, Pipe]:
+    """A listening pipe and a pipe connected to it, the handshake done."""
+    server = net.listen(max_frame_bytes=max_frame_bytes)
+    client = net.connect(server)
+    assert server.wait_for_peer(WAIT)
+    return server, client

@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
+from _processes import kill_leftover_children
 from _reaper import Reaper
 
 pytest_plugins = ["pytester"]
@@ -19,3 +20,11 @@ def reaper() -> Iterator[Reaper]:
     yield keeper
     survivors = keeper.reap()
     assert not survivors, f"could not kill: {[p.pid for p in survivors]}"
+
+
+@pytest.fixture
+def no_leftover_children() -> Iterator[None]:
+    """Whatever a test starts must be gone (and reaped) when it ends."""
+    yield
+    leftovers = kill_leftover_children()
+    assert leftovers == [], f"processes outlived the test: {leftovers}"

@@ -346,3 +346,35 @@ def test_a_result_that_cannot_be_sent_raises_at_once_without_a_gate(exits: list[
         assert error.detail["reason"] == "the result could not be sent"
     finally:
         agent.close()
+
+
+def test_a_validate_result_after_a_train_round_does_not_wait_in_the_gate(
+    exits: list[int],
+) -> None:
+    """NVFlare ``test_clear_called_before_send``: what the train round left behind must not
+    make the next round's result without tensors wait for a download."""
+    gate = 60.0
+    agent, client = make_agent(True, exits, gate_timeout=gate)
+    try:
+        client.send_task(1)
+        assert agent.receive(timeout=5.0) is not None
+        thread, returned, raised = send_in_thread(agent, Result(tensors={"w": np.arange(64.0)}))
+        refs = client.next_message(Topic.RESULT).payload["refs"]
+        download([TensorRef.from_json(dict(r)) for r in refs])
+        assert returned.wait(5.0) and raised == [], "the train round's gate did not open"
+        thread.join(5.0)
+
+        client.send_task(2)
+        assert agent.receive(timeout=5.0) is not None
+        started = time.monotonic()
+        agent.send(Result(metrics={"accuracy": 0.5}))
+        elapsed = time.monotonic() - started
+
+        assert elapsed < gate / 10, f"the validate result waited {elapsed:.1f}s"
+        timeline = agent._timeline
+        assert [e.round for e in timeline.events(EventKind.GATE_WAIT)] == [1]
+        assert [e.round for e in timeline.events(EventKind.GATE_OPEN)] == [1]
+        assert client.next_message(Topic.RESULT).payload["refs"] == []
+    finally:
+        agent.close()
+        client.handler.stop()

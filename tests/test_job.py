@@ -6,28 +6,20 @@ import threading
 from dataclasses import replace
 
 import numpy as np
-import psutil
 import pytest
+from _processes import assert_no_process_left
 
 from pytest_flrelia.invariants import expected_global_model
 from reference_impl import failpoints
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.failpoints import FAILPOINTS_ENV
-from reference_impl.job import JobResult, run_job
+from reference_impl.job import run_job
 from reference_impl.timeline import EventKind, Timeline
 
 pytestmark = pytest.mark.slow
 
 FAST = Timeouts.fast()
 
-
-def assert_no_process_left(result: JobResult) -> None:
-    alive = [
-        pid
-        for pid in result.launched_pids
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
-    assert alive == [], f"training processes still alive: {alive}"
 
 
 @pytest.mark.parametrize("launch_once", [False, True], ids=["per-round", "launch-once"])

@@ -30,15 +30,7 @@ WAIT = 10.0
 """Upper bound for any one wait in these tests; normally met in milliseconds."""
 
 
-@pytest.fixture(autouse=True)
-def no_leftover_children() -> Iterator[None]:
-    """Whatever a test starts must be gone (and reaped) when it ends."""
-    yield
-    leftovers = psutil.Process().children(recursive=True)
-    for proc in leftovers:
-        proc.kill()
-    psutil.wait_procs(leftovers, timeout=WAIT)
-    assert leftovers == [], f"processes outlived the test: {leftovers}"
+pytestmark = pytest.mark.usefixtures("no_leftover_children")
 
 
 class LineWatcher(logging.Handler):

@@ -4,12 +4,12 @@ jobs with real training subprocesses."""
 
 from __future__ import annotations
 
-import psutil
 import pytest
+from _processes import assert_no_process_left
 
 from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.executor import LauncherExecutor
-from reference_impl.job import JobResult, Runtime, run_job
+from reference_impl.job import Runtime, run_job
 from reference_impl.timeline import Event, EventKind
 
 pytestmark = pytest.mark.slow
@@ -17,14 +17,6 @@ pytestmark = pytest.mark.slow
 FAST = Timeouts.fast()
 SMALL = TensorSpec(count=1, size_bytes=4096)
 
-
-def assert_no_process_left(result: JobResult) -> None:
-    alive = [
-        pid
-        for pid in result.launched_pids
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
-    assert alive == [], f"training processes still alive: {alive}"
 
 
 def launch_round(event: Event) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -17,14 +16,7 @@ WAIT = 10.0
 """Upper bound for one wait; normally met in milliseconds."""
 
 
-@pytest.fixture(autouse=True)
-def no_leftover_children() -> Iterator[None]:
-    yield
-    leftovers = psutil.Process().children(recursive=True)
-    for proc in leftovers:
-        proc.kill()
-    psutil.wait_procs(leftovers, timeout=WAIT)
-    assert leftovers == [], f"processes outlived the test: {leftovers}"
+pytestmark = pytest.mark.usefixtures("no_leftover_children")
 
 
 def writer(data: bytes) -> list[str]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from _pipe_helpers import WAIT, Network, StatusRecorder, join_threads
+from _pipe_helpers import WAIT, Network, StatusRecorder, connected_pair, join_threads
 
-from reference_impl.pipe import Pipe
 from reference_impl.pipe_handler import HandlerState
 from reference_impl.wire import Message
 
@@ -18,12 +17,6 @@ def net() -> Iterator[Network]:
     with Network() as network:
         yield network
 
-
-def connected_pair(net: Network) -> tuple[Pipe, Pipe]:
-    server = net.listen()
-    client = net.connect(server)
-    assert server.wait_for_peer(WAIT)
-    return server, client
 
 
 @pytest.mark.parametrize("direction", ["client to server", "server to client"])

@@ -10,7 +10,15 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from _pipe_helpers import WAIT, Network, RawPeer, join_threads, live_threads, wait_for_event
+from _pipe_helpers import (
+    WAIT,
+    Network,
+    RawPeer,
+    connected_pair,
+    join_threads,
+    live_threads,
+    wait_for_event,
+)
 
 from reference_impl import failpoints
 from reference_impl.pipe import (
@@ -27,7 +35,6 @@ from reference_impl.pipe import (
 from reference_impl.timeline import EventKind
 from reference_impl.wire import (
     MAGIC,
-    MAX_FRAME_BYTES,
     Message,
     encode_message,
     new_secret,
@@ -43,12 +50,6 @@ def net() -> Iterator[Network]:
     with Network() as network:
         yield network
 
-
-def connected_pair(net: Network, max_frame_bytes: int = MAX_FRAME_BYTES) -> tuple[Pipe, Pipe]:
-    server = net.listen(max_frame_bytes=max_frame_bytes)
-    client = net.connect(server)
-    assert server.wait_for_peer(WAIT)
-    return server, client
 
 
 def assert_pair_works(server: Pipe, client: Pipe, tag: str) -> None:

@@ -8,10 +8,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from _pipe_helpers import WAIT, Network, StatusRecorder, join_threads
+from _pipe_helpers import WAIT, Network, StatusRecorder, connected_pair, join_threads
 
 from reference_impl import failpoints
-from reference_impl.pipe import Pipe
 from reference_impl.pipe_handler import HandlerState, HandlerStoppedError, PipeHandler
 from reference_impl.timeline import EventKind
 from reference_impl.wire import Message, Topic
@@ -31,12 +30,6 @@ def net() -> Iterator[Network]:
     with Network() as network:
         yield network
 
-
-def connected_pair(net: Network) -> tuple[Pipe, Pipe]:
-    server = net.listen()
-    client = net.connect(server)
-    assert server.wait_for_peer(WAIT)
-    return server, client
 
 
 class CountingHandler(PipeHandler):
