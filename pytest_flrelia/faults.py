@@ -274,6 +274,13 @@ def _matches(kind: EventKind, spec: FaultSpec, round: int | None) -> Callable[[E
     return trigger
 
 
+def _not_delivered(timeline: Timeline, event: Event, reason: str) -> None:
+    """A live action could not act: say why in the timeline (``faults_delivered`` fails)."""
+    timeline.record(
+        EventKind.ERROR, site=event.site, round=event.round, process="harness", reason=reason
+    )
+
+
 def _stale_peer_gone(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     assert spec.round is not None
     from_round = int(str(spec.params.get("from_round") or spec.round - 1))
@@ -282,12 +289,10 @@ def _stale_peer_gone(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
         exchanger = executors[str(event.site)].exchanger
         old = [h for h in exchanger.retired if h.round == from_round]
         if not old:
-            timeline.record(
-                EventKind.ERROR,
-                site=event.site,
-                round=event.round,
-                process="harness",
-                reason=f"no retired handler of round {from_round} to send a stale PEER_GONE",
+            _not_delivered(
+                timeline,
+                event,
+                f"no retired handler of round {from_round} to send a stale PEER_GONE",
             )
             return None
         old[-1].notify_status(
@@ -339,13 +344,7 @@ def _stale_pipe_message(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> Non
         try:
             late = Pipe.connect(pipe.address, secret, name=f"late-{event.site}")
         except PipeError as exc:
-            timeline.record(
-                EventKind.ERROR,
-                site=event.site,
-                round=event.round,
-                process="harness",
-                reason=f"fault not injected: {exc}",
-            )
+            _not_delivered(timeline, event, f"fault not injected: {exc}")
             return None
         try:
             before = pipe.pending
@@ -354,12 +353,10 @@ def _stale_pipe_message(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> Non
         finally:
             late.close()
         if not arrived:
-            timeline.record(
-                EventKind.ERROR,
-                site=event.site,
-                round=event.round,
-                process="harness",
-                reason=f"fault not injected: the late {topic} did not reach the pipe within "
+            _not_delivered(
+                timeline,
+                event,
+                f"fault not injected: the late {topic} did not reach the pipe within "
                 f"{STALE_DELIVERY_TIMEOUT:g}s",
             )
             return None

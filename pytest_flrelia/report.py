@@ -591,9 +591,7 @@ def failure_report(
         out.append("not applicable (nothing to judge in this run):")
         out += [f"  {name}: {why}" for name, why in not_applicable]
     focus = next((f.at for f in failures if f.at is not None), None)
-    out += _timeline_lines(ordered, focus, origin)
-    out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
-    return "\n".join(out)
+    return "\n".join(out + _closing_lines(ordered, focus, origin, reproduce, against))
 
 
 def harness_error_report(
@@ -620,9 +618,7 @@ def harness_error_report(
         "  the harness or the target raised; no invariant was judged",
     ]
     out += [f"  {text}" for text in error.rstrip().splitlines()]
-    out += _timeline_lines(ordered, None, origin)
-    out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
-    return "\n".join(out)
+    return "\n".join(out + _closing_lines(ordered, None, origin, reproduce, against))
 
 
 def cut_report(
@@ -653,9 +649,22 @@ def cut_report(
         out.append("  its timeline was not kept: rerun with --flrelia-report=DIR to keep it")
     else:
         out.append(f"  its timeline so far: {', '.join(str(p) for p in artifacts)}")
-    out += _timeline_lines(ordered, None, origin)
-    out += ["reproduce:", f"  {_reproduce_command(reproduce, against.options)}"]
-    return "\n".join(out)
+    return "\n".join(out + _closing_lines(ordered, None, origin, reproduce, against))
+
+
+def _closing_lines(
+    ordered: Sequence[Event],
+    focus: float | None,
+    origin: float | None,
+    reproduce: str,
+    against: Against,
+) -> list[str]:
+    """How every report ends: the timeline (around ``focus``, if any), then how to rerun."""
+    return [
+        *_timeline_lines(ordered, focus, origin),
+        "reproduce:",
+        f"  {_reproduce_command(reproduce, against.options)}",
+    ]
 
 
 def _timeline_lines(
