@@ -4,6 +4,7 @@ docs/reliability.md)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -29,10 +30,17 @@ TINY = """\
 
 
 def burners_alive() -> list[psutil.Process]:
+    """This process's burners still alive, wherever they went (a burner names the pid of
+    the process that started it; another stress run's burners on this machine are not ours)."""
+    mine = str(os.getpid())
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
         cmdline = process.info["cmdline"] or []
-        if stress.BURNER_CODE in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+        if (
+            stress.BURNER_CODE in cmdline
+            and cmdline[-1:] == [mine]
+            and process.info["status"] != psutil.STATUS_ZOMBIE
+        ):
             found.append(process)
     return found
 
