@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -32,10 +33,16 @@ def alive(processes: list[psutil.Process]) -> list[int]:
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_training_processes_end_when_the_client_dies(
-    how: signal.Signals, reaper: Reaper
+    how: signal.Signals, reaper: Reaper, tmp_path: Path
 ) -> None:
+    # A client killed by a signal cannot remove its job's flrelia-job-* directory: make
+    # it there, under this test's own temporary directory, not in the machine's /tmp.
     client = subprocess.Popen(
-        [sys.executable, str(SCRIPT)], stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, str(SCRIPT)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     reaper.watch(client)
     try:
