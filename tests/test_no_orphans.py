@@ -140,6 +140,10 @@ class Watch:
                     # Between fork and exec a child shows its parent's environment: a
                     # tagged process without a run id may yet exec into a training process.
                     env = process.environ()
+                    if not env:
+                        # Mid-execve /proc/PID/environ reads empty: not an answer yet, so
+                        # nothing is remembered (it would say "not ours" for good).
+                        continue
                     self._env[key] = (env.get(TAG_ENV) == self.tag, env.get(RUN_ID_ENV))
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
