@@ -1,7 +1,7 @@
 """How long the scenario suite takes to report each known bug.
 
 In-process, as a session would: for one known-bug variant, run the shipped
-scenarios through :func:`pytest_flrelia.runner.run_scenario`, those whose
+scenarios through :func:`pytest_flrelia.harness.runner.run_scenario`, those whose
 ``catches`` names the bug first, and stop at the first :class:`ScenarioFailure`.
 The figure is the wall time from the start of the first scenario to that
 failure's report, pytest start-up and collection excluded.
@@ -17,11 +17,11 @@ from pathlib import Path
 
 from benchmarks import REPO_ROOT
 from benchmarks.figure import Figure, Goal
-from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
-from pytest_flrelia.runner import ScenarioFailure, run_scenario
-from pytest_flrelia.scenario import Scenario
-from pytest_flrelia.settings import Settings
-from pytest_flrelia.zoo import shipped_scenarios
+from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS
+from pytest_flrelia.scenario.loader import Scenario
+from pytest_flrelia.tools.zoo import shipped_scenarios
 
 SCENARIO_DIR = REPO_ROOT / "scenarios"
 DETECT_GOAL = Goal("<=", 2.0)

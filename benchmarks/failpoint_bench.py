@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import timeit
 
-from reference_impl import failpoints
+from pytest_flrelia.contract import failpoints
 
 DEFAULT_NUMBER = 200_000
 DEFAULT_REPEAT = 7

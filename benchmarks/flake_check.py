@@ -8,7 +8,7 @@ that fails on the correct code sometimes.
 
     python benchmarks/flake_check.py [-n 50] [--quick] [--workers 2] [--budget S] [--json PATH]
 
-Scenarios run in-process through :func:`pytest_flrelia.runner.run_scenario`, one
+Scenarios run in-process through :func:`pytest_flrelia.harness.runner.run_scenario`, one
 at a time per worker process (failpoints are per process); ``--workers`` sets how
 many run side by side.  More workers than cores adds load, and load is what makes
 timing-bound scenarios flake, so the default is one per core.  Exit status 1 if any
@@ -34,10 +34,10 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
 
-from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
-from pytest_flrelia.runner import ScenarioFailure, run_scenario
-from pytest_flrelia.scenario import Scenario, load_scenarios
-from pytest_flrelia.settings import Settings
+from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS
+from pytest_flrelia.scenario.loader import Scenario, load_scenarios
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO_ROOT / "scenarios"

@@ -7,7 +7,7 @@ the machine has.
 
     python benchmarks/headroom.py [-n 3] [--only NAME ...] [--goal 2.0]
 
-Scenarios run in-process through :func:`pytest_flrelia.runner.run_scenario`,
+Scenarios run in-process through :func:`pytest_flrelia.harness.runner.run_scenario`,
 as a pytest session runs them.  Prints one line per scenario, lowest headroom
 first; exit status 1 if a scenario failed or its headroom is below the goal.
 """
@@ -20,10 +20,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_flrelia.runner import ScenarioFailure, run_scenario
-from pytest_flrelia.scenario import Scenario
-from pytest_flrelia.settings import Settings
-from pytest_flrelia.zoo import shipped_scenarios
+from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.scenario.loader import Scenario
+from pytest_flrelia.tools.zoo import shipped_scenarios
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 HEADROOM_GOAL = 2.0

@@ -10,11 +10,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from reference_impl import units
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract import units
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.memory_budget import memory_shortfall
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from reference_impl.job import run_job
-from reference_impl.memory_budget import memory_shortfall
-from reference_impl.timeline import Event, EventKind, Timeline
 
 DTYPE = TensorSpec.dtype
 ITEMSIZE = np.dtype(DTYPE).itemsize

@@ -18,15 +18,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reference_impl import failpoints, seams
-from reference_impl.config import (
+from pytest_flrelia.contract import failpoints, seams
+from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.job import (
     DOWNLOAD_CHUNK_BYTES,
     DOWNLOAD_COMPLETE_TIMEOUT,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TIMEOUT,
 )
+from pytest_flrelia.contract.seams import ExitFn
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.download import DownloadService, GateOutcome, TensorRef
-from reference_impl.failpoints import failpoint
 from reference_impl.messages import Result, Task, result_message
 from reference_impl.pipe import (
     PIPE_ADDRESS_ENV,
@@ -35,8 +37,6 @@ from reference_impl.pipe import (
     address_from_env,
 )
 from reference_impl.pipe_handler import PipeHandler
-from reference_impl.seams import ExitFn
-from reference_impl.timeline import EventKind, Timeline
 from reference_impl.watchdog import ParentWatchdog
 from reference_impl.wire import Message, Topic
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV, FAILPOINTS_SEED_ENV
+from pytest_flrelia.contract.timeline import TIMELINE_ENV
 from reference_impl.agent import (
     AGENT_CLASS_ENV,
     AGENT_SETTINGS_ENV,
@@ -23,9 +25,7 @@ from reference_impl.agent import (
     LAUNCH_ROUND_ENV,
     SITE_ENV,
 )
-from reference_impl.failpoints import FAILPOINTS_ENV, FAILPOINTS_SEED_ENV
 from reference_impl.pipe import PIPE_ADDRESS_ENV, PIPE_SECRET_ENV
-from reference_impl.timeline import TIMELINE_ENV
 from reference_impl.train_script import BEHAVIOUR_ENV
 from reference_impl.watchdog import CLIENT_PID_ENV
 

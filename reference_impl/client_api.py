@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import atexit
 
-from reference_impl import seams
+from pytest_flrelia.contract import seams
+from pytest_flrelia.contract.seams import ExitFn
 from reference_impl.agent import Agent
 from reference_impl.messages import Result, Task
-from reference_impl.seams import ExitFn
 
 __all__ = ["Result", "Task", "init", "is_running", "receive", "send", "site"]
 

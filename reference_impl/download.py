@@ -50,9 +50,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import xxhash
 
-from reference_impl import config, wire
-from reference_impl.failpoints import failpoint
-from reference_impl.timeline import EventKind, Timeline
+from pytest_flrelia.contract import job as config
+from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.timeline import EventKind, Timeline
+from reference_impl import wire
 
 logger = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.job import Timeouts
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.agent import LAUNCH_ROUND_ENV
-from reference_impl.config import Timeouts
-from reference_impl.failpoints import failpoint
 from reference_impl.launcher import Launcher, RunStatus
 from reference_impl.messages import Task
 from reference_impl.pipe_handler import HandlerState, PipeHandler
 from reference_impl.task_exchanger import TaskExchanger
-from reference_impl.timeline import EventKind, Timeline
 from reference_impl.wire import Message, Topic
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reference_impl import failpoints
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.timeline import TIMELINE_ENV, EventKind, Timeline
+from pytest_flrelia.contract.timeout_checks import warn_timeout_conflicts
 from reference_impl.agent import AGENT_CLASS_ENV, DEFAULT_AGENT_CLASS, AgentSettings
-from reference_impl.config import JobConfig
 from reference_impl.download import Downloader
 from reference_impl.executor import (
     ClientAPILauncherExecutor,
@@ -40,8 +42,6 @@ from reference_impl.pipe import (
 from reference_impl.process_stop import GroupStopStrategy, StopStrategy
 from reference_impl.server import RoundFailed, RoundOutcome, Server, Submission
 from reference_impl.task_exchanger import TaskExchanger
-from reference_impl.timeline import TIMELINE_ENV, EventKind, Timeline
-from reference_impl.timeout_checks import warn_timeout_conflicts
 from reference_impl.watchdog import CLIENT_PID_ENV
 from reference_impl.wire import new_secret
 

@@ -25,11 +25,11 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-from reference_impl import config
+from pytest_flrelia.contract import job as config
+from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.child_env import child_environment
-from reference_impl.failpoints import failpoint
 from reference_impl.process_stop import GroupStopStrategy, StopStrategy, wait_child_exit
-from reference_impl.timeline import EventKind, Timeline
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
-from reference_impl.failpoints import failpoint
+from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.threads import join_all
-from reference_impl.timeline import EventKind, Timeline
 from reference_impl.wire import (
     FRAME_TIMEOUT,
     HANDSHAKE_TIMEOUT,

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from reference_impl.failpoints import failpoint
+from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.pipe import PeerNotConnected, Pipe, PipeError
 from reference_impl.threads import join_all
-from reference_impl.timeline import EventKind, Timeline
 from reference_impl.wire import Message, Topic
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ and always reap.  It acts on the whole process group, because a training script
 that ignores SIGTERM, or a data-loader grandchild holding the output pipe, must
 not keep a stop waiting forever (known bug KB12, ``child-only-sigterm``).
 
-Every signal goes through :mod:`reference_impl.seams`, looked up at call time,
+Every signal goes through :mod:`pytest_flrelia.contract.seams`, looked up at call time,
 so a test or a fault can replace ``seams.killpg`` / ``seams.kill``.
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import psutil
 
-from reference_impl import seams
+from pytest_flrelia.contract import seams
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import xxhash
 
-from reference_impl.config import JobConfig
+from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.download import Downloader, DownloadError, TensorRef
 from reference_impl.executor import RoundResult
-from reference_impl.failpoints import failpoint
 from reference_impl.messages import TRAIN, VALIDATE, Array, Task
-from reference_impl.timeline import EventKind, Timeline
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from reference_impl.config import Timeouts
+from pytest_flrelia.contract.job import Timeouts
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.pipe import Pipe
 from reference_impl.pipe_handler import PipeHandler
-from reference_impl.timeline import EventKind, Timeline
 from reference_impl.wire import Message
 
 log = logging.getLogger(__name__)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl import client_api as flare
-from reference_impl import failpoints
 from reference_impl.agent import LAUNCH_ROUND_ENV, SITE_ENV
 from reference_impl.messages import VALIDATE, Array, Result
-from reference_impl.timeline import EventKind, Timeline
 from reference_impl.watchdog import group_dies_with_client
 
 BEHAVIOUR_ENV = "FLRELIA_SCRIPT_BEHAVIOUR"

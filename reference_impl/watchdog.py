@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from reference_impl import seams
+from pytest_flrelia.contract import seams
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from reference_impl.pipe import SEND_TIMEOUT, Pipe
 from reference_impl.pipe_handler import PipeHandler
-from reference_impl.timeline import Event, EventKind, Timeline
 from reference_impl.wire import (
     FRAME_TIMEOUT,
     HANDSHAKE_TIMEOUT,

@@ -11,12 +11,12 @@ from typing import NoReturn
 import numpy as np
 import pytest
 
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.agent import Agent, AgentSettings
 from reference_impl.download import ArraySink, Downloader, TensorRef
 from reference_impl.messages import Result, Task
 from reference_impl.pipe import Pipe
 from reference_impl.pipe_handler import PipeHandler
-from reference_impl.timeline import EventKind, Timeline
 from reference_impl.wire import Message, Topic, new_secret
 
 

@@ -21,7 +21,7 @@ from benchmarks.download import measure_download  # noqa: E402
 from benchmarks.figure import Figure, Goal, render_table  # noqa: E402
 from benchmarks.round_cost import measure_round_cost  # noqa: E402
 from benchmarks.scale import growth_exponent, measure_scale  # noqa: E402
-from pytest_flrelia.zoo import shipped_scenarios  # noqa: E402
+from pytest_flrelia.tools.zoo import shipped_scenarios  # noqa: E402
 
 FIGURE_LINE = re.compile(r"^[a-z0-9_-]+: -?\d+\.\d{3}$")
 

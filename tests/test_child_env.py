@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 import reference_impl
-from pytest_flrelia.faults import FaultPlan
+from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from pytest_flrelia.targets import ReferenceTarget
+from pytest_flrelia.targets.reference.faults import FaultPlan
 from reference_impl.child_env import NAMES, PROTOCOL, child_environment
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
-from reference_impl.failpoints import FAILPOINTS_ENV
 from reference_impl.launcher import SubprocessLauncher
-from reference_impl.timeline import EventKind, Timeline
 from reference_impl.train_script import BEHAVIOUR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent

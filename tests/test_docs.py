@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pytest_flrelia.catalog import INVARIANTS, KNOWN_BUG_SLUGS
-from pytest_flrelia.invariants import CHECKS
+from pytest_flrelia.judge.invariants import CHECKS
+from pytest_flrelia.scenario.catalog import INVARIANTS, KNOWN_BUG_SLUGS
 
 DOCS = Path(__file__).parent.parent / "docs"
 README = DOCS.parent / "README.md"

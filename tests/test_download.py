@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reference_impl import failpoints, wire
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.timeline import EventKind, Timeline
+from reference_impl import wire
 from reference_impl.download import (
     DIGEST_SIZE,
     TOPIC,
@@ -38,7 +40,6 @@ from reference_impl.download import (
     chunk_digests,
     tensor_checksum,
 )
-from reference_impl.timeline import EventKind, Timeline
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 10.0

@@ -9,13 +9,13 @@ from dataclasses import replace
 
 import pytest
 
-from reference_impl import failpoints
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from reference_impl.executor import LauncherExecutor
-from reference_impl.failpoints import FAILPOINTS_ENV
 from reference_impl.job import JobResult, run_job
 from reference_impl.task_exchanger import AUX_DEFERRED
-from reference_impl.timeline import Event, EventKind, Timeline
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_a_result_queued_before_the_exit_is_taken_after_peer_gone(clean_failpoin
 
 
 CONTRADICTING = pytest.mark.filterwarnings(
-    "ignore::reference_impl.timeout_checks.TimeoutConflictWarning"
+    "ignore::pytest_flrelia.contract.timeout_checks.TimeoutConflictWarning"
 )
 """For tests whose timeouts contradict on purpose (a stop shorter than the gate)."""
 

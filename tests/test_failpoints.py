@@ -19,9 +19,9 @@ from typing import NoReturn
 
 import pytest
 
-from reference_impl import failpoints, seams
-from reference_impl.failpoints import FailpointSyntaxError, failpoint
-from reference_impl.timeline import EventKind, Timeline
+from pytest_flrelia.contract import failpoints, seams
+from pytest_flrelia.contract.failpoints import FailpointSyntaxError, failpoint
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve().parent / "scripts_failpoints" / "pass_failpoint.py"
@@ -467,7 +467,7 @@ def test_a_failing_recorder_is_logged_and_the_action_still_runs(
 
     failpoints.set_recorder(broken)
     failpoints.configure("x=raise(RuntimeError, fired)")
-    with caplog.at_level(logging.ERROR, logger="reference_impl.failpoints"), \
+    with caplog.at_level(logging.ERROR, logger="pytest_flrelia.contract.failpoints"), \
             pytest.raises(RuntimeError, match="fired"):
         failpoint("x")
     assert "failpoint recorder failed on x" in caplog.text

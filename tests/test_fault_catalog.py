@@ -19,17 +19,28 @@ import psutil
 import pytest
 import yaml
 
-from pytest_flrelia import catalog_docs
-from pytest_flrelia.catalog import AT_POINTS, CATALOG, SCOPE_KEYS, ParamError, validate_params
-from pytest_flrelia.catalog_docs import MECHANICS, SECTION_HEADING, current_section, render_catalog
-from pytest_flrelia.faults import AT_FAILPOINTS, LiveAction, build_plan
-from pytest_flrelia.invariants import expected_global_model
-from pytest_flrelia.processes import ProcessGuard
-from pytest_flrelia.scenario import FaultSpec, shipped_schema
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
+from pytest_flrelia.harness.processes import ProcessGuard
+from pytest_flrelia.judge.invariants import expected_global_model
+from pytest_flrelia.scenario.catalog import (
+    AT_POINTS,
+    CATALOG,
+    SCOPE_KEYS,
+    ParamError,
+    validate_params,
+)
+from pytest_flrelia.scenario.loader import FaultSpec, shipped_schema
 from pytest_flrelia.targets import ReferenceTarget
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.targets.reference.faults import AT_FAILPOINTS, LiveAction, build_plan
+from pytest_flrelia.tools import catalog_docs
+from pytest_flrelia.tools.catalog_docs import (
+    MECHANICS,
+    SECTION_HEADING,
+    current_section,
+    render_catalog,
+)
 from reference_impl.job import JobResult
-from reference_impl.timeline import Event, EventKind, Timeline
 
 FAULTS_DOC = Path(__file__).resolve().parent.parent / "docs" / "faults.md"
 RUN_BOUND = 30.0
@@ -683,7 +694,7 @@ def test_docs_hold_exactly_the_rendered_catalog_section() -> None:
     assert "## Failpoint syntax" in text.partition(SECTION_HEADING)[0]
     assert current_section(text) == render_catalog(), (
         "docs/faults.md is out of date: run "
-        "python -m pytest_flrelia.catalog_docs --write docs/faults.md"
+        "python -m pytest_flrelia.tools.catalog_docs --write docs/faults.md"
     )
 
 

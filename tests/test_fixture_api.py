@@ -25,10 +25,10 @@ import os
 
 import pytest
 
-from pytest_flrelia.fixture import RunSpecError
-from pytest_flrelia.processes import RUN_ID_ENV, live_processes_where
-from pytest_flrelia.runner import ScenarioFailure
-from reference_impl.timeline import EventKind
+from pytest_flrelia.plugin.fixture import RunSpecError
+from pytest_flrelia.harness.processes import RUN_ID_ENV, live_processes_where
+from pytest_flrelia.harness.runner import ScenarioFailure
+from pytest_flrelia.contract.timeline import EventKind
 
 SMALL = {"count": 1, "size": "16KiB"}
 LATE = {"fault": "delayed_download", "site": "site-1", "delay": "200ms"}
@@ -188,7 +188,7 @@ def test_fixture_runs_with_the_known_bug_time_scale_and_report_dir(inner: pytest
 HARNESS_ERROR_TESTS = '''
 import pytest
 
-from pytest_flrelia.runner import HarnessError
+from pytest_flrelia.harness.runner import HarnessError
 
 
 def test_a_target_that_raises_raises_the_harness_error(flrelia):

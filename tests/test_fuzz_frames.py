@@ -28,6 +28,7 @@ from _pipe_helpers import Network, ThreadExceptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from reference_impl.download import (
     REQUEST_MAX_BYTES,
     TOPIC,
@@ -36,7 +37,6 @@ from reference_impl.download import (
     DownloadService,
 )
 from reference_impl.pipe import Pipe
-from reference_impl.timeline import Event, EventKind, Timeline
 from reference_impl.wire import (
     FrameError,
     Message,

@@ -34,8 +34,9 @@ from _hostile import (
 )
 from _pipe_helpers import Network, ThreadExceptions, wait_for_event
 
-from pytest_flrelia.invariants import expected_global_model
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
+from pytest_flrelia.judge.invariants import expected_global_model
 from reference_impl.download import (
     REQUEST_MAX_BYTES,
     ArraySink,
@@ -47,7 +48,6 @@ from reference_impl.executor import LauncherExecutor
 from reference_impl.job import JobResult, Runtime, run_job
 from reference_impl.launcher import RunStatus
 from reference_impl.pipe import PIPE_ADDRESS_ENV, PIPE_SECRET_ENV, Pipe, address_from_env
-from reference_impl.timeline import Event, EventKind, Timeline
 from reference_impl.wire import Message, new_secret
 
 HANDSHAKE_TIMEOUT = 1.5

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from _processes import assert_no_process_left
 
-from pytest_flrelia.invariants import expected_global_model
-from reference_impl import failpoints
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
-from reference_impl.failpoints import FAILPOINTS_ENV
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import EventKind, Timeline
+from pytest_flrelia.judge.invariants import expected_global_model
 from reference_impl.job import run_job
-from reference_impl.timeline import EventKind, Timeline
 
 pytestmark = pytest.mark.slow
 

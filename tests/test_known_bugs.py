@@ -5,7 +5,7 @@ fail, for the runtime's fault (not because the harness broke), and with the
 check its ``catches`` pins for the bug among the failures: a bug "caught" only
 by ``within_bound`` on a slow host, or by the expectation, is not caught.
 Every shipped scenario passes on the correct runtime.  ``docs/bug-zoo.md`` (written
-by ``python -m pytest_flrelia.zoo``) names every bug and every scenario.
+by ``python -m pytest_flrelia.tools.zoo``) names every bug and every scenario.
 """
 
 from __future__ import annotations
@@ -15,13 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from pytest_flrelia.catalog import KNOWN_BUG_SLUGS, UNPINNABLE
-from pytest_flrelia.invariants import CHECKS
-from pytest_flrelia.known_bugs import KNOWN_BUGS
-from pytest_flrelia.runner import ScenarioFailure, run_scenario
-from pytest_flrelia.scenario import Scenario
-from pytest_flrelia.settings import Settings
-from pytest_flrelia.zoo import CORRECT, Cell, Matrix, harness_failure, render, shipped_scenarios
+from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.judge.invariants import CHECKS
+from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS, UNPINNABLE
+from pytest_flrelia.scenario.loader import Scenario
+from pytest_flrelia.targets.reference.known_bugs import KNOWN_BUGS
+from pytest_flrelia.tools.zoo import (
+    CORRECT,
+    Cell,
+    Matrix,
+    harness_failure,
+    render,
+    shipped_scenarios,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from reference_impl.failpoints import FAILPOINTS_ENV
+from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.launcher import LauncherState, RunStatus, SubprocessLauncher
 from reference_impl.process_stop import GroupStopStrategy, SignalCallback, StopStrategy, wait_gone
-from reference_impl.timeline import EventKind, Timeline
 
 SCRIPTS = Path(__file__).parent / "scripts"
 WAIT = 10.0

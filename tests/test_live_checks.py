@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_flrelia.invariants import Check, RunRecord, bounded_stop, prompt_exit
-from pytest_flrelia.live_checks import (
+from pytest_flrelia.contract.job import JobConfig, Timeouts
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
+from pytest_flrelia.harness.runner import ScenarioFailure, ScenarioOutcome, run_scenario
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.judge.invariants import Check, RunRecord, bounded_stop, prompt_exit
+from pytest_flrelia.judge.live_checks import (
     BOUNDED_STOP,
     LIVE_VIOLATION,
     PROMPT_EXIT,
@@ -26,12 +30,8 @@ from pytest_flrelia.live_checks import (
     LiveWatch,
     live_violations,
 )
-from pytest_flrelia.runner import ScenarioFailure, ScenarioOutcome, run_scenario
-from pytest_flrelia.scenario import Scenario, load_scenarios
-from pytest_flrelia.settings import Settings
-from reference_impl.config import JobConfig, Timeouts
+from pytest_flrelia.scenario.loader import Scenario, load_scenarios
 from reference_impl.job import JobResult
-from reference_impl.timeline import Event, EventKind, Timeline
 
 WITHIN = 10.0
 STOP_WAIT = 4.0

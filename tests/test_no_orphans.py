@@ -26,8 +26,8 @@ from typing import Protocol
 import psutil
 import pytest
 
-from pytest_flrelia.processes import RUN_ID_ENV
-from reference_impl.timeline import Event, EventKind
+from pytest_flrelia.contract.timeline import Event, EventKind
+from pytest_flrelia.harness.processes import RUN_ID_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -422,10 +422,10 @@ def test_pytest_timeout_cut_without_a_report_dir_says_how_to_keep_one(
 
 JOB_IN_A_DAEMON_THREAD = """\
 import sys, threading
-from reference_impl import failpoints
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from reference_impl.job import run_job
-from reference_impl.timeline import EventKind, Timeline
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 
 timeline = Timeline("server")
 launched = threading.Event()

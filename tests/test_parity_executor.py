@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from _processes import assert_no_process_left
 
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import Event, EventKind
 from reference_impl.executor import LauncherExecutor
 from reference_impl.job import Runtime, run_job
-from reference_impl.timeline import Event, EventKind
 
 pytestmark = pytest.mark.slow
 

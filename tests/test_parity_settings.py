@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_flrelia.scenario import ScenarioError, load_scenarios
-from reference_impl import config
+from pytest_flrelia.contract import job as config
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import Event, EventKind
+from pytest_flrelia.scenario.loader import ScenarioError, load_scenarios
 from reference_impl.agent import AGENT_SETTINGS_ENV, AgentSettings
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
 from reference_impl.job import JobResult, run_job
 from reference_impl.launcher import SUBPROCESS_LOGGER, SubprocessLauncher
-from reference_impl.timeline import Event, EventKind
 
 WAIT = 10.0
 """Upper bound for one wait; normally met in milliseconds."""

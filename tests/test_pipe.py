@@ -20,7 +20,8 @@ from _pipe_helpers import (
     wait_for_event,
 )
 
-from reference_impl import failpoints
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.timeline import EventKind
 from reference_impl.pipe import (
     PIPE_ADDRESS_ENV,
     PIPE_SECRET_ENV,
@@ -32,7 +33,6 @@ from reference_impl.pipe import (
     secret_from_env,
     secret_to_env,
 )
-from reference_impl.timeline import EventKind
 from reference_impl.wire import (
     MAGIC,
     Message,

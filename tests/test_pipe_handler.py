@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from _pipe_helpers import WAIT, Network, StatusRecorder, connected_pair, join_threads
 
-from reference_impl import failpoints
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.timeline import EventKind
 from reference_impl.pipe_handler import HandlerState, HandlerStoppedError, PipeHandler
-from reference_impl.timeline import EventKind
 from reference_impl.wire import Message, Topic
 
 INTERVAL = 0.02

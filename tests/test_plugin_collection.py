@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
-from pytest_flrelia.collect import SETTINGS_KEY, ScenarioItem
-from pytest_flrelia.settings import Settings
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.plugin.collect import SETTINGS_KEY, ScenarioItem
+from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_SCENARIOS = ROOT / "tests" / "data" / "bad_scenarios"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from _targets import RAISING_TARGET, install_target
 
-from pytest_flrelia.processes import RUN_ID_ENV, live_processes_where
+from pytest_flrelia.harness.processes import RUN_ID_ENV, live_processes_where
 
 ROOT = Path(__file__).resolve().parent.parent
 # Works whether or not the package is installed: block the entry point, load the module.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_flrelia.processes import live_processes_where
+from pytest_flrelia.harness.processes import live_processes_where
 from reference_impl.process_stop import wait_gone
 
 TESTS = Path(__file__).resolve().parent

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from pytest_flrelia.report import (
+from pytest_flrelia.contract.timeline import Event, EventKind
+from pytest_flrelia.judge.report import (
     ELLIPSIS,
     Against,
     CheckFailure,
@@ -29,7 +30,6 @@ from pytest_flrelia.report import (
     write_artifacts,
     write_verdict,
 )
-from reference_impl.timeline import Event, EventKind
 
 K = EventKind
 START = 5000.0

@@ -13,14 +13,15 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from pytest_flrelia.catalog import (
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.scenario.catalog import (
     CATALOG,
     INVARIANTS,
     KNOWN_BUG_SLUGS,
     ParamError,
     validate_params,
 )
-from pytest_flrelia.scenario import (
+from pytest_flrelia.scenario.loader import (
     Expectation,
     FaultSpec,
     ScenarioError,
@@ -29,12 +30,11 @@ from pytest_flrelia.scenario import (
     load_scenarios,
     shipped_schema,
 )
-from pytest_flrelia.schema_gen import build_schema, key_paths, render_schema
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.scenario.schema import build_schema, key_paths, render_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_SCENARIOS = Path(__file__).resolve().parent / "data" / "bad_scenarios"
-SCHEMA_FILE = ROOT / "pytest_flrelia" / "scenario.schema.json"
+SCHEMA_FILE = ROOT / "pytest_flrelia" / "scenario" / "scenario.schema.json"
 DOCS = ROOT / "docs" / "scenarios.md"
 
 SPEC_EXAMPLE = """\
@@ -390,7 +390,8 @@ def test_undecodable_file_is_a_scenario_error(tmp_path: Path) -> None:
 
 def test_shipped_schema_is_the_generated_one() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == render_schema(), (
-        "regenerate: python -m pytest_flrelia.schema_gen > pytest_flrelia/scenario.schema.json"
+        "regenerate: python -m pytest_flrelia.scenario.schema"
+        " > pytest_flrelia/scenario/scenario.schema.json"
     )
     assert shipped_schema() == build_schema()
 

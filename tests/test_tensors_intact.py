@@ -12,11 +12,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from pytest_flrelia.invariants import RunRecord, expected_global_model, tensors_intact
-from reference_impl import failpoints
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import EventKind
+from pytest_flrelia.judge.invariants import RunRecord, expected_global_model, tensors_intact
 from reference_impl.job import JobResult, run_job
-from reference_impl.timeline import EventKind
 
 CONFIG = JobConfig(
     sites=3,

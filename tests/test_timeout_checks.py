@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from pytest_flrelia.scenario import ScenarioError, ScenarioTimeoutWarning, load_scenarios
-from reference_impl import failpoints
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
-from reference_impl.job import run_job
-from reference_impl.timeout_checks import (
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeout_checks import (
     RULES,
     TimeoutConflictWarning,
     timeout_conflicts,
     warn_timeout_conflicts,
 )
+from pytest_flrelia.scenario.loader import ScenarioError, ScenarioTimeoutWarning, load_scenarios
+from reference_impl.job import run_job
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = Timeouts.fast()

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference_impl.config import TensorSpec
-from reference_impl.memory_budget import job_memory, memory_shortfall
-from reference_impl.units import (
+from pytest_flrelia.contract.job import TensorSpec
+from pytest_flrelia.contract.memory_budget import job_memory, memory_shortfall
+from pytest_flrelia.contract.units import (
     DURATION_FORMS,
     SIZE_FORMS,
     UnitError,

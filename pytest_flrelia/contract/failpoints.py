@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
-from reference_impl import seams
-from reference_impl.timeline import EventKind, Timeline
+from pytest_flrelia.contract import seams
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 
 FAILPOINTS_ENV = "FLRELIA_FAILPOINTS"
 FAILPOINTS_SEED_ENV = "FLRELIA_FAILPOINTS_SEED"

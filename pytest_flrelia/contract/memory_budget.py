@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import psutil
 
-from reference_impl.config import TensorSpec
-from reference_impl.units import SIZE_UNITS
+from pytest_flrelia.contract.job import TensorSpec
+from pytest_flrelia.contract.units import SIZE_UNITS
 
 
 def _readable(size: int) -> str:

@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reference_impl.config import Timeouts
-from reference_impl.units import format_duration
+from pytest_flrelia.contract.job import Timeouts
+from pytest_flrelia.contract.units import format_duration
 
 
 class TimeoutConflictWarning(UserWarning):

@@ -5,7 +5,7 @@ runs in real subprocesses).  When the ``within`` bound passes, the run is
 aborted, every process it started is killed (found by its run tag, wherever
 it went), and the bound is reported as a failed invariant.  A run that raised
 (in the harness or the target) is a :class:`HarnessError` with its traceback and
-no verdict; a run pytest-timeout's deadline cut (:mod:`~pytest_flrelia.cutoff`)
+no verdict; a run pytest-timeout's deadline cut (:mod:`~pytest_flrelia.harness.cutoff`)
 is ended the same way as one past its bound and reported as a :class:`ScenarioCut`.
 """
 
@@ -19,14 +19,15 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from pytest_flrelia import faults as fault_plan
-from pytest_flrelia.catalog import CATALOG
-from pytest_flrelia.cutoff import Cut
-from pytest_flrelia.faults import build_plan
-from pytest_flrelia.invariants import FAULTS_DELIVERED, Check, RunRecord, Verdict, evaluate
-from pytest_flrelia.live_checks import watch_live
-from pytest_flrelia.processes import ProcessGuard, describe
-from pytest_flrelia.report import (
+from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
+from pytest_flrelia.harness.cutoff import Cut
+from pytest_flrelia.harness.processes import ProcessGuard, describe
+from pytest_flrelia.harness.settings import REFERENCE_TARGET, Settings
+from pytest_flrelia.harness.thread_watch import watch_thread_crashes
+from pytest_flrelia.judge.invariants import FAULTS_DELIVERED, Check, RunRecord, Verdict, evaluate
+from pytest_flrelia.judge.live_checks import watch_live
+from pytest_flrelia.judge.report import (
     Against,
     cut_report,
     failure_report,
@@ -34,13 +35,12 @@ from pytest_flrelia.report import (
     write_artifacts,
     write_verdict,
 )
-from pytest_flrelia.scenario import FaultSpec, Scenario, default_invariants
-from pytest_flrelia.settings import REFERENCE_TARGET, Settings
+from pytest_flrelia.scenario.catalog import CATALOG
+from pytest_flrelia.scenario.loader import FaultSpec, Scenario, default_invariants
 from pytest_flrelia.targets import load_target
-from pytest_flrelia.thread_watch import watch_thread_crashes
-from reference_impl.config import JobConfig
+from pytest_flrelia.targets.reference import faults as fault_plan
+from pytest_flrelia.targets.reference.faults import build_plan
 from reference_impl.job import JobResult
-from reference_impl.timeline import Event, EventKind, Timeline
 
 log = logging.getLogger(__name__)
 

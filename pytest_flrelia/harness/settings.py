@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pytest_flrelia import report
-from pytest_flrelia.catalog import KNOWN_BUG_SLUGS, close_match
-from reference_impl.units import UnitError, format_duration, parse_duration
+from pytest_flrelia.contract.units import UnitError, format_duration, parse_duration
+from pytest_flrelia.judge import report
+from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS, close_match
 
 REFERENCE_TARGET = report.REFERENCE_TARGET
 TARGETS_ENTRY_POINT_GROUP = "flrelia.targets"

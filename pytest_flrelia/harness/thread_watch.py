@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from reference_impl.timeline import EventKind, Timeline
+from pytest_flrelia.contract.timeline import EventKind, Timeline
 
 THREAD_CRASH = "thread_crash"
 """The ``error`` detail that marks an ERROR event as an unhandled thread exception."""

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pytest_flrelia.faults import acted, describe
-from pytest_flrelia.live_checks import PROMPT_EXIT_SECONDS, STOP_MARGIN, live_violations
-from pytest_flrelia.report import CheckFailure
-from pytest_flrelia.scenario import FaultSpec
-from pytest_flrelia.thread_watch import THREAD_CRASH
-from reference_impl.config import JobConfig
+from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.timeline import Event, EventKind
+from pytest_flrelia.harness.thread_watch import THREAD_CRASH
+from pytest_flrelia.judge.live_checks import PROMPT_EXIT_SECONDS, STOP_MARGIN, live_violations
+from pytest_flrelia.judge.report import CheckFailure
+from pytest_flrelia.scenario.loader import FaultSpec
+from pytest_flrelia.targets.reference.faults import acted, describe
 from reference_impl.job import JobResult
 from reference_impl.messages import Array
 from reference_impl.server import initial_model
-from reference_impl.timeline import Event, EventKind
 from reference_impl.train_script import local_update, site_weight
 
 STALE_FAULTS = ("stale_peer_gone", "stale_pipe_message", "aux_event")

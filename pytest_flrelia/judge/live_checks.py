@@ -14,9 +14,9 @@ ends, so they are not used here):
 * ``bounded_stop``: every ``stop_requested`` is followed by that pid's ``exit``
   within ``stop_grace`` plus :data:`STOP_MARGIN` (KB12 waits forever).
 
-Like :mod:`pytest_flrelia.thread_watch`, a violation is recorded as an ERROR
+Like :mod:`pytest_flrelia.harness.thread_watch`, a violation is recorded as an ERROR
 event of the harness (marked :data:`LIVE_VIOLATION`, naming the invariant) and
-aborts the run; :mod:`pytest_flrelia.invariants` reports it.  Once the run is
+aborts the run; :mod:`pytest_flrelia.judge.invariants` reports it.  Once the run is
 aborted for any reason its teardown stops everything on purpose: no deadline
 fires after that.
 """
@@ -30,8 +30,8 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from reference_impl.config import JobConfig
-from reference_impl.timeline import Event, EventKind, Timeline
+from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 
 LIVE_VIOLATION = "live_violation"
 """The ``error`` detail that marks an ERROR event as a violation a live check saw."""

@@ -2,7 +2,7 @@
 
 A failure report is a product (Hypothesis style): what failed, the evidence,
 how to reproduce it, nothing else.  Everything here is a pure function of a
-timeline (a sequence of :class:`~reference_impl.timeline.Event`), so it is
+timeline (a sequence of :class:`~pytest_flrelia.contract.timeline.Event`), so it is
 tested without running a job and without pytest; the plugin only calls it.
 
 Lanes: every ``Event.process`` is a lane.  Lanes are shown ``server`` first,
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reference_impl.timeline import Event, EventKind
+from pytest_flrelia.contract.timeline import Event, EventKind
 
 __all__ = [
     "Against",

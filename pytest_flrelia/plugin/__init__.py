@@ -1,9 +1,9 @@
 """pytest hooks, options and fixtures of pytest-flrelia, in the order pytest calls them.
 
-The work lives in the modules these hooks call: :mod:`~pytest_flrelia.settings`
-(options -> one frozen record), :mod:`~pytest_flrelia.collect` (scenario files
--> items), :mod:`~pytest_flrelia.scenario` (YAML -> scenarios),
-:mod:`~pytest_flrelia.summary` (the closing line), :mod:`~pytest_flrelia.fixture`
+The work lives in the modules these hooks call: :mod:`~pytest_flrelia.harness.settings`
+(options -> one frozen record), :mod:`~pytest_flrelia.plugin.collect` (scenario files
+-> items), :mod:`~pytest_flrelia.scenario.loader` (YAML -> scenarios),
+:mod:`~pytest_flrelia.plugin.summary` (the closing line), :mod:`~pytest_flrelia.plugin.fixture`
 (the ``flrelia`` fixture, imported when a test asks for it: it loads the runtime).
 """
 
@@ -17,16 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_flrelia import cutoff
-from pytest_flrelia.catalog import KNOWN_BUG_SLUGS
-from pytest_flrelia.collect import (
-    SCENARIO_MARKER,
-    SETTINGS_KEY,
-    ScenarioFile,
-    ScenarioItem,
-    collect_file,
-)
-from pytest_flrelia.settings import (
+from pytest_flrelia.contract.timeout_checks import TimeoutConflictWarning
+from pytest_flrelia.contract.units import format_duration
+from pytest_flrelia.harness import cutoff
+from pytest_flrelia.harness.settings import (
     KNOWN_BUG,
     REPORT,
     TARGET,
@@ -36,12 +30,18 @@ from pytest_flrelia.settings import (
     StoreOnce,
     settings_from_config,
 )
-from pytest_flrelia.summary import REPORTER_NAME, SummaryReporter
-from reference_impl.timeout_checks import TimeoutConflictWarning
-from reference_impl.units import format_duration
+from pytest_flrelia.plugin.collect import (
+    SCENARIO_MARKER,
+    SETTINGS_KEY,
+    ScenarioFile,
+    ScenarioItem,
+    collect_file,
+)
+from pytest_flrelia.plugin.summary import REPORTER_NAME, SummaryReporter
+from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS
 
 if TYPE_CHECKING:
-    from pytest_flrelia.fixture import Flrelia
+    from pytest_flrelia.plugin.fixture import Flrelia
 
 TARGET_HELP = (
     "system under test: 'reference' (default) or a target plugged in through the "
@@ -171,7 +171,7 @@ def flrelia(request: pytest.FixtureRequest) -> Flrelia:
     """Run a scenario from this test: ``flrelia.run(sites=2, faults=[...], within="10s")``
     returns the verdict, the job's result and the timeline; ``run.check()`` raises the
     failure report.  ``@pytest.mark.flrelia(...)`` gives defaults for the keywords."""
-    from pytest_flrelia.fixture import Flrelia  # noqa: PLC0415 (imports the runtime)
+    from pytest_flrelia.plugin.fixture import Flrelia  # noqa: PLC0415 (imports the runtime)
 
     # Contradicting timeouts are warned of in the caller's words when run() loads them; the
     # job's own warning would only repeat it.  pytest restores the filters after the test.

@@ -2,9 +2,9 @@
 
 A file that does not load is one collection error showing the loader's
 ``file:line: key: message`` text, no traceback; the other files are still
-collected.  Items run through :func:`pytest_flrelia.runner.run_scenario`,
+collected.  Items run through :func:`pytest_flrelia.harness.runner.run_scenario`,
 imported on first use so that collecting never imports the runtime; each run's
-figures go to the session summary (:mod:`~pytest_flrelia.summary`).
+figures go to the session summary (:mod:`~pytest_flrelia.plugin.summary`).
 """
 
 from __future__ import annotations
@@ -19,23 +19,23 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_flrelia import summary
-from pytest_flrelia.cutoff import CUT_KEY
-from pytest_flrelia.scenario import Scenario, ScenarioError, load_scenarios
-from pytest_flrelia.settings import Settings
+from pytest_flrelia.harness.cutoff import CUT_KEY
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.plugin import summary
+from pytest_flrelia.scenario.loader import Scenario, ScenarioError, load_scenarios
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
 
-    from pytest_flrelia.invariants import Verdict
-    from pytest_flrelia.runner import ScenarioOutcome
+    from pytest_flrelia.harness.runner import ScenarioOutcome
+    from pytest_flrelia.judge.invariants import Verdict
 
 SCENARIO_SUFFIXES: tuple[str, ...] = (".scenario.yaml", ".scenario.yml")
 SCENARIO_MARKER = "scenario"
-RUNNER_MODULE = "pytest_flrelia.runner"
+RUNNER_MODULE = "pytest_flrelia.harness.runner"
 REPEAT_OPTION = "count"
 """pytest-repeat's ``--count`` destination."""
-JOB_TIMEOUT_WARNING = "reference_impl.timeout_checks.TimeoutConflictWarning"
+JOB_TIMEOUT_WARNING = "pytest_flrelia.contract.timeout_checks.TimeoutConflictWarning"
 """What the job says of contradicting timeouts; an item ignores it, as its file's
 ``ScenarioTimeoutWarning`` said it at collection, with file and line."""
 

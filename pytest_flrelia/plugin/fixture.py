@@ -37,21 +37,21 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_flrelia import summary
-from pytest_flrelia.catalog import close_match
-from pytest_flrelia.cutoff import CUT_KEY
-from pytest_flrelia.invariants import Check, Verdict
-from pytest_flrelia.runner import ScenarioFailure, ScenarioOutcome, run_scenario
-from pytest_flrelia.scenario import (
+from pytest_flrelia.contract.timeline import Event
+from pytest_flrelia.harness.cutoff import CUT_KEY
+from pytest_flrelia.harness.runner import ScenarioFailure, ScenarioOutcome, run_scenario
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.judge.invariants import Check, Verdict
+from pytest_flrelia.plugin import summary
+from pytest_flrelia.scenario.catalog import close_match
+from pytest_flrelia.scenario.loader import (
     Scenario,
     ScenarioError,
     ScenarioTimeoutWarning,
     load_scenarios,
     shipped_schema,
 )
-from pytest_flrelia.settings import Settings
 from reference_impl.job import JobResult
-from reference_impl.timeline import Event
 
 MARKER = "flrelia"
 MARKER_WHERE = "@pytest.mark.flrelia"

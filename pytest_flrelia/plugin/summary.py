@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_flrelia.invariants import Verdict
+    from pytest_flrelia.judge.invariants import Verdict
 
 PROPERTY = "flrelia"
 """The ``user_properties`` name the figures of one scenario run travel under."""

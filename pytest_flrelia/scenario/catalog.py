@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from pytest_flrelia.contract.units import UnitError, parse_duration
 from reference_impl.download import LAST_CHUNK
-from reference_impl.units import UnitError, parse_duration
 
 KNOWN_BUG_SLUGS: Mapping[str, str] = MappingProxyType(
     {

@@ -29,7 +29,18 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
-from pytest_flrelia.catalog import (
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.memory_budget import memory_shortfall
+from pytest_flrelia.contract.timeout_checks import timeout_conflicts
+from pytest_flrelia.contract.units import (
+    UnitError,
+    check_whole_elements,
+    describe_value,
+    parse_count,
+    parse_duration,
+    parse_size,
+)
+from pytest_flrelia.scenario.catalog import (
     CATALOG,
     INVARIANTS,
     KNOWN_BUG_SLUGS,
@@ -42,22 +53,11 @@ from pytest_flrelia.catalog import (
     close_match,
     validate_params,
 )
-from pytest_flrelia.schema_gen import (
+from pytest_flrelia.scenario.schema import (
     MARK_PATTERN,
     NAME_PATTERN,
     SITE_PATTERN,
     scenario_schema,
-)
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
-from reference_impl.memory_budget import memory_shortfall
-from reference_impl.timeout_checks import timeout_conflicts
-from reference_impl.units import (
-    UnitError,
-    check_whole_elements,
-    describe_value,
-    parse_count,
-    parse_duration,
-    parse_size,
 )
 
 KeyPath = tuple[str | int, ...]
@@ -101,7 +101,8 @@ def format_key_path(path: Iterable[str | int]) -> str:
 
 class ScenarioTimeoutWarning(pytest.PytestWarning):
     """A scenario file sets two timeouts that contradict each other; the text names
-    ``file:line``, the key and both values (the rules: :mod:`reference_impl.timeout_checks`)."""
+    ``file:line``, the key and both values (the rules:
+    :mod:`pytest_flrelia.contract.timeout_checks`)."""
 
     def __init__(self, text: str, located: ScenarioError | None = None) -> None:
         super().__init__(text)
@@ -296,7 +297,8 @@ def load_scenarios(path: Path) -> list[Scenario]:
 @functools.lru_cache(maxsize=1)
 def shipped_schema() -> dict[str, Any]:
     """The JSON Schema shipped beside this module (what editors see)."""
-    text = importlib.resources.files("pytest_flrelia").joinpath(SCHEMA_RESOURCE).read_text("utf-8")
+    resource = importlib.resources.files("pytest_flrelia.scenario").joinpath(SCHEMA_RESOURCE)
+    text = resource.read_text("utf-8")
     return cast(dict[str, Any], json.loads(text))
 
 

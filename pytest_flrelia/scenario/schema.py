@@ -1,6 +1,6 @@
 """The scenario-file JSON Schema, generated from the catalog and the key definitions below.
 
-``python -m pytest_flrelia.schema_gen > pytest_flrelia/scenario.schema.json``
+``python -m pytest_flrelia.scenario.schema > pytest_flrelia/scenario/scenario.schema.json``
 regenerates the shipped file; a test keeps the two identical.  The loader
 validates with the shipped file, so editors and pytest check the same rules.
 The key definitions here are the single source of every key's type, default
@@ -15,7 +15,19 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pytest_flrelia.catalog import (
+from pytest_flrelia.contract.job import (
+    DOWNLOAD_CHUNK_BYTES,
+    DOWNLOAD_RETRIES,
+    TensorSpec,
+    Timeouts,
+)
+from pytest_flrelia.contract.units import (
+    DURATION_PATTERN,
+    SIZE_PATTERN,
+    format_duration,
+    format_size,
+)
+from pytest_flrelia.scenario.catalog import (
     CATALOG,
     ENTRY_KEYS,
     INVARIANTS,
@@ -25,14 +37,7 @@ from pytest_flrelia.catalog import (
     UNPINNABLE,
     Param,
 )
-from reference_impl.config import (
-    DOWNLOAD_CHUNK_BYTES,
-    DOWNLOAD_RETRIES,
-    TensorSpec,
-    Timeouts,
-)
 from reference_impl.download import LAST_CHUNK
-from reference_impl.units import DURATION_PATTERN, SIZE_PATTERN, format_duration, format_size
 
 Schema = dict[str, Any]
 

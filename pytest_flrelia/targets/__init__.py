@@ -9,14 +9,14 @@ import threading
 from collections.abc import Mapping
 from typing import Protocol
 
-from pytest_flrelia.faults import FaultPlan
-from pytest_flrelia.known_bugs import runtime_for
-from pytest_flrelia.settings import REFERENCE_TARGET, target_entry_point
-from reference_impl import failpoints
-from reference_impl.config import JobConfig
+from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.timeline import Timeline
+from pytest_flrelia.harness.settings import REFERENCE_TARGET, target_entry_point
+from pytest_flrelia.targets.reference.faults import FaultPlan
+from pytest_flrelia.targets.reference.known_bugs import runtime_for
 from reference_impl.executor import LauncherExecutor
 from reference_impl.job import JobResult, run_job
-from reference_impl.timeline import Timeline
 
 
 class Target(Protocol):

@@ -1,10 +1,10 @@
 """The "Fault catalog" section of ``docs/faults.md``, rendered from the catalog.
 
-:data:`~pytest_flrelia.catalog.CATALOG` declares what a scenario may write;
-:mod:`pytest_flrelia.faults` decides how each fault is injected.  The page
+:data:`~pytest_flrelia.scenario.catalog.CATALOG` declares what a scenario may write;
+:mod:`pytest_flrelia.targets.reference.faults` decides how each fault is injected.  The page
 needs both, so the mechanics sentences live here beside the renderer, and a
 test keeps the page equal to :func:`render_catalog`: code and docs cannot
-drift.  ``python -m pytest_flrelia.catalog_docs`` prints the section;
+drift.  ``python -m pytest_flrelia.tools.catalog_docs`` prints the section;
 ``--write docs/faults.md`` replaces it in place.
 """
 
@@ -21,8 +21,8 @@ from types import MappingProxyType
 
 import yaml
 
-from pytest_flrelia.catalog import CATALOG, SCOPE_KEYS, FaultType, Param
-from pytest_flrelia.faults import AT_FAILPOINTS, STALE_DELIVERY_TIMEOUT
+from pytest_flrelia.scenario.catalog import CATALOG, SCOPE_KEYS, FaultType, Param
+from pytest_flrelia.targets.reference.faults import AT_FAILPOINTS, STALE_DELIVERY_TIMEOUT
 
 SECTION_HEADING = "## Fault catalog"
 """Where the generated section starts; everything from it to the end is generated."""
@@ -180,7 +180,8 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
         ),
     }
 )
-"""How each catalog fault is injected (see :mod:`pytest_flrelia.faults`), by name."""
+"""How each catalog fault is injected (see :mod:`pytest_flrelia.targets.reference.faults`),
+by name."""
 
 _KIND_NAMES: Mapping[str, str] = {
     "duration": "duration",
@@ -221,8 +222,9 @@ def _intro() -> str:
         f"{SECTION_HEADING}\n\n"
         "Every fault a scenario can name, with its parameters, where and how the harness\n"
         "injects it, and the invariants it leaves out of a scenario's defaults. Generated\n"
-        "from `pytest_flrelia.catalog.CATALOG` by `python -m pytest_flrelia.catalog_docs\n"
-        "--write docs/faults.md`; a test fails when this page and the catalog differ.\n\n"
+        "from `pytest_flrelia.scenario.catalog.CATALOG` by\n"
+        "`python -m pytest_flrelia.tools.catalog_docs --write docs/faults.md`; a test fails\n"
+        "when this page and the catalog differ.\n\n"
         "Besides its parameters a fault takes `site` (`site-N`, default: every site) and\n"
         "`round` (default: every round) where its entry says so (the loader refuses a\n"
         "scope key a fault does not take), and `optional: true` (see below).\n"
@@ -336,7 +338,7 @@ def _example(example: Mapping[str, object]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pytest_flrelia.catalog_docs",
+        prog="python -m pytest_flrelia.tools.catalog_docs",
         description="Print the fault-catalog section of docs/faults.md, or write it in place.",
     )
     parser.add_argument(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from reference_impl.config import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from reference_impl.job import run_job
-from reference_impl.timeline import Event, EventKind, Timeline
 
 
 def announce(event: Event) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from reference_impl import failpoints
+from pytest_flrelia.contract import failpoints
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ act on the running executors the moment a timeline event is seen.
 
 :func:`build_plan` turns a scenario's ``faults`` into a :class:`FaultPlan`;
 the target applies it.  The declarations (names, parameters, docs) live in
-:mod:`pytest_flrelia.catalog`.
+:mod:`pytest_flrelia.scenario.catalog`.
 
 Every fault records a ``fault`` event when it acts, never when it is planned:
 failpoint entries and script behaviours carry the fault's tag (``FAULT#ID``,
@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pytest_flrelia.scenario import FaultSpec
-from reference_impl.config import JobConfig
+from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
+from pytest_flrelia.scenario.loader import FaultSpec
 from reference_impl.download import CORRUPT_CHUNK
 from reference_impl.executor import LauncherExecutor
 from reference_impl.pipe import PIPE_SECRET_ENV, Pipe, PipeError
-from reference_impl.timeline import Event, EventKind, Timeline
 from reference_impl.train_script import BEHAVIOUR_ENV, IGNORE_SIGTERM, SPAWN_CHILD
 from reference_impl.wire import Message, Topic
 

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from reference_impl import seams
+from pytest_flrelia.contract import seams
+from pytest_flrelia.contract.timeline import EventKind
 from reference_impl.agent import Agent
 from reference_impl.download import TensorRef
 from reference_impl.executor import ClientAPILauncherExecutor, LauncherExecutor, RoundState
@@ -26,7 +27,6 @@ from reference_impl.messages import Result, Task
 from reference_impl.pipe_handler import PipeHandler
 from reference_impl.process_stop import SignalCallback, StopStrategy, group_members, wait_gone
 from reference_impl.task_exchanger import TaskExchanger
-from reference_impl.timeline import EventKind
 from reference_impl.wire import Message
 
 # -- KB1 ------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Running one scenario against a target: options, process guard, deadlines, the run."""

@@ -1,0 +1,1 @@
+"""Judging a run: the invariants, the live checks, and the failure report."""

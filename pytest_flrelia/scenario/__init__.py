@@ -1,0 +1,1 @@
+"""The scenario language: the fault catalog, the schema, and the loader."""

@@ -1,0 +1,1 @@
+"""The embedded reference runtime as a target: its fault plan and known-bug variants."""

@@ -1,0 +1,1 @@
+"""Generators of shipped artifacts: the bug zoo and the fault catalog page."""
