@@ -18,8 +18,9 @@ import time
 from benchmarks import REPO_ROOT
 from benchmarks.figure import Figure, Goal
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import EventKind, Timeline
-from reference_impl.job import JobResult, run_job
+from reference_impl.job import run_job
 
 AGENT_IMPORT = (sys.executable, "-c", "import reference_impl.agent")
 TINY_TENSORS = TensorSpec(count=1, size_bytes=1024)

@@ -16,11 +16,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_flrelia.contract import failpoints
 from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import TIMELINE_ENV, EventKind, Timeline
 from pytest_flrelia.contract.timeout_checks import warn_timeout_conflicts
 from reference_impl.agent import AGENT_CLASS_ENV, DEFAULT_AGENT_CLASS, AgentSettings
@@ -31,7 +32,6 @@ from reference_impl.executor import (
     LauncherExecutor,
 )
 from reference_impl.launcher import SubprocessLauncher
-from reference_impl.messages import Array
 from reference_impl.pipe import (
     PIPE_ADDRESS_ENV,
     PIPE_SECRET_ENV,
@@ -40,7 +40,7 @@ from reference_impl.pipe import (
     secret_to_env,
 )
 from reference_impl.process_stop import GroupStopStrategy, StopStrategy
-from reference_impl.server import RoundFailed, RoundOutcome, Server, Submission
+from reference_impl.server import RoundFailed, Server, Submission
 from reference_impl.task_exchanger import TaskExchanger
 from reference_impl.watchdog import CLIENT_PID_ENV
 from reference_impl.wire import new_secret
@@ -102,28 +102,6 @@ class Runtime:
 
     def with_parts(self, **parts: object) -> Runtime:
         return replace(self, **parts)  # type: ignore[arg-type]
-
-
-@dataclass
-class JobResult:
-    """Everything a caller (or an invariant) needs to judge a run."""
-
-    config: JobConfig
-    ok: bool
-    error: str | None
-    rounds: list[RoundOutcome]
-    global_model: dict[str, Array]
-    timeline: Timeline
-    seconds: float
-    site_errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def bytes_downloaded(self) -> int:
-        return sum(r.bytes_downloaded for r in self.rounds)
-
-    @property
-    def launched_pids(self) -> list[int]:
-        return [int(e.detail["pid"]) for e in self.timeline.events(EventKind.LAUNCH)]
 
 
 class SiteRunner:

@@ -16,13 +16,14 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import xxhash
 
 from pytest_flrelia.contract.failpoints import failpoint
 from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.result import AddedRange, RoundOutcome
 from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.download import Downloader, DownloadError, TensorRef
 from reference_impl.executor import RoundResult
@@ -43,24 +44,6 @@ class Submission:
     round: int
     result: RoundResult | None = None
     error: str | None = None
-
-
-AddedRange = tuple[str, int, int]
-"""``(site, start, stop)``: elements ``start:stop`` of a site's tensor were added to the sum."""
-
-
-@dataclass
-class RoundOutcome:
-    round: int
-    kind: str
-    ok: bool = False
-    error: str | None = None
-    seconds: float = 0.0
-    checksums: dict[str, str] = field(default_factory=dict)
-    """sha256 of each aggregated tensor of the new global model."""
-    bytes_downloaded: int = 0
-    aggregation_order: dict[str, list[AddedRange]] = field(default_factory=dict)
-    """Per tensor, every range of elements added into the sum, in the order added."""
 
 
 def initial_model(config: JobConfig) -> dict[str, Array]:

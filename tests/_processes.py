@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from reference_impl.job import JobResult
+from pytest_flrelia.contract.result import JobResult
 
 WAIT = 10.0
 """Upper bound for reaping what a test left behind; normally met in milliseconds."""

@@ -8,7 +8,7 @@ RAISING_TARGET = """\
 class RaisingTarget:
     name = "raising"
 
-    def run(self, job, plan, *, known_bug, timeline, abort, env):
+    def run(self, job, faults, context):
         executors = {}
         return self._site_executor(executors, "site-1")
 

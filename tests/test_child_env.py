@@ -22,7 +22,7 @@ import reference_impl
 from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.timeline import EventKind, Timeline
-from pytest_flrelia.targets import ReferenceTarget
+from pytest_flrelia.targets.reference import ReferenceTarget
 from pytest_flrelia.targets.reference.faults import FaultPlan
 from reference_impl.child_env import NAMES, PROTOCOL, child_environment
 from reference_impl.launcher import SubprocessLauncher
@@ -141,7 +141,7 @@ def test_failpoints_and_behaviours_in_the_shell_do_not_reach_a_fault_free_run(
         sites=1, rounds=2, tensors=TensorSpec(count=1, size_bytes=4096), timeouts=Timeouts.fast()
     )
     timeline = Timeline("harness")
-    result = ReferenceTarget().run(
+    result = ReferenceTarget().run_plan(
         job, FaultPlan(), known_bug=None, timeline=timeline, abort=threading.Event(), env={}
     )
     assert result.ok, (result.error, result.site_errors)

@@ -12,9 +12,10 @@ import pytest
 from pytest_flrelia.contract import failpoints
 from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from reference_impl.executor import LauncherExecutor
-from reference_impl.job import JobResult, run_job
+from reference_impl.job import run_job
 from reference_impl.task_exchanger import AUX_DEFERRED
 
 pytestmark = pytest.mark.slow

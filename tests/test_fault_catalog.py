@@ -19,7 +19,9 @@ import psutil
 import pytest
 import yaml
 
+from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.harness.processes import ProcessGuard
 from pytest_flrelia.judge.invariants import expected_global_model
@@ -30,8 +32,8 @@ from pytest_flrelia.scenario.catalog import (
     ParamError,
     validate_params,
 )
-from pytest_flrelia.scenario.loader import FaultSpec, shipped_schema
-from pytest_flrelia.targets import ReferenceTarget
+from pytest_flrelia.scenario.loader import shipped_schema
+from pytest_flrelia.targets.reference import ReferenceTarget
 from pytest_flrelia.targets.reference.faults import AT_FAILPOINTS, LiveAction, build_plan
 from pytest_flrelia.tools import catalog_docs
 from pytest_flrelia.tools.catalog_docs import (
@@ -40,7 +42,6 @@ from pytest_flrelia.tools.catalog_docs import (
     current_section,
     render_catalog,
 )
-from reference_impl.job import JobResult
 
 FAULTS_DOC = Path(__file__).resolve().parent.parent / "docs" / "faults.md"
 RUN_BOUND = 30.0
@@ -140,7 +141,7 @@ def run_faults(
     def run() -> None:
         try:
             box.append(
-                ReferenceTarget().run(
+                ReferenceTarget().run_plan(
                     job, plan, known_bug=None, timeline=timeline, abort=abort, env=guard.env
                 )
             )

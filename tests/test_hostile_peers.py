@@ -35,6 +35,7 @@ from _hostile import (
 from _pipe_helpers import Network, ThreadExceptions, wait_for_event
 
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.judge.invariants import expected_global_model
 from reference_impl.download import (
@@ -45,7 +46,7 @@ from reference_impl.download import (
     TensorRef,
 )
 from reference_impl.executor import LauncherExecutor
-from reference_impl.job import JobResult, Runtime, run_job
+from reference_impl.job import Runtime, run_job
 from reference_impl.launcher import RunStatus
 from reference_impl.pipe import PIPE_ADDRESS_ENV, PIPE_SECRET_ENV, Pipe, address_from_env
 from reference_impl.wire import Message, new_secret

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_flrelia.contract.job import JobConfig, Timeouts
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.harness.runner import ScenarioFailure, ScenarioOutcome, run_scenario
 from pytest_flrelia.harness.settings import Settings
@@ -31,7 +32,6 @@ from pytest_flrelia.judge.live_checks import (
     live_violations,
 )
 from pytest_flrelia.scenario.loader import Scenario, load_scenarios
-from reference_impl.job import JobResult
 
 WITHIN = 10.0
 STOP_WAIT = 4.0

@@ -21,10 +21,11 @@ import pytest
 
 from pytest_flrelia.contract import job as config
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event, EventKind
 from pytest_flrelia.scenario.loader import ScenarioError, load_scenarios
 from reference_impl.agent import AGENT_SETTINGS_ENV, AgentSettings
-from reference_impl.job import JobResult, run_job
+from reference_impl.job import run_job
 from reference_impl.launcher import SUBPROCESS_LOGGER, SubprocessLauncher
 
 WAIT = 10.0

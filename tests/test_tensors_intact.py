@@ -14,9 +14,10 @@ import numpy as np
 
 from pytest_flrelia.contract import failpoints
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import EventKind
 from pytest_flrelia.judge.invariants import RunRecord, expected_global_model, tensors_intact
-from reference_impl.job import JobResult, run_job
+from reference_impl.job import run_job
 
 CONFIG = JobConfig(
     sites=3,

@@ -14,15 +14,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import tempfile
 import threading
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
+from pytest_flrelia.contract.faults import FaultSpec, delivered, describe
 from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.result import JobResult
+from pytest_flrelia.contract.target import Abort, RunContext
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.harness.cutoff import Cut
-from pytest_flrelia.harness.processes import ProcessGuard, describe
+from pytest_flrelia.harness.processes import ProcessGuard
+from pytest_flrelia.harness.processes import describe as describe_process
 from pytest_flrelia.harness.settings import REFERENCE_TARGET, Settings
 from pytest_flrelia.harness.thread_watch import watch_thread_crashes
 from pytest_flrelia.judge.invariants import FAULTS_DELIVERED, Check, RunRecord, Verdict, evaluate
@@ -36,11 +42,8 @@ from pytest_flrelia.judge.report import (
     write_verdict,
 )
 from pytest_flrelia.scenario.catalog import CATALOG
-from pytest_flrelia.scenario.loader import FaultSpec, Scenario, default_invariants
+from pytest_flrelia.scenario.loader import Scenario, default_invariants
 from pytest_flrelia.targets import load_target
-from pytest_flrelia.targets.reference import faults as fault_plan
-from pytest_flrelia.targets.reference.faults import build_plan
-from reference_impl.job import JobResult
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ ABORT_GRACE = 15.0
 """After the bound: how long the aborted job may take to unwind before we give up on it."""
 SETTLE = 1.0
 """After the run: how long its processes may still take to exit before they count as orphans."""
+WORKDIR_PREFIX = "flrelia-run-"
+"""A run's own directory (:attr:`RunContext.workdir`), removed after it."""
 
 
 class ScenarioFailure(Exception):
@@ -117,15 +122,23 @@ def _run(
     scenario: Scenario, settings: Settings, nodeid: str | None, cut: Cut
 ) -> ScenarioOutcome:
     __tracebackhide__ = True
+    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX) as workdir:
+        return _run_in(scenario, settings, nodeid, cut, Path(workdir))
+
+
+def _run_in(
+    scenario: Scenario, settings: Settings, nodeid: str | None, cut: Cut, workdir: Path
+) -> ScenarioOutcome:
+    __tracebackhide__ = True
     scale = settings.time_scale
     job = _scaled_job(scenario.job, scale)
     faults = tuple(_scaled_fault(f, scale) for f in scenario.faults)
     within = scenario.expect.within_or(settings.default_within) * scale
-    plan = build_plan(faults, job)
+    faults = tuple(dataclasses.replace(f, index=i) for i, f in enumerate(faults))
     target = load_target(scenario.target or settings.target)
     guard = ProcessGuard()
     timeline = Timeline("server")
-    abort = threading.Event()
+    abort = Abort()
     box: dict[str, object] = {}
     invariants = applicable_invariants(scenario)
     settled = threading.Event()
@@ -136,11 +149,16 @@ def _run(
             with watch_thread_crashes(timeline, abort):
                 box["result"] = target.run(
                     job,
-                    plan,
-                    known_bug=settings.known_bug,
-                    timeline=timeline,
-                    abort=abort,
-                    env=guard.env,
+                    faults,
+                    RunContext(
+                        timeline=timeline,
+                        abort=abort,
+                        env=guard.env,
+                        workdir=workdir,
+                        deadline=started + within,
+                        variant=settings.known_bug,
+                        time_scale=scale,
+                    ),
                 )
         except BaseException:  # reported as a harness error, never swallowed
             box["error"] = traceback.format_exc()
@@ -185,7 +203,7 @@ def _run(
             thread.join(ABORT_GRACE)
     seconds = time.monotonic() - started
     survivors = guard.settle(SETTLE)
-    orphans = [describe(p) for p in survivors]
+    orphans = [describe_process(p) for p in survivors]
     guard.kill_all()
     result = box.get("result")
     if "error" in box:  # the target raised: nothing to judge, only a traceback to show
@@ -208,7 +226,7 @@ def _run(
         harness_error=_unwind_error(thread),
         reference_model=(scenario.target or settings.target) == REFERENCE_TARGET,
         time_scale=scale,
-        faults=tuple(plan.specs),
+        faults=faults,
     )
     verdict = evaluate(record, invariants, named=scenario.expect.invariants)
     if settings.report_dir is not None:
@@ -218,10 +236,10 @@ def _run(
         scenario,
         verdict,
         seconds,
-        tuple(plan.faults),
+        tuple(describe(f) for f in faults),
         record.result,
         tuple(record.events),
-        tuple(fault_plan.describe(s) for s in fault_plan.delivered(plan.specs, record.events)),
+        tuple(describe(s) for s in delivered(faults, record.events)),
     )
     if verdict.failures:
         report = _report(scenario, settings, record, verdict, nodeid)

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pytest_flrelia.contract.faults import FaultSpec, acted, describe
 from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event, EventKind
 from pytest_flrelia.harness.thread_watch import THREAD_CRASH
 from pytest_flrelia.judge.live_checks import PROMPT_EXIT_SECONDS, STOP_MARGIN, live_violations
 from pytest_flrelia.judge.report import CheckFailure
-from pytest_flrelia.scenario.loader import FaultSpec
-from pytest_flrelia.targets.reference.faults import acted, describe
-from reference_impl.job import JobResult
 from reference_impl.messages import Array
 from reference_impl.server import initial_model
 from reference_impl.train_script import local_update, site_weight

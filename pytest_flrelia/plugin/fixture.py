@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event
 from pytest_flrelia.harness.cutoff import CUT_KEY
 from pytest_flrelia.harness.runner import ScenarioFailure, ScenarioOutcome, run_scenario
@@ -51,7 +52,6 @@ from pytest_flrelia.scenario.loader import (
     load_scenarios,
     shipped_schema,
 )
-from reference_impl.job import JobResult
 
 MARKER = "flrelia"
 MARKER_WHERE = "@pytest.mark.flrelia"

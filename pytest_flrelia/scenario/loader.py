@@ -29,6 +29,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
+from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.memory_budget import memory_shortfall
 from pytest_flrelia.contract.timeout_checks import timeout_conflicts
@@ -163,31 +164,6 @@ class ScenarioError(Exception):
 
     def __str__(self) -> str:
         return self.format()
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """One fault to inject; ``site``/``round`` ``None`` mean every site/round."""
-
-    fault: str
-    site: str | None
-    round: int | None
-    params: Mapping[str, object]
-    """Parsed: durations in seconds, signals as :class:`signal.Signals`."""
-    line: int
-    optional: bool = False
-    """``optional: true``: the fault may never act; ``faults_delivered`` does not judge it."""
-    index: int = 0
-    """Its position in the scenario's ``faults``: the id its ``fault`` events carry."""
-
-    @property
-    def tag(self) -> str:
-        """``FAULT#ID``, how the injected fault names itself to the runtime."""
-        return f"{self.fault}#{self.index}"
-
-    def applies_to(self, site: str, round: int) -> bool:
-        """Whether this fault strikes ``site`` in ``round``."""
-        return self.site in (None, site) and self.round in (None, round)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pytest_flrelia.contract.faults import FaultSpec, describe
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
-from pytest_flrelia.scenario.loader import FaultSpec
 from reference_impl.download import CORRUPT_CHUNK
 from reference_impl.executor import LauncherExecutor
 from reference_impl.pipe import PIPE_SECRET_ENV, Pipe, PipeError
@@ -145,21 +145,6 @@ def build_plan(faults: Sequence[FaultSpec], job: JobConfig) -> FaultPlan:
         _BUILDERS[spec.fault](spec, job, plan)
         plan.specs.append(spec)
     return plan
-
-
-def acted(events: Iterable[Event]) -> set[int]:
-    """The ids of the planned faults that acted: each has a ``fault`` event."""
-    return {
-        int(e.detail["fault_id"])
-        for e in events
-        if e.kind is EventKind.FAULT and isinstance(e.detail.get("fault_id"), int)
-    }
-
-
-def delivered(specs: Iterable[FaultSpec], events: Iterable[Event]) -> list[FaultSpec]:
-    """The planned faults that acted at least once in the run."""
-    ids = acted(events)
-    return [spec for spec in specs if spec.index in ids]
 
 
 # -- one builder per fault ------------------------------------------------------
@@ -391,17 +376,6 @@ _BUILDERS: Mapping[str, Callable[[FaultSpec, JobConfig, FaultPlan], None]] = {
     "ignore_sigterm": _ignore_sigterm,
     "orphan_child": _orphan_child,
 }
-
-
-def describe(spec: FaultSpec) -> str:
-    """``crash(at=after_download, code=1) at site-1 round 1``: the fault as planned."""
-    params = ", ".join(
-        f"{k}={_signal_name(v) if isinstance(v, signal.Signals) else v}"
-        for k, v in spec.params.items()
-        if v is not None
-    )
-    where = " ".join(p for p in (spec.site, f"round {spec.round}" if spec.round else None) if p)
-    return f"{spec.fault}({params})" + (f" at {where}" if where else "")
 
 
 def fault_names() -> Iterable[str]:
