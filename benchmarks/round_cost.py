@@ -17,6 +17,7 @@ import time
 
 from benchmarks import REPO_ROOT
 from benchmarks.figure import Figure, Goal
+from pytest_flrelia.contract.events import is_training
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import EventKind, Timeline
@@ -68,7 +69,7 @@ def round_phases(timeline: Timeline) -> tuple[list[float], list[float]]:
     the deferred stop noticing it (the poll latency)."""
     launches = [e.ts for e in timeline.events(EventKind.LAUNCH)]
     inits = [e.ts for e in timeline.events(EventKind.INIT)]
-    exits = [e.ts for e in timeline.events(EventKind.EXIT) if e.process.startswith("train")]
+    exits = [e.ts for e in timeline.events(EventKind.EXIT) if is_training(e)]
     noticed = [e.ts for e in timeline.events(EventKind.DEFERRED_STOP_DONE)]
     return (
         [b - a for a, b in zip(launches, inits, strict=False)],

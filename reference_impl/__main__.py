@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from pytest_flrelia.contract import units
+from pytest_flrelia.contract.events import server_lane
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.memory_budget import memory_shortfall
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"job: {config.sites} site(s) x {config.rounds} round(s), {mode}, "
         f"{config.tensors.count} x {size} bytes per result"
     )
-    timeline = Timeline("server")
+    timeline = Timeline(server_lane())
     timeline.subscribe(_print_round)
     result = run_job(config, timeline=timeline)
     mb = result.bytes_downloaded / 1e6

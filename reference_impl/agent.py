@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_flrelia.contract import failpoints, seams
+from pytest_flrelia.contract.events import training_lane
 from pytest_flrelia.contract.failpoints import failpoint
 from pytest_flrelia.contract.job import (
     DOWNLOAD_CHUNK_BYTES,
@@ -106,7 +107,7 @@ class Agent:
         self.settings = settings
         self.site = settings.site
         self._pipe = pipe
-        self._timeline = timeline or Timeline(f"train-{settings.site}")
+        self._timeline = timeline or Timeline(training_lane(settings.site))
         self._exit_fn = exit_fn
         self._on_client_gone = on_client_gone or (lambda reason: exit_fn(EXIT_PEER_GONE))
         self._handler: PipeHandler | None = None
@@ -124,7 +125,7 @@ class Agent:
         """Build the agent class the launcher named, from the launcher's environment."""
         failpoints.configure_from_environment()
         settings = AgentSettings.from_env(os.environ)
-        timeline = Timeline.from_environment(f"train-{settings.site}")
+        timeline = Timeline.from_environment(training_lane(settings.site))
         failpoints.set_recorder(failpoints.timeline_recorder(timeline))
         watchdog = ParentWatchdog()
         watchdog.start()

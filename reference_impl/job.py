@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.events import client_lane, harness_lane, server_lane
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import TIMELINE_ENV, EventKind, Timeline
@@ -181,7 +182,7 @@ def _run_job(
     on_site_ready: Callable[[str, LauncherExecutor], None] | None,
 ) -> JobResult:
     runtime = runtime or Runtime()
-    timeline = timeline or Timeline("server")
+    timeline = timeline or Timeline(server_lane())
     abort = abort or threading.Event()
     subprocess_timeline = directory / "subprocess-timeline.jsonl"
     started = time.monotonic()
@@ -194,12 +195,12 @@ def _run_job(
     restore_recorder = _record_failpoints(timeline)
     server = Server(
         config,
-        timeline=timeline.for_process("server"),
+        timeline=timeline.for_process(server_lane()),
         downloader=Downloader(
             retries=config.download_retries,
             retry_delay=config.timeouts.download_retry_delay,
             connect_timeout=config.timeouts.download_connect,
-            timeline=timeline.for_process("server"),
+            timeline=timeline.for_process(server_lane()),
         ),
         abort=abort,
     )
@@ -256,7 +257,7 @@ def _site_runner(
     subprocess_env: Mapping[str, str] | None,
     subprocess_timeline: Path,
 ) -> SiteRunner:
-    client_timeline = timeline.for_process(f"client-{site}")
+    client_timeline = timeline.for_process(client_lane(site))
     secret = new_secret()
     pipe = Pipe.listen(secret, name=f"client-{site}", timeline=client_timeline)
     settings = AgentSettings(
@@ -301,5 +302,5 @@ def _site_runner(
 
 def _record_failpoints(timeline: Timeline) -> Callable[[], None]:
     """Make every failpoint hit in this process a timeline event, until restored."""
-    failpoints.set_recorder(failpoints.timeline_recorder(timeline.for_process("harness")))
+    failpoints.set_recorder(failpoints.timeline_recorder(timeline.for_process(harness_lane())))
     return lambda: failpoints.set_recorder(None)

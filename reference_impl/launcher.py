@@ -274,7 +274,7 @@ class SubprocessLauncher(Launcher):
             except BaseException:
                 self._transition(LauncherState.HELD)  # still held: a retry may reap it
                 raise
-            self._record(EventKind.EXIT, pid=process.pid, returncode=returncode)
+            self._record(EventKind.REAPED, pid=process.pid, returncode=returncode)
             # The group is dead, but a survivor may still hold the pipe's write end:
             # never wait for EOF, wake the output thread and let it close the read end.
             if output is not None and not output.close(OUTPUT_DRAIN_TIMEOUT):

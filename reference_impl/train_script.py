@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.events import training_lane
 from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl import client_api as flare
 from reference_impl.agent import LAUNCH_ROUND_ENV, SITE_ENV
@@ -96,7 +97,7 @@ class _Acts:
     def __init__(self, site: str | None, round: int | None) -> None:
         self.site = site
         self.round = round
-        self.timeline = Timeline.from_environment(f"train-{site}")
+        self.timeline = Timeline.from_environment(training_lane(str(site)))
 
     def record(self, behaviour: Behaviour, did: str, child_pid: int | None = None) -> None:
         fault, fault_id = (

@@ -226,7 +226,7 @@ def test_a_deferred_stop_that_outlasts_its_bound_is_forced_once_and_round_two_ru
         caplog.text
     )
     first, second = result.launched_pids
-    exits = [e for e in result.timeline.events(EventKind.EXIT) if e.process == "client-site-1"]
+    exits = [e for e in result.timeline.events(EventKind.REAPED) if e.process == "client-site-1"]
     assert [e.detail["pid"] for e in exits].count(first) == 1, "old process reaped once"
     assert [e.detail["returncode"] for e in exits if e.detail["pid"] == second] == [0]
     stops = result.timeline.events(EventKind.STOP_REQUESTED)

@@ -228,7 +228,7 @@ def test_early_sigterm_strikes_at_its_point(at: str, error: str | None) -> None:
     hit = run.failpoints(AT_FAILPOINTS[at], process="train-site-1")
     assert [e.detail["did"] for e in hit] == ["signal(SIGTERM)"]
     (pid,) = run.pids()
-    assert run.one(EventKind.EXIT, process="client-site-1", pid=pid).detail["returncode"] == (
+    assert run.one(EventKind.REAPED, process="client-site-1", pid=pid).detail["returncode"] == (
         -signal.SIGTERM
     )
     if error is None:
@@ -278,7 +278,7 @@ def test_stuck_exit_is_stopped_after_the_full_wait_and_round_two_runs(
     assert run.signals(first) == ["SIGTERM"]
     sigterm = run.one(EventKind.SIGNAL_SENT, pgid=first)
     assert sigterm.ts >= stop.ts
-    assert run.one(EventKind.EXIT, process="client-site-1", pid=first).detail["returncode"] == (
+    assert run.one(EventKind.REAPED, process="client-site-1", pid=first).detail["returncode"] == (
         -signal.SIGTERM
     )
     assert run.one(EventKind.LAUNCH, pid=second).ts > sigterm.ts
@@ -310,7 +310,7 @@ def test_crash_fails_the_round_promptly_saying_the_process_ended() -> None:
     hit = run.failpoints("agent.after_task_received", process="train-site-1")
     assert [e.detail["did"] for e in hit] == ["exit(3)"]
     (pid,) = run.pids()
-    assert run.one(EventKind.EXIT, process="client-site-1", pid=pid).detail["returncode"] == 3
+    assert run.one(EventKind.REAPED, process="client-site-1", pid=pid).detail["returncode"] == 3
     assert not run.result.ok
     assert "site-1: training process ended" in str(run.result.error)
     assert run.result.seconds < execution / 4, "the failure waited for the execution timeout"
@@ -457,7 +457,7 @@ def test_slow_stop_reaps_late_and_the_next_launch_waits_for_it() -> None:
     seen = run.one(EventKind.EXIT_SEEN, round=1)
     first, second = run.pids()
     assert seen.detail["pid"] == first
-    reaped = run.one(EventKind.EXIT, process="client-site-1", pid=first)
+    reaped = run.one(EventKind.REAPED, process="client-site-1", pid=first)
     assert reaped.ts - seen.ts >= 0.5, "the exited process was reaped on time"
     waited = run.events(EventKind.ROUND_BOUNDARY_WAIT, round=2)[0]  # the launch's, not the end's
     assert waited.ts < reaped.ts
@@ -507,7 +507,7 @@ def test_ignore_sigterm_makes_the_stop_escalate_to_sigkill() -> None:
     )
     stop = run.events(EventKind.STOP_REQUESTED, pid=pid)[0]  # SIGTERM is recorded once sent
     assert stop.ts <= ignored.ts <= sigkill.ts
-    assert run.one(EventKind.EXIT, process="client-site-1", pid=pid).detail["returncode"] == (
+    assert run.one(EventKind.REAPED, process="client-site-1", pid=pid).detail["returncode"] == (
         -signal.SIGKILL
     )
     assert run.result.ok, run.result.error

@@ -10,6 +10,7 @@ import pytest
 from _processes import assert_no_process_left
 
 from pytest_flrelia.contract import failpoints
+from pytest_flrelia.contract.events import is_training
 from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.timeline import EventKind, Timeline
@@ -111,9 +112,7 @@ def test_deferred_stop_sees_the_exit_at_once_not_at_its_next_poll() -> None:
     assert [e.round for e in seen] == [1, 2, 3]
     for event in seen:
         exited = [
-            e
-            for e in result.timeline.events(EventKind.EXIT, round=event.round)
-            if e.process.startswith("train-")
+            e for e in result.timeline.events(EventKind.EXIT, round=event.round) if is_training(e)
         ]
         assert exited and event.ts - exited[0].ts < stop_poll / 10, "seen at a poll"
     assert result.seconds < stop_poll
@@ -173,6 +172,7 @@ def test_timeline_has_every_event_kind_of_a_round() -> None:
         EventKind.GATE_OPEN,
         EventKind.STOP_REQUESTED,
         EventKind.EXIT,
+        EventKind.REAPED,
         EventKind.HANDLER_CREATED,
         EventKind.HANDLER_STOPPED,
         EventKind.DEFERRED_STOP_START,

@@ -158,7 +158,7 @@ def test_script_exiting_nonzero_reports_failed(
     wait_exited(launcher.pid)
     assert launcher.check_run_status() is RunStatus.FAILED
     launcher.stop_task()
-    assert [e.detail["returncode"] for e in timeline.events(EventKind.EXIT)] == [3]
+    assert [e.detail["returncode"] for e in timeline.events(EventKind.REAPED)] == [3]
 
 
 def test_running_script_reports_running(
@@ -189,7 +189,7 @@ def test_wait_for_exit_wakes_at_the_exit_and_leaves_the_status_to_the_launcher(
     assert woke == [True], "the wait did not end at the exit"
     assert launcher.check_run_status() is RunStatus.FAILED, "the Popen keeps the returncode"
     launcher.stop_task()
-    assert [e.detail["returncode"] for e in timeline.events(EventKind.EXIT)] == [-signal.SIGKILL]
+    assert [e.detail["returncode"] for e in timeline.events(EventKind.REAPED)] == [-signal.SIGKILL]
 
 
 def test_stop_of_exited_process_reaps_it_without_signals(
@@ -201,7 +201,7 @@ def test_stop_of_exited_process_reaps_it_without_signals(
     wait_exited(launcher.pid)
     launcher.stop_task()
     assert signals_sent(timeline) == []
-    assert [e.detail["returncode"] for e in timeline.events(EventKind.EXIT)] == [0]
+    assert [e.detail["returncode"] for e in timeline.events(EventKind.REAPED)] == [0]
     assert launcher.check_run_status() is RunStatus.NOT_STARTED
     assert launcher.state is LauncherState.IDLE
 
@@ -214,7 +214,7 @@ def test_cooperative_script_stops_on_sigterm_without_sigkill(
     child = output.wait_for_pid("CHILD-READY")
     assert timed_stop(launcher) < 2.0
     assert signals_sent(timeline) == [("SIGTERM", "group")]
-    assert [e.detail["returncode"] for e in timeline.events(EventKind.EXIT)] == [-signal.SIGTERM]
+    assert [e.detail["returncode"] for e in timeline.events(EventKind.REAPED)] == [-signal.SIGTERM]
     assert is_dead(child)
     assert launcher.pid is None
     assert launcher.check_run_status() is RunStatus.NOT_STARTED
@@ -229,14 +229,14 @@ def test_sigterm_ignoring_script_is_killed_after_grace(
     elapsed = timed_stop(launcher)
     assert 0.3 <= elapsed < 3.0
     assert signals_sent(timeline) == [("SIGTERM", "group"), ("SIGKILL", "group")]
-    assert [e.detail["returncode"] for e in timeline.events(EventKind.EXIT)] == [-signal.SIGKILL]
+    assert [e.detail["returncode"] for e in timeline.events(EventKind.REAPED)] == [-signal.SIGKILL]
     assert is_dead(child)
     kinds = [e.kind for e in timeline.events() if e.kind is not EventKind.LAUNCH]
     assert kinds == [
         EventKind.STOP_REQUESTED,
         EventKind.SIGNAL_SENT,
         EventKind.SIGNAL_SENT,
-        EventKind.EXIT,
+        EventKind.REAPED,
     ]
 
 
@@ -265,7 +265,7 @@ def test_grandchild_ignoring_sigterm_is_killed_after_cooperative_child_exits(
     assert timed_stop(launcher) < 3.0
     assert is_dead(grandchild)
     assert signals_sent(timeline) == [("SIGTERM", "group"), ("SIGKILL", "group")]
-    assert [e.detail["returncode"] for e in timeline.events(EventKind.EXIT)] == [-signal.SIGTERM]
+    assert [e.detail["returncode"] for e in timeline.events(EventKind.REAPED)] == [-signal.SIGTERM]
 
 
 @pytest.mark.parametrize(
@@ -302,7 +302,7 @@ def test_exited_leader_leftover_group_member_is_killed(
     assert timed_stop(launcher) < 2.0  # no grace for a process that already ended
     assert is_dead(grandchild)
     assert signals_sent(timeline) == [("SIGKILL", "group")]
-    assert [e.detail["returncode"] for e in timeline.events(EventKind.EXIT)] == [0]
+    assert [e.detail["returncode"] for e in timeline.events(EventKind.REAPED)] == [0]
 
 
 class LeaderOnlyStopStrategy(StopStrategy):
@@ -344,7 +344,7 @@ def test_stop_is_idempotent(
     launcher.stop_task()
     launcher.stop_task()
     assert len(timeline.events(EventKind.STOP_REQUESTED)) == 1
-    assert len(timeline.events(EventKind.EXIT)) == 1
+    assert len(timeline.events(EventKind.REAPED)) == 1
 
 
 def test_concurrent_stops_stop_once(
@@ -373,7 +373,7 @@ def test_concurrent_stops_stop_once(
     assert errors == []
     assert is_dead(child)
     assert len(timeline.events(EventKind.STOP_REQUESTED)) == 1
-    assert len(timeline.events(EventKind.EXIT)) == 1
+    assert len(timeline.events(EventKind.REAPED)) == 1
     assert launcher.state is LauncherState.IDLE
 
 
@@ -508,4 +508,4 @@ def test_failed_stop_keeps_the_process_held_for_a_retry(
     assert is_dead(child)
     assert launcher.check_run_status() is RunStatus.NOT_STARTED
     assert launcher.pid is None
-    assert len(timeline.events(EventKind.EXIT)) == 1
+    assert len(timeline.events(EventKind.REAPED)) == 1

@@ -174,7 +174,7 @@ def _stop_then_exit(after: float | None, last: float = 2.0) -> list[Event]:
     if after is not None:
         # The training process's own exit event does not count: only the reap does.
         events.append(_ev(after / 2, EventKind.EXIT, process="train-site-1", returncode=0))
-        events.append(_ev(after, EventKind.EXIT, pid=PID, returncode=-9))
+        events.append(_ev(after, EventKind.REAPED, pid=PID, returncode=-9))
     events.append(_ev(last, EventKind.JOB_END, process="server", ok=True))
     return events
 
@@ -189,7 +189,7 @@ def test_bounded_stop_fails_for_a_reap_later_than_grace_and_margin() -> None:
     assert not check.ok
     assert check.at == pytest.approx(T0 + STOP_GRACE + STOP_MARGIN)
     assert check.seen == "reaped 1.50s later"
-    assert [e.kind for e in check.evidence] == [EventKind.STOP_REQUESTED, EventKind.EXIT]
+    assert [e.kind for e in check.evidence] == [EventKind.STOP_REQUESTED, EventKind.REAPED]
 
 
 def test_the_stop_margin_stretches_with_the_time_scale() -> None:
@@ -312,7 +312,7 @@ def test_an_exit_recorded_before_the_last_download_is_not_a_violation() -> None:
     try:
         for ts, kind, process, site, round, detail in (
             (now, EventKind.RESULT_RECEIVED, "client-site-1", "site-1", 1, {"tensors": 1}),
-            (now + 0.1, EventKind.EXIT, "client-site-1", "site-1", None, {"pid": PID}),
+            (now + 0.1, EventKind.REAPED, "client-site-1", "site-1", None, {"pid": PID}),
             (now + 0.2, EventKind.DOWNLOAD_DONE, "server", "site-1", 1, {"name": "layer-0"}),
             # A sentinel that must fire: its deadline comes after the one site-1 would have.
             (now + 0.3, EventKind.RESULT_RECEIVED, "client-site-2", "site-2", 1, {"tensors": 0}),

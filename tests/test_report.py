@@ -96,7 +96,7 @@ def site_round(rec: Recorder, ms: float, s: int, r: int, chunks: int) -> float:
         step(K.TENSOR_SERVED, train, round=r, name=f"w{t}")
     step(K.GATE_OPEN, train, round=r)
     step(K.EXIT, train, round=r, returncode=0)
-    step(K.EXIT, client, pid=pid, returncode=0)
+    step(K.REAPED, client, pid=pid, returncode=0)
     step(K.DEFERRED_STOP_DONE, client, round=r)
     return ms
 
@@ -135,7 +135,7 @@ def sigterm_events() -> tuple[list[Event], Event]:
     rec.at(11.0, K.STOP_REQUESTED, "client-site-1", site="site-1", pid=4242)
     signal = rec.at(12.0, K.SIGNAL_SENT, "client-site-1", site="site-1",
                     signal="SIGTERM", target="group", pgid=4242)
-    rec.at(13.0, K.EXIT, "client-site-1", site="site-1", pid=4242, returncode=-15)
+    rec.at(13.0, K.REAPED, "client-site-1", site="site-1", pid=4242, returncode=-15)
     rec.at(14.0, K.SUBMIT, "server", site="site-1", round=1, ok=True)
     rec.at(15.0, K.DOWNLOAD_START, "server", site="site-1", round=1, name="w0", tensor_id="t0")
     rec.at(25.0, K.DOWNLOAD_RETRY, "server", site="site-1", round=1, attempt=1,
@@ -292,7 +292,7 @@ def test_cells_show_round_and_the_telling_detail() -> None:
     assert "signal_sent SIGTERM target=group" in cells, "a signal's name says what it is"
     assert "init pid=4242 launch_once=False" in cells, "a train lane's first row names its pid"
     assert "result_sent r1 tensors=4" in cells, "and later rows of the same pid do not"
-    assert "exit returncode=-15 pid=4242" in cells
+    assert "reaped returncode=-15 pid=4242" in cells
     assert "submit site-1 r1" in cells, "a server cell names the site; ok=True says nothing"
     assert any(c.startswith("round_end r1 error=failed to download from site-1") for c in cells)
 
@@ -428,7 +428,7 @@ def test_mermaid_draws_task_result_submit_download_and_signal_as_arrows() -> Non
         ("client-site-1", "-x", "train-site-1", "signal_sent"),
     }
     note_kinds = {label.split()[1] for _, label in diagram.notes}
-    assert {"job_start", "round_start", "launch", "exit", "download_failed"} <= note_kinds
+    assert {"job_start", "round_start", "launch", "reaped", "download_failed"} <= note_kinds
     assert len(diagram.messages) + len(diagram.notes) == len(events)
 
 

@@ -92,8 +92,137 @@ class EventSpec:
     """One line: what happened when it is recorded (and what ``detail["pid"]`` is, if any)."""
 
 
-CONTRACT: Mapping[EventKind, EventSpec] = MappingProxyType({})
-"""Every kind's contract.  (Filled in by the event-contract change.)"""
+_SERVER = frozenset({LaneKind.SERVER})
+_CLIENT = frozenset({LaneKind.CLIENT})
+_TRAINING = frozenset({LaneKind.TRAINING})
+_PIPE_ENDS = frozenset({LaneKind.CLIENT, LaneKind.TRAINING})
+"""Both ends of a site's pipe: the client side and the training process."""
+_ANY = frozenset(LaneKind)
+
+
+def _spec(lanes: frozenset[LaneKind], meaning: str, *required: str) -> EventSpec:
+    return EventSpec(lanes=lanes, required=required, meaning=meaning)
+
+
+CONTRACT: Mapping[EventKind, EventSpec] = MappingProxyType({
+    EventKind.JOB_START: _spec(_SERVER, "The job began (before any site started)."),
+    EventKind.JOB_END: _spec(_SERVER, "The job ended, every site joined (`ok`, `error`)."),
+    EventKind.ROUND_START: _spec(_SERVER, "The server sent round `round`'s task to every site."),
+    EventKind.ROUND_END: _spec(
+        _SERVER, "Round `round` ended: `ok`, and the `error` that failed it (or null).",
+        "ok", "error",
+    ),
+    EventKind.LAUNCH: _spec(
+        _CLIENT, "The launcher started a training process; `pid` is that new process.", "pid"
+    ),
+    EventKind.LAUNCH_SKIPPED: _spec(
+        _CLIENT, "No launch: `pid` is the training process still running that takes the task."
+    ),
+    EventKind.INIT: _spec(
+        _TRAINING, "The training process called `init()` (its client API is up)."
+    ),
+    EventKind.INIT_SEEN: _spec(
+        _CLIENT, "The client saw a fresh training process's HELLO; `pid` is that process."
+    ),
+    EventKind.TASK_SENT: _spec(
+        _CLIENT, "The client sent round `round`'s task to its training process."
+    ),
+    EventKind.TASK_RECEIVED: _spec(_TRAINING, "The training process received its task."),
+    EventKind.RESULT_SENT: _spec(
+        _TRAINING, "The training process sent its result, with `tensors` left to download.",
+        "tensors",
+    ),
+    EventKind.RESULT_RECEIVED: _spec(
+        _CLIENT, "The client received the result (`tensors`: how many to download).", "tensors"
+    ),
+    EventKind.SUBMIT: _spec(_SERVER, "A site's result (`ok`) or failure reached the server."),
+    EventKind.DOWNLOAD_START: _spec(_SERVER, "The server began downloading tensor `name`."),
+    EventKind.DOWNLOAD_CHUNK: _spec(_SERVER, "The server received one chunk (`offset`, `nbytes`)."),
+    EventKind.DOWNLOAD_RETRY: _spec(
+        _SERVER, "A download attempt failed (`reason`); the server tries again from `offset`."
+    ),
+    EventKind.DOWNLOAD_DONE: _spec(
+        _SERVER,
+        "Tensor `name` arrived whole; `checksum` (and `bytes_digest`) of what the server added.",
+        "name", "checksum",
+    ),
+    EventKind.DOWNLOAD_FAILED: _spec(_SERVER, "A tensor's download gave up (`reason`)."),
+    EventKind.TENSOR_SERVED: _spec(
+        _TRAINING,
+        "The site served tensor `name` in full; `checksum` (and `bytes_digest`) it published.",
+        "name", "checksum",
+    ),
+    EventKind.GATE_WAIT: _spec(
+        _TRAINING, "The training process waits for the server to download its tensors."
+    ),
+    EventKind.GATE_OPEN: _spec(_TRAINING, "The download gate opened: every tensor was downloaded."),
+    EventKind.GATE_TIMEOUT: _spec(_TRAINING, "The download gate timed out (`timeout`, `pending`)."),
+    EventKind.GATE_CLOSED: _spec(
+        _TRAINING, "The download gate was released because the download service closed."
+    ),
+    EventKind.AGGREGATED: _spec(_SERVER, "The server aggregated round `round`'s results."),
+    EventKind.STOP_REQUESTED: _spec(
+        _CLIENT, "The launcher begins to stop a training process; `pid` is that process.", "pid"
+    ),
+    EventKind.SIGNAL_SENT: _spec(
+        _CLIENT, "The launcher sent `signal` to `target` (process group `pgid`).", "signal", "pgid"
+    ),
+    EventKind.EXIT: _spec(
+        _TRAINING,
+        "A training process exits by itself (`returncode`), recorded by it just before; "
+        "`Event.pid` is that process.",
+    ),
+    EventKind.REAPED: _spec(
+        _CLIENT,
+        "The launcher reaped a training process: `pid` is that process, now gone (`returncode`).",
+        "pid",
+    ),
+    EventKind.DEFERRED_STOP_START: _spec(
+        _CLIENT, "The client waits (`wait`) for this round's process to exit by itself."
+    ),
+    EventKind.EXIT_SEEN: _spec(
+        _CLIENT, "The deferred stop saw its process exit by itself; `pid` is that process."
+    ),
+    EventKind.DEFERRED_STOP_DONE: _spec(_CLIENT, "The deferred stop ended: its process is gone."),
+    EventKind.ROUND_BOUNDARY_WAIT: _spec(
+        _CLIENT, "The next task waits for the previous round's deferred stop (`timeout`)."
+    ),
+    EventKind.HANDLER_CREATED: _spec(_PIPE_ENDS, "A pipe handler (`handler`) was created."),
+    EventKind.HANDLER_STOPPED: _spec(_PIPE_ENDS, "A pipe handler (`handler`) stopped."),
+    EventKind.STATUS_EVENT: _spec(
+        _PIPE_ENDS, "A pipe handler took a status message (`topic`, `reason`) and stops."
+    ),
+    EventKind.STATUS_IGNORED: _spec(
+        _PIPE_ENDS, "A status message (`topic`) was ignored (`reason`: stale, deferred, filtered)."
+    ),
+    EventKind.LATE_MESSAGE: _spec(
+        _PIPE_ENDS, "A stopped handler handed out a message its peer sent before it went away."
+    ),
+    EventKind.PIPE_CLEARED: _spec(
+        _CLIENT, "The client dropped a previous round's messages (`dropped`)."
+    ),
+    EventKind.FRAME_REJECTED: _spec(
+        _PIPE_ENDS, "A malformed or unauthenticated frame was rejected (`reason`)."
+    ),
+    EventKind.FAILPOINT: _spec(
+        frozenset({LaneKind.HARNESS, LaneKind.TRAINING}),
+        "A failpoint `name` acted (`action`) with no fault behind it.",
+        "action",
+    ),
+    EventKind.FAULT: _spec(
+        _ANY,
+        "Planned fault `fault_id` (`fault`) acted: `did` says what it did, recorded by the "
+        "process that delivered it; `child_pid`, if any, is a process the fault started.",
+        "fault", "fault_id", "did",
+    ),
+    EventKind.ERROR: _spec(
+        _ANY,
+        "Something failed (`reason` or `error`); a live violation names its `invariant`, and "
+        "its `pid`, if any, is the process whose stop overran.",
+    ),
+})
+"""Every kind's contract: the lanes that may record it, the detail keys a reader relies on
+(each emitter always sets them), and what it means."""
 
 
 def violations(events: Iterable[Event]) -> list[str]:

@@ -21,6 +21,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_flrelia.contract.events import harness_lane, server_lane
 from pytest_flrelia.contract.faults import FaultSpec, delivered, describe
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import JobResult
@@ -137,7 +138,7 @@ def _run_in(
     faults = tuple(dataclasses.replace(f, index=i) for i, f in enumerate(faults))
     target = load_target(scenario.target or settings.target)
     guard = ProcessGuard()
-    timeline = Timeline("server")
+    timeline = Timeline(server_lane())
     abort = Abort()
     box: dict[str, object] = {}
     invariants = applicable_invariants(scenario)
@@ -188,13 +189,13 @@ def _run_in(
                 write_artifacts(settings.report_dir, scenario.name, timeline.events())
             raise
         if cut.fired:
-            timeline.record(EventKind.ERROR, process="harness", reason=cut.message())
+            timeline.record(EventKind.ERROR, process=harness_lane(), reason=cut.message())
             _stop(abort, guard, thread)
             raise ScenarioCut(_cut_report(scenario, settings, timeline, started, cut, nodeid))
         timed_out = thread.is_alive() and live.violation is None
         if timed_out:
             timeline.record(
-                EventKind.ERROR, process="harness", reason=f"bound of {within:g}s passed"
+                EventKind.ERROR, process=harness_lane(), reason=f"bound of {within:g}s passed"
             )
         if thread.is_alive():
             # Past the bound, or judged already: a stuck stop may never unwind by itself.

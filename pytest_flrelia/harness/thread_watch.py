@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pytest_flrelia.contract.events import harness_lane
 from pytest_flrelia.contract.timeline import EventKind, Timeline
 
 THREAD_CRASH = "thread_crash"
@@ -27,7 +28,7 @@ def watch_thread_crashes(timeline: Timeline, abort: threading.Event) -> Iterator
         name = args.thread.name if args.thread is not None else "?"
         timeline.record(
             EventKind.ERROR,
-            process="harness",
+            process=harness_lane(),
             error=THREAD_CRASH,
             thread=name,
             exception=f"{args.exc_type.__name__}: {args.exc_value}",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pytest_flrelia.contract.events import is_training
 from pytest_flrelia.contract.faults import FaultSpec, acted, describe
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import JobResult
@@ -86,10 +87,6 @@ def _na(name: str, why: str) -> Check:
 
 def _of(events: Sequence[Event], kind: EventKind) -> list[Event]:
     return [e for e in events if e.kind is kind]
-
-
-def _train(event: Event) -> bool:
-    return event.process.startswith("train-")
 
 
 # -- the expectation ----------------------------------------------------------------
@@ -295,7 +292,7 @@ def no_premature_stop(run: RunRecord) -> Check:
             for e in run.events
             if e.pid == sent.pid
             and e.ts >= sent.ts
-            and _train(e)
+            and is_training(e)
             and (e.kind in GATE_RELEASES or _ends_process(e))
         ]
         release_ts = released[0].ts if released else None
@@ -460,19 +457,22 @@ def prompt_exit(run: RunRecord) -> Check:
     if run.result.config.launch_once:
         return _prompt_next_task(run, sent)
     for result in sent:
-        mine = [e for e in run.events if e.pid == result.pid and _train(e) and e.ts >= result.ts]
+        mine = [
+            e for e in run.events if e.pid == result.pid and is_training(e) and e.ts >= result.ts
+        ]
         released: Event | None = None
         if int(result.detail.get("tensors", 0)):
             released = next((e for e in mine if e.kind in GATE_RELEASES), None)
             if released is None:
                 continue  # never downloaded: another invariant (or the expectation) speaks
         start = released.ts if released else result.ts  # nothing to download: no gate
-        exited = next((e for e in mine if e.kind is EventKind.EXIT), None)
+        exited = _exit_of(run.events, mine, result)
         if exited is None or exited.ts - start > run.prompt_exit_seconds:
             lingered = (
-                "never exited by itself"
+                "never exited"
                 if exited is None
-                else f"exited {exited.ts - start:.2f}s later"
+                else f"{'exited' if exited.kind is EventKind.EXIT else 'reaped'} "
+                f"{exited.ts - start:.2f}s later"
             )
             return Check(
                 name,
@@ -484,6 +484,16 @@ def prompt_exit(run: RunRecord) -> Check:
                 (result, *(x for x in (released, exited) if x)),
             )
     return _pass(name, "per-round processes exit promptly", f"{len(sent)} processes exited")
+
+
+def _exit_of(events: Sequence[Event], mine: Sequence[Event], result: Event) -> Event | None:
+    """When the process that sent ``result`` ended: its own ``exit``, or, when it never
+    said so (killed, or a target whose processes do not record it), the launcher's
+    ``reaped`` of that pid."""
+    own = next((e for e in mine if e.kind is EventKind.EXIT), None)
+    if own is not None:
+        return own
+    return next((e for e in _reaped(events, result.pid) if e.ts >= result.ts), None)
 
 
 def _prompt_next_task(run: RunRecord, sent: Sequence[Event]) -> Check:
@@ -530,7 +540,7 @@ def bounded_stop(run: RunRecord) -> Check:
     last = run.events[-1].ts if run.events else 0.0
     for stop in stops:
         pid = stop.detail.get("pid")
-        exited = next((e for e in _launcher_exits(run.events, pid) if e.ts >= stop.ts), None)
+        exited = next((e for e in _reaped(run.events, pid) if e.ts >= stop.ts), None)
         end = exited.ts if exited is not None else last
         if end - stop.ts > limit:
             took = "never" if exited is None else f"{exited.ts - stop.ts:.2f}s later"
@@ -545,13 +555,9 @@ def bounded_stop(run: RunRecord) -> Check:
     return _pass(name, expected, f"{len(stops)} stops reaped in time")
 
 
-def _launcher_exits(events: Sequence[Event], pid: object) -> list[Event]:
-    """The launcher's ``exit`` events for ``pid`` (recorded once its stop reaped it)."""
-    return [
-        e
-        for e in events
-        if e.kind is EventKind.EXIT and not _train(e) and e.detail.get("pid") == pid
-    ]
+def _reaped(events: Sequence[Event], pid: object) -> list[Event]:
+    """The launcher's ``reaped`` events for ``pid``: when that process was gone."""
+    return [e for e in events if e.kind is EventKind.REAPED and e.detail.get("pid") == pid]
 
 
 def _live_failure(run: RunRecord, name: str, expected: str) -> Check | None:
@@ -570,7 +576,10 @@ def _live_evidence(events: Sequence[Event], violation: Event) -> tuple[Event, ..
     before = [
         e
         for e in events
-        if e.ts <= violation.ts and e.site == violation.site and not _train(e) and e != violation
+        if e.ts <= violation.ts
+        and e.site == violation.site
+        and not is_training(e)
+        and e != violation
     ]
     pid = violation.detail.get("pid")
     if pid is not None:

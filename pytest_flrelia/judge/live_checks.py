@@ -8,10 +8,10 @@ ends, so they are not used here):
 * ``prompt_exit`` (one process per round): after a site's round is released
   (its result had no tensors, or the server downloaded the last of them), the
   deferred stop must see that process exit (``exit_seen``, or the launcher's
-  ``exit``) within :data:`PROMPT_EXIT_SECONDS` plus one ``stop_poll``, and
+  ``reaped``) within :data:`PROMPT_EXIT_SECONDS` plus one ``stop_poll``, and
   without a SIGTERM first: a process the deferred stop had to kill did not
   exit by itself (KB5, KB9).
-* ``bounded_stop``: every ``stop_requested`` is followed by that pid's ``exit``
+* ``bounded_stop``: every ``stop_requested`` is followed by that pid's ``reaped``
   within ``stop_grace`` plus :data:`STOP_MARGIN` (KB12 waits forever).
 
 Like :mod:`pytest_flrelia.harness.thread_watch`, a violation is recorded as an ERROR
@@ -30,6 +30,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from pytest_flrelia.contract.events import LaneKind, harness_lane, in_lane, is_training
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 
@@ -144,7 +145,7 @@ class LiveWatch:
     # -- the listener: runs in the recording thread, must be quick ----------------
 
     def _on_event(self, event: Event) -> None:
-        if event.process.startswith(("train-", "harness")):
+        if is_training(event) or in_lane(event, LaneKind.HARNESS):
             return
         with self._cond:
             if self._prompt_exit:
@@ -184,9 +185,7 @@ class LiveWatch:
                         state.round,
                     )
                 )
-        elif event.kind is EventKind.EXIT_SEEN or (
-            event.kind is EventKind.EXIT and "pid" in event.detail
-        ):
+        elif event.kind in (EventKind.EXIT_SEEN, EventKind.REAPED):
             state.exited = True
             self._disarm((PROMPT_EXIT, site))
 
@@ -226,7 +225,7 @@ class LiveWatch:
                     pid,
                 )
             )
-        elif event.kind is EventKind.EXIT:
+        elif event.kind is EventKind.REAPED:
             self._disarm(key)
 
     def _arm(self, deadline: Deadline) -> None:
@@ -268,7 +267,7 @@ class LiveWatch:
             return  # aborted: the teardown stops everything, by design
         self.violation = self._timeline.record(
             EventKind.ERROR,
-            process="harness",
+            process=harness_lane(),
             site=deadline.site,
             round=deadline.round,
             error=LIVE_VIOLATION,

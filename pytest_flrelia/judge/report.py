@@ -20,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_flrelia.contract.events import (
+    LaneKind,
+    client_lane,
+    is_training,
+    lane_of,
+    training_lane,
+)
 from pytest_flrelia.contract.timeline import Event, EventKind
 
 __all__ = [
@@ -76,10 +83,6 @@ TELLING_KEYS: tuple[str, ...] = (
 SELF_EVIDENT_KEYS = frozenset({"signal", "topic"})
 """Keys whose value names itself (``SIGTERM``, ``PEER_GONE``): a narrow cell shows just that."""
 
-_TRAIN_PREFIX = "train-"
-_CLIENT_PREFIX = "client-"
-_SERVER = "server"
-
 
 @dataclass(frozen=True)
 class CheckFailure:
@@ -107,15 +110,13 @@ def _natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
     )
 
 
+_LANE_GROUPS = {LaneKind.SERVER: 0, LaneKind.CLIENT: 1, LaneKind.TRAINING: 2}
+"""Display order of the lane kinds; the harness and unknown lanes come last."""
+
+
 def _lane_key(lane: str) -> tuple[int, tuple[tuple[int, int, str], ...]]:
-    if lane == _SERVER:
-        group = 0
-    elif lane.startswith(_CLIENT_PREFIX):
-        group = 1
-    elif lane.startswith(_TRAIN_PREFIX):
-        group = 2
-    else:
-        group = 3
+    kind = lane_of(lane)
+    group = _LANE_GROUPS.get(kind.kind, 3) if kind is not None else 3
     return group, _natural_key(lane)
 
 
@@ -177,7 +178,7 @@ def _detail_parts(detail: Mapping[str, Any], limit: int | None) -> list[str]:
 def _describe(event: Event, *, pid_changed: bool, detail_limit: int | None, site: bool) -> str:
     """``kind [site] rN [pid=P] key=value...``: one event in one line."""
     parts = [event.kind.value]
-    if site and event.site and event.site not in event.process:
+    if site and event.site and _lane_site(event) != event.site:
         parts.append(event.site)
     if event.round is not None:
         parts.append(f"r{event.round}")
@@ -187,6 +188,12 @@ def _describe(event: Event, *, pid_changed: bool, detail_limit: int | None, site
     return " ".join(parts)
 
 
+def _lane_site(event: Event) -> str | None:
+    """The site whose lane recorded ``event`` (``None`` for the server and the harness)."""
+    lane = lane_of(event.process)
+    return lane.site if lane is not None else None
+
+
 class _PidTracker:
     """Says when a train lane's pid changes: a lane may hold one process per round."""
 
@@ -194,7 +201,7 @@ class _PidTracker:
         self._last: dict[str, int] = {}
 
     def changed(self, event: Event) -> bool:
-        if not event.process.startswith(_TRAIN_PREFIX):
+        if not is_training(event):
             return False
         changed = self._last.get(event.process) != event.pid
         self._last[event.process] = event.pid
@@ -395,7 +402,7 @@ def _interaction(event: Event) -> tuple[str, str, str] | None:
     """``(from lane, to lane, arrow)`` for a message-like event, else ``None`` (a note)."""
     if event.site is None:
         return None
-    client, train = f"{_CLIENT_PREFIX}{event.site}", f"{_TRAIN_PREFIX}{event.site}"
+    client, train = client_lane(event.site), training_lane(event.site)
     here = event.process
     pairs = {
         EventKind.TASK_SENT: (here, train, _ARROW),

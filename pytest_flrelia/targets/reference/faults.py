@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pytest_flrelia.contract.events import harness_lane
 from pytest_flrelia.contract.faults import FaultSpec, describe
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
@@ -81,7 +82,7 @@ class LiveAction:
                 Event(
                     ts=started,
                     kind=EventKind.FAULT,
-                    process="harness",
+                    process=harness_lane(),
                     pid=os.getpid(),
                     site=event.site,
                     round=event.round,
@@ -262,7 +263,7 @@ def _matches(kind: EventKind, spec: FaultSpec, round: int | None) -> Callable[[E
 def _not_delivered(timeline: Timeline, event: Event, reason: str) -> None:
     """A live action could not act: say why in the timeline (``faults_delivered`` fails)."""
     timeline.record(
-        EventKind.ERROR, site=event.site, round=event.round, process="harness", reason=reason
+        EventKind.ERROR, site=event.site, round=event.round, process=harness_lane(), reason=reason
     )
 
 
