@@ -85,7 +85,7 @@ MECHANICS: Mapping[str, Mechanics] = MappingProxyType(
             "Subprocess failpoint `<at point>=1*exit(<code>)`: the process ends through"
             " `seams.exit_process(code)` without saying END. Before its result is sent, the"
             ' round fails with "training process ended"; after, the download fails.'
-            " Timeline: a `fault` event, then `exit` with the code."
+            " Timeline: a `fault` event, then the launcher's `reaped` with the code."
         ),
         "heartbeat_loss": Mechanics(
             "Subprocess failpoint `pipe_handler.before_heartbeat[site=S]=hang` (no `duration`)"
