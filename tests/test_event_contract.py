@@ -27,10 +27,12 @@ from pytest_flrelia.contract.events import (
     violations,
 )
 from pytest_flrelia.contract.faults import acted
+from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.target import Abort, RunContext
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.harness.processes import ProcessGuard
+from pytest_flrelia.judge.invariants import RunRecord, bounded_stop, prompt_exit
 from pytest_flrelia.scenario.loader import Scenario, load_scenarios
 from pytest_flrelia.targets.reference import ReferenceTarget
 from pytest_flrelia.tools import events_doc
@@ -143,6 +145,66 @@ def test_a_missing_key_a_wrong_lane_and_an_unknown_lane_are_each_reported() -> N
     assert "reaped" in found[0] and "'pid'" in found[0]
     assert "exit recorded in lane 'client-site-1'" in found[1] and "'train'" in found[1]
     assert "result_sent recorded in lane 'agent-site-1'" in found[2]
+
+
+# -- the readers read the meaning they need ---------------------------------------
+
+CHILD = 4321
+"""The training process's pid: ``Event.pid`` of its own events, ``detail["pid"]`` of the
+launcher's."""
+
+
+def _at(ts: float, kind: EventKind, lane: str, **detail: object) -> Event:
+    pid = CHILD if lane == training_lane("site-1") else os.getpid()
+    return Event(100.0 + ts, kind, lane, pid, "site-1", 1, detail)
+
+
+def _judge(*events: Event) -> RunRecord:
+    config = JobConfig()
+    result = JobResult(config, True, None, [], {}, Timeline(), 1.0)
+    return RunRecord(result, events, [], 1.0, 60.0, False, "success", None)
+
+
+def _result_sent() -> Event:
+    return _at(0.0, EventKind.RESULT_SENT, training_lane("site-1"), tensors=0)
+
+
+def test_prompt_exit_reads_the_process_s_own_exit_first() -> None:
+    """Its own ``exit`` says when it left, whatever the launcher noticed later."""
+    check = prompt_exit(_judge(
+        _result_sent(),
+        _at(0.05, EventKind.EXIT, training_lane("site-1"), returncode=0),
+        _at(3.0, EventKind.REAPED, client_lane("site-1"), pid=CHILD, returncode=0),
+    ))
+    assert check.ok and check.applicable, check
+
+
+def test_prompt_exit_falls_back_on_the_reap_of_a_process_that_never_said_so() -> None:
+    prompt = prompt_exit(_judge(
+        _result_sent(),
+        _at(0.1, EventKind.REAPED, client_lane("site-1"), pid=CHILD, returncode=0),
+    ))
+    assert prompt.ok, prompt
+    late = prompt_exit(_judge(
+        _result_sent(),
+        _at(2.0, EventKind.REAPED, client_lane("site-1"), pid=CHILD, returncode=-15),
+    ))
+    assert not late.ok and late.seen == "reaped 2.00s later"
+    other = prompt_exit(_judge(
+        _result_sent(),
+        _at(0.1, EventKind.REAPED, client_lane("site-1"), pid=CHILD + 1, returncode=0),
+    ))
+    assert not other.ok and other.seen == "never exited", "another process's reap says nothing"
+
+
+def test_bounded_stop_reads_the_reap_not_the_process_s_own_exit() -> None:
+    stop = _at(0.0, EventKind.STOP_REQUESTED, client_lane("site-1"), pid=CHILD)
+    own_exit = _at(0.1, EventKind.EXIT, training_lane("site-1"), returncode=0)
+    end = _at(30.0, EventKind.JOB_END, server_lane(), ok=True, error=None)
+    unreaped = bounded_stop(_judge(stop, own_exit, end))
+    assert not unreaped.ok and unreaped.seen == "reaped never"
+    reaped = _at(0.2, EventKind.REAPED, client_lane("site-1"), pid=CHILD, returncode=0)
+    assert bounded_stop(_judge(stop, own_exit, reaped, end)).ok
 
 
 # -- the correct reference runtime keeps it, through real runs with faults ----------
