@@ -10,6 +10,8 @@ synthetic packages: a broken module is caught, a clean one is not.
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -206,6 +208,56 @@ def test_the_checker_reads_both_packages_whole() -> None:
     ), "the function-level import in targets/__init__.py was not read"
     assert any(i.importer == "pytest_flrelia.errors" and i.type_only for i in imports)
     assert len(imports) > 300
+
+
+# --- what an interpreter really loads ------------------------------------------------
+
+LOADED = """
+import importlib, json, pkgutil, sys
+for package in sys.argv[1:]:
+    root = importlib.import_module(package)
+    for info in pkgutil.walk_packages(root.__path__, package + "."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+FORBIDDEN_AT_RUNTIME: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    # (package imported whole, forbidden module families, allowed inside a forbidden one)
+    ("pytest_flrelia.contract", (*PYTEST_MODULES, RUNTIME, PLUGIN), (f"{PLUGIN}.contract",)),
+    (RUNTIME, (*PYTEST_MODULES, PLUGIN), (f"{PLUGIN}.contract",)),
+    (
+        "pytest_flrelia.scenario",
+        (RUNTIME, f"{PLUGIN}.judge", f"{PLUGIN}.harness", f"{PLUGIN}.plugin", f"{PLUGIN}.targets"),
+        (),
+    ),
+    ("pytest_flrelia.judge", (RUNTIME, f"{PLUGIN}.targets"), ()),
+]
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden", "allowed"),
+    FORBIDDEN_AT_RUNTIME,
+    ids=[package for package, _, _ in FORBIDDEN_AT_RUNTIME],
+)
+def test_importing_a_layer_loads_nothing_it_must_not_know(
+    package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...]
+) -> None:
+    """Transitively, in a fresh interpreter: what the static rules cannot see (an import
+    made from a string, a chain through a module no rule covers) shows up here."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED, package],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: list[str] = json.loads(done.stdout)
+    assert any(_within(m, package) for m in loaded)
+    bad = [m for m in loaded if _within(m, *forbidden) and not _within(m, *allowed) and m != PLUGIN]
+    assert not bad, f"importing {package} loads {bad}"
 
 
 # --- the checker on synthetic packages ---------------------------------------------
