@@ -13,7 +13,8 @@ nothing outside itself: :class:`~pytest_flrelia.contract.units.UnitError`,
 :class:`~pytest_flrelia.contract.timeout_checks.TimeoutConflictWarning`,
 :class:`~pytest_flrelia.contract.failpoints.FailpointSyntaxError`.  The old
 import paths (``pytest_flrelia.scenario.loader.ScenarioError``,
-``pytest_flrelia.harness.runner.ScenarioFailure``, ...) re-export these names.
+``pytest_flrelia.harness.runner.ScenarioFailure``,
+``pytest_flrelia.plugin.fixture.RunSpecError``, ...) re-export these names.
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ class HarnessError(ScenarioFailure):
     verdict was reached (a crash proves nothing about the system under test)."""
 
 
+class RunSpecError(ValueError):
+    """A ``flrelia.run()`` keyword (or a marker default) the scenario loader refused."""
+
+
 # --- finding the target -------------------------------------------------------------
 
 
@@ -153,6 +158,7 @@ class UnknownTargetError(LookupError):
 __all__ = [
     "HarnessError",
     "ParamError",
+    "RunSpecError",
     "ScenarioCut",
     "ScenarioError",
     "ScenarioFailure",

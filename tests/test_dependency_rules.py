@@ -210,6 +210,85 @@ def test_the_checker_reads_both_packages_whole() -> None:
     assert len(imports) > 300
 
 
+# --- exceptions have one home -------------------------------------------------------
+
+ERROR_HOME = f"{PLUGIN}.errors"
+OWN_ERRORS = (f"{PLUGIN}.contract",)
+"""Contract errors stay in the contract, which imports nothing outside itself."""
+
+
+def _is_exception_base(base: ast.expr, known: set[str]) -> bool:
+    name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+    return name.endswith(("Error", "Exception", "Warning")) or name in known
+
+
+def stray_exceptions(root: Path) -> list[str]:
+    """``file:line: class X`` for each exception class of the plugin defined outside
+    errors.py (and outside contract/); a subclass of one is found by its base's name."""
+    files = sorted((root / PLUGIN).rglob("*.py"))
+    known: set[str] = set()
+    classes: list[tuple[Path, ast.ClassDef]] = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                classes.append((path, node))
+    changed = True
+    while changed:  # exception classes of the tree, by name, to a fixed point
+        changed = False
+        for _, node in classes:
+            if node.name not in known and any(_is_exception_base(b, known) for b in node.bases):
+                known.add(node.name)
+                changed = True
+    return [
+        f"{path.relative_to(root)}:{node.lineno}: class {node.name}"
+        for path, node in classes
+        if node.name in known
+        and module_name(root, path) != ERROR_HOME
+        and not _within(module_name(root, path), *OWN_ERRORS)
+    ]
+
+
+def test_the_plugin_defines_its_exceptions_in_errors_py() -> None:
+    found = stray_exceptions(ROOT)
+    assert not found, "exceptions outside pytest_flrelia/errors.py:\n" + "\n".join(found)
+
+
+def test_the_old_import_paths_name_the_same_classes() -> None:
+    """Re-exports, not copies: ``except loader.ScenarioError`` catches what errors.py raises."""
+    from pytest_flrelia import errors  # noqa: PLC0415
+    from pytest_flrelia.harness import runner  # noqa: PLC0415
+    from pytest_flrelia.plugin import fixture  # noqa: PLC0415
+    from pytest_flrelia.scenario import catalog, loader  # noqa: PLC0415
+
+    assert loader.ScenarioError is errors.ScenarioError
+    assert loader.ScenarioTimeoutWarning is errors.ScenarioTimeoutWarning
+    assert catalog.ParamError is errors.ParamError
+    assert runner.ScenarioFailure is errors.ScenarioFailure
+    assert runner.ScenarioCut is errors.ScenarioCut
+    assert runner.HarnessError is errors.HarnessError
+    assert fixture.RunSpecError is errors.RunSpecError
+    for name in errors.__all__:
+        assert getattr(errors, name).__module__ == ERROR_HOME, name
+
+
+def test_the_stray_exception_check_can_fail(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "pytest_flrelia/errors.py": "class ScenarioFailure(Exception):\n    pass\n",
+            "pytest_flrelia/contract/units.py": "class UnitError(ValueError):\n    pass\n",
+            "pytest_flrelia/harness/runner.py": "import errors\n\n"
+            "class Cut(errors.ScenarioFailure):\n    pass\n",
+            "pytest_flrelia/targets/__init__.py": "class Gone(LookupError):\n    pass\n"
+            "class Plain:\n    pass\n",
+        },
+    )
+    assert stray_exceptions(root) == [
+        "pytest_flrelia/harness/runner.py:3: class Cut",
+        "pytest_flrelia/targets/__init__.py:1: class Gone",
+    ]
+
+
 # --- what an interpreter really loads ------------------------------------------------
 
 LOADED = """
