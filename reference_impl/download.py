@@ -52,6 +52,7 @@ import xxhash
 
 from pytest_flrelia.contract import job as config
 from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.faults import LAST_CHUNK
 from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl import wire
 
@@ -74,7 +75,6 @@ ACCEPT_BACKOFF = 0.1
 
 CORRUPT_CHUNK = "download.corrupt_chunk"
 """Failpoint that corrupts a served chunk; ``.<k>`` and ``.last`` suffixes pick the chunk."""
-LAST_CHUNK = "last"
 
 _LENGTH = struct.Struct(">I")
 

@@ -14,6 +14,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.scenario.build import expand
 from pytest_flrelia.scenario.catalog import (
     CATALOG,
     INVARIANTS,
@@ -31,6 +32,8 @@ from pytest_flrelia.scenario.loader import (
     shipped_schema,
 )
 from pytest_flrelia.scenario.schema import build_schema, key_paths, render_schema
+from pytest_flrelia.scenario.source import Document
+from pytest_flrelia.scenario.validate import schema_error
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_SCENARIOS = Path(__file__).resolve().parent / "data" / "bad_scenarios"
@@ -263,6 +266,36 @@ def test_merged_key_errors_point_at_the_anchor(tmp_path: Path) -> None:
     )
 
     assert str(load_error(path)) == f"{path}:3: [0].job.sites: must be >= 1, got 0"
+
+
+def test_each_pass_refuses_what_only_it_can_see(tmp_path: Path) -> None:
+    """The passes are separate modules: YAML (source), schema (validate), meaning (build).
+    Each lets through what only a later one can judge, and refuses what it can."""
+    path = tmp_path / "x.scenario.yaml"
+    duplicate = "name: a\nname: b\n"
+    unknown_key = "name: a\njob: {sitez: 2}\n"
+    no_such_round = (
+        "name: a\njob: {rounds: 2}\nfaults:\n  - {fault: crash, at: before_init, round: 3}\n"
+    )
+
+    with pytest.raises(ScenarioError, match="duplicate key 'name'; first at line 1"):
+        Document.parse(path, duplicate)
+
+    doc = Document.parse(path, unknown_key)
+    assert isinstance(doc.data, dict)
+    refused = schema_error(doc, doc.data, ())
+    assert refused is not None
+    assert (refused.line, refused.key_path) == (2, "job.sitez")
+    assert refused.suggestion == "sites"
+
+    doc = Document.parse(path, no_such_round)
+    assert isinstance(doc.data, dict)
+    assert doc.line_of(("faults", 0, "round")) == 4
+    assert schema_error(doc, doc.data, ()) is None
+    with pytest.raises(ScenarioError, match=r"round 3 does not exist; this job has rounds 1\.\.2"):
+        expand(doc, doc.data, ())
+    [scenario] = expand(Document.parse(path, "name: a\n"), {"name": "a"}, ())
+    assert scenario.name == "a"
 
 
 def test_expectation_matches_errors_with_search() -> None:

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 
+LAST_CHUNK = "last"
+"""The ``chunk:`` value of ``corrupt_chunk`` that names a tensor's last chunk, whatever
+its count: part of the scenario language, which the runtime's failpoint suffix follows."""
+
 
 @dataclass(frozen=True)
 class FaultSpec:
@@ -98,4 +102,4 @@ def _signal_name(value: object) -> str:
     return signal.Signals(value).name if isinstance(value, int) else str(value)
 
 
-__all__ = ["FaultSpec", "acted", "delivered", "describe", "fault_event"]
+__all__ = ["LAST_CHUNK", "FaultSpec", "acted", "delivered", "describe", "fault_event"]

@@ -27,6 +27,7 @@ from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.target import Abort, RunContext
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
+from pytest_flrelia.errors import HarnessError, ScenarioCut, ScenarioFailure
 from pytest_flrelia.harness.cutoff import Cut
 from pytest_flrelia.harness.processes import ProcessGuard
 from pytest_flrelia.harness.processes import describe as describe_process
@@ -54,31 +55,6 @@ SETTLE = 1.0
 """After the run: how long its processes may still take to exit before they count as orphans."""
 WORKDIR_PREFIX = "flrelia-run-"
 """A run's own directory (:attr:`RunContext.workdir`), removed after it."""
-
-
-class ScenarioFailure(Exception):
-    """A scenario did not hold; ``report`` is the text pytest shows."""
-
-    def __init__(
-        self,
-        report: str,
-        verdict: Verdict | None = None,
-        outcome: ScenarioOutcome | None = None,
-    ) -> None:
-        super().__init__(report)
-        self.report = report
-        self.verdict = verdict
-        self.outcome = outcome
-        """The failed run itself: its job result and timeline, for the Python API."""
-
-
-class ScenarioCut(ScenarioFailure):
-    """pytest-timeout's deadline passed mid-run: the run was ended cleanly and reported."""
-
-
-class HarnessError(ScenarioFailure):
-    """The harness or the target raised: ``report`` carries the whole traceback, and no
-    verdict was reached (a crash proves nothing about the system under test)."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ import yaml
 
 from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event
+from pytest_flrelia.errors import RunSpecError
 from pytest_flrelia.harness.cutoff import CUT_KEY
 from pytest_flrelia.harness.runner import ScenarioFailure, ScenarioOutcome, run_scenario
 from pytest_flrelia.harness.settings import Settings
@@ -59,10 +60,6 @@ CALL_WHERE = "flrelia.run()"
 EXPECT_KEYS: tuple[str, ...] = ("within", "outcome", "error", "invariants")
 TOP_KEYS: tuple[str, ...] = ("name", "description", "faults")
 FILE_NAME = "run.scenario.yaml"
-
-
-class RunSpecError(ValueError):
-    """A ``flrelia.run()`` keyword (or a marker default) the scenario loader refused."""
 
 
 @functools.lru_cache(maxsize=1)

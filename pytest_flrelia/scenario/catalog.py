@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from pytest_flrelia.contract.faults import LAST_CHUNK
 from pytest_flrelia.contract.units import UnitError, parse_duration
-from reference_impl.download import LAST_CHUNK
+from pytest_flrelia.errors import ParamError
 
 KNOWN_BUG_SLUGS: Mapping[str, str] = MappingProxyType(
     {
@@ -183,23 +184,6 @@ class FaultType:
     """Why a scope key is refused, or how one is read."""
     delivered: str = ""
     """What counts as the fault having acted: when its ``fault`` event is recorded."""
-
-
-class ParamError(ValueError):
-    """A fault entry that does not fit its declaration; ``key`` is the offending key."""
-
-    def __init__(
-        self,
-        key: str,
-        reason: str,
-        valid: Sequence[str] = (),
-        suggestion: str | None = None,
-    ) -> None:
-        self.key = key
-        self.reason = reason
-        self.valid = tuple(valid)
-        self.suggestion = suggestion
-        super().__init__(f"{key}: {reason}")
 
 
 def close_match(word: object, choices: Sequence[str]) -> str | None:

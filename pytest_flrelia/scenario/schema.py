@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from pytest_flrelia.contract.faults import LAST_CHUNK
 from pytest_flrelia.contract.job import (
     DOWNLOAD_CHUNK_BYTES,
     DOWNLOAD_RETRIES,
@@ -37,7 +38,6 @@ from pytest_flrelia.scenario.catalog import (
     UNPINNABLE,
     Param,
 )
-from reference_impl.download import LAST_CHUNK
 
 Schema = dict[str, Any]
 

@@ -6,11 +6,8 @@ factory returning a :class:`~pytest_flrelia.contract.target.Target`).
 from __future__ import annotations
 
 from pytest_flrelia.contract.target import Target
+from pytest_flrelia.errors import UnknownTargetError
 from pytest_flrelia.harness.settings import REFERENCE_TARGET, target_entry_point
-
-
-class UnknownTargetError(LookupError):
-    pass
 
 
 def load_target(name: str) -> Target:
