@@ -67,10 +67,17 @@ class ReferenceTarget:
                     timeline=timeline,
                     abort=abort,
                     subprocess_env={**plan.subprocess_env(), **env},
-                    on_site_ready=executors.__setitem__,
+                    on_site_ready=lambda site, executor: _ready(plan, executors, site, executor),
                 )
         finally:
             detach()
+
+
+def _ready(
+    plan: FaultPlan, executors: dict[str, LauncherExecutor], site: str, executor: LauncherExecutor
+) -> None:
+    executors[site] = executor
+    plan.site_ready(executor)
 
 
 __all__ = ["REFERENCE_TARGET", "ReferenceTarget"]
