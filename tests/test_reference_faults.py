@@ -110,7 +110,8 @@ def test_retired_handlers_are_kept_by_the_fault_code_not_the_exchanger() -> None
 
 
 def test_behaviours_are_parsed_by_the_failpoints_parser() -> None:
-    assert parse_behaviours("ignore_sigterm[site=site-2,round=2]@ignore_sigterm#1, spawn_child") == [
+    text = "ignore_sigterm[site=site-2,round=2]@ignore_sigterm#1, spawn_child"
+    assert parse_behaviours(text) == [
         Point("ignore_sigterm", "site-2", 2, "ignore_sigterm#1"),
         Point("spawn_child"),
     ]

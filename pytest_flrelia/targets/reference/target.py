@@ -15,6 +15,7 @@ from pytest_flrelia.contract.timeline import EventKind, Timeline
 from pytest_flrelia.judge.report import REFERENCE_TARGET
 from pytest_flrelia.scenario.catalog import CATALOG
 from pytest_flrelia.targets.reference.faults import FaultPlan, build_plan, fault_names
+from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
 from pytest_flrelia.targets.reference.variants import SUMMARIES, runtime_for
 from reference_impl.executor import LauncherExecutor
 from reference_impl.job import run_job
@@ -28,6 +29,7 @@ def _info() -> TargetInfo:
         ),
         events=frozenset(EventKind),
         variants=SUMMARIES,
+        oracle=ReferenceModelOracle(),
     )
 
 
