@@ -13,9 +13,9 @@ from pytest_flrelia.contract.failpoints import FailpointSyntaxError, Point, pars
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig, Timeouts
 from pytest_flrelia.contract.timeline import Timeline
-from pytest_flrelia.scenario.catalog import validate_params
-from pytest_flrelia.targets.reference import child_faults
-from pytest_flrelia.targets.reference.faults import build_plan
+from pytest_flrelia.scenario.catalog import CATALOG, validate_params
+from pytest_flrelia.targets.reference import ReferenceTarget, child_faults
+from pytest_flrelia.targets.reference.faults import AT_FAILPOINTS, AUX_EVENT_AT, build_plan
 from pytest_flrelia.targets.reference.parent_faults import RetiredHandlers
 from reference_impl.agent import AGENT_HOOKS_ENV, Agent, AgentSettings
 from reference_impl.pipe import Pipe
@@ -131,3 +131,22 @@ def test_a_malformed_switch_is_an_error_not_dropped(text: str) -> None:
 def test_an_unknown_behaviour_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown behaviour spwan_child"):
         parse_behaviours("spwan_child")
+
+
+# -- what the reference target declares ---------------------------------------------
+
+
+def test_the_reference_target_declares_every_catalog_fault_with_its_scopes_and_at_points() -> None:
+    info = ReferenceTarget.info
+    assert sorted(info.faults) == sorted(CATALOG)
+    for name, support in info.faults.items():
+        fault = CATALOG[name]
+        assert support.scopes == frozenset(fault.scopes), name
+        assert support.mechanics, name
+        at = fault.params.get("at")
+        if at is None:
+            assert support.at is None and not support.at_detail, name
+        else:
+            assert support.at == frozenset(at.choices) == frozenset(support.at_detail), name
+    assert frozenset(AT_FAILPOINTS) == info.faults["crash"].at
+    assert frozenset(AUX_EVENT_AT) == info.faults["aux_event"].at

@@ -14,19 +14,40 @@ from pytest_flrelia.contract.target import FaultSupport, RunContext, TargetInfo
 from pytest_flrelia.contract.timeline import EventKind, Timeline
 from pytest_flrelia.judge.report import REFERENCE_TARGET
 from pytest_flrelia.scenario.catalog import CATALOG
-from pytest_flrelia.targets.reference.faults import FaultPlan, build_plan, fault_names
+from pytest_flrelia.targets.reference.faults import (
+    AT_FAILPOINTS,
+    AUX_EVENT_AT,
+    FaultPlan,
+    build_plan,
+    fault_names,
+)
+from pytest_flrelia.targets.reference.mechanics import MECHANICS
 from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
 from pytest_flrelia.targets.reference.variants import SUMMARIES, runtime_for
 from reference_impl.executor import LauncherExecutor
 from reference_impl.job import run_job
 
 
+def _support(name: str) -> FaultSupport:
+    """What the catalog lets a scenario write for ``name``, as this target delivers it."""
+    fault = CATALOG[name]
+    at: Mapping[str, str] = {}
+    if name == "aux_event":
+        at = {point: f"`{kind.value}` ({when})" for point, (kind, when) in AUX_EVENT_AT.items()}
+    elif "at" in fault.params:
+        at = {point: f"`{failpoint}`" for point, failpoint in AT_FAILPOINTS.items()}
+    return FaultSupport(
+        scopes=frozenset(fault.scopes),
+        at=frozenset(at) if at else None,
+        mechanics=MECHANICS[name],
+        at_detail=MappingProxyType(dict(at)),
+    )
+
+
 def _info() -> TargetInfo:
     return TargetInfo(
         name=REFERENCE_TARGET,
-        faults=MappingProxyType(
-            {name: FaultSupport(scopes=frozenset(CATALOG[name].scopes)) for name in fault_names()}
-        ),
+        faults=MappingProxyType({name: _support(name) for name in fault_names()}),
         events=frozenset(EventKind),
         variants=SUMMARIES,
         oracle=ReferenceModelOracle(),
