@@ -4,6 +4,8 @@ only when a plan needs it; its switches are parsed by the failpoints' one parser
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 
 import pytest
@@ -150,3 +152,16 @@ def test_the_reference_target_declares_every_catalog_fault_with_its_scopes_and_a
             assert support.at == frozenset(at.choices) == frozenset(support.at_detail), name
     assert frozenset(AT_FAILPOINTS) == info.faults["crash"].at
     assert frozenset(AUX_EVENT_AT) == info.faults["aux_event"].at
+
+
+def test_the_child_fault_code_loads_without_pytest() -> None:
+    """It is imported in every training process whose plan needs it."""
+    code = (
+        "import sys\n"
+        "import pytest_flrelia.targets.reference.child_faults\n"
+        "print('pytest' in sys.modules, 'reference_impl.executor' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "False"], done.stdout
