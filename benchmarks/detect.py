@@ -19,8 +19,8 @@ from benchmarks import REPO_ROOT
 from benchmarks.figure import Figure, Goal
 from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
 from pytest_flrelia.harness.settings import Settings
-from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS
 from pytest_flrelia.scenario.loader import Scenario
+from pytest_flrelia.targets.reference.variants import KNOWN_BUGS
 from pytest_flrelia.tools.zoo import shipped_scenarios
 
 SCENARIO_DIR = REPO_ROOT / "scenarios"
@@ -63,7 +63,7 @@ def detect(slug: str, scenarios: Sequence[Scenario]) -> Detection:
 
 
 def measure_detection(
-    slugs: Sequence[str] = tuple(KNOWN_BUG_SLUGS), directory: Path = SCENARIO_DIR
+    slugs: Sequence[str] = tuple(KNOWN_BUGS), directory: Path = SCENARIO_DIR
 ) -> list[Figure]:
     """``detect_seconds_<slug>`` for each known bug; the note says which scenario and checks."""
     scenarios = shipped_scenarios(directory)

@@ -36,14 +36,14 @@ from pathlib import Path
 
 from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
 from pytest_flrelia.harness.settings import Settings
-from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS
 from pytest_flrelia.scenario.loader import Scenario, load_scenarios
+from pytest_flrelia.targets.reference.variants import KNOWN_BUGS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO_ROOT / "scenarios"
 CORRECT = "correct"
 """The variant name of the correct reference implementation."""
-VARIANTS: tuple[str, ...] = (CORRECT, *KNOWN_BUG_SLUGS)
+VARIANTS: tuple[str, ...] = (CORRECT, *KNOWN_BUGS)
 DEFAULT_REPEATS = 50
 QUICK_REPEATS = 3
 PASS = "pass"

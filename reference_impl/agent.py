@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pytest_flrelia.contract import failpoints, seams
 from pytest_flrelia.contract.events import training_lane
@@ -48,6 +48,9 @@ LAUNCH_ONCE_ENV = "FLRELIA_LAUNCH_ONCE"
 AGENT_SETTINGS_ENV = "FLRELIA_AGENT_SETTINGS"
 AGENT_CLASS_ENV = "FLRELIA_AGENT_CLASS"
 LAUNCH_ROUND_ENV = "FLRELIA_LAUNCH_ROUND"
+AGENT_HOOKS_ENV = "FLRELIA_AGENT_HOOKS"
+"""Comma-separated ``module:function`` names, each called with the agent once it is
+built: how a target installs its child-side fault code (nothing when empty)."""
 DEFAULT_AGENT_CLASS = "reference_impl.agent:Agent"
 EXIT_PEER_GONE = 75
 """Exit code when the client vanished (parent died, pipe gone): see :meth:`Agent._on_status`."""
@@ -109,16 +112,16 @@ class Agent:
         self._pipe = pipe
         self._timeline = timeline or Timeline(training_lane(settings.site))
         self._exit_fn = exit_fn
-        self._on_client_gone = on_client_gone or (lambda reason: exit_fn(EXIT_PEER_GONE))
+        self.on_client_gone: Callable[[str], None] = on_client_gone or (
+            lambda reason: exit_fn(EXIT_PEER_GONE)
+        )
+        """What a vanished client does to this process (a seam: a hook may wrap it)."""
         self._handler: PipeHandler | None = None
         self._service: DownloadService | None = None
         self._running = threading.Event()
         self._round: int | None = None
         self._launch_round = _launch_round()
         self._closed = False
-        self._pipe_broken = False
-        failpoints.register_action("break_pipe", self._break_pipe)
-        failpoints.register_action("linger_thread", self._linger_in_thread)
 
     @classmethod
     def from_environment(cls, *, exit_fn: ExitFn = seams.exit_process) -> Agent:
@@ -137,9 +140,17 @@ class Agent:
             timeline=timeline,
         )
         agent_class = _load_class(os.environ.get(AGENT_CLASS_ENV) or DEFAULT_AGENT_CLASS)
-        return agent_class(
+        agent = agent_class(
             pipe, settings, timeline=timeline, exit_fn=exit_fn, on_client_gone=watchdog.client_gone
         )
+        for hook in _load_hooks(os.environ.get(AGENT_HOOKS_ENV) or ""):
+            hook(agent)
+        return agent
+
+    @property
+    def pipe(self) -> Pipe:
+        """The connection to the client (a seam for the hooks of :data:`AGENT_HOOKS_ENV`)."""
+        return self._pipe
 
     # -- the client API ----------------------------------------------------
 
@@ -278,26 +289,9 @@ class Agent:
     def _on_status(self, message: Message) -> None:
         """END from the client ends the script's loop; a vanished client ends the process."""
         self._running.clear()
-        if message.topic == Topic.PEER_GONE and not self._pipe_broken:
+        if message.topic == Topic.PEER_GONE:
             reason = f"{self.site}: client is gone ({message.payload.get('reason')})"
-            self._on_client_gone(reason)
-
-    # -- fault actions (``call(NAME)`` failpoints) ----------------------------
-
-    def _break_pipe(self) -> None:
-        """The pipe's socket dies under a process that keeps running (and stays silent)."""
-        log.warning("%s: failpoint broke the pipe; the process keeps running", self.site)
-        self._pipe_broken = True
-        self._pipe.close()
-        threading.Event().wait()
-
-    def _linger_in_thread(self) -> None:
-        """A non-daemon thread that never ends holds the process at exit."""
-        lingering = threading.Thread(
-            target=threading.Event().wait, name="lingering-user-thread", daemon=False
-        )
-        lingering.start()
-        lingering.join()
+            self.on_client_gone(reason)
 
     # -- helpers -----------------------------------------------------------
 
@@ -323,9 +317,23 @@ def _launch_round() -> int | None:
     return int(value) if value else None
 
 
+def _load(path: str) -> object:
+    module_name, _, name = path.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _load_hooks(text: str) -> list[Callable[[Agent], None]]:
+    hooks: list[Callable[[Agent], None]] = []
+    for path in filter(None, (item.strip() for item in text.split(","))):
+        hook = _load(path)
+        if not callable(hook):
+            raise TypeError(f"{AGENT_HOOKS_ENV}: {path} is not callable")
+        hooks.append(cast(Callable[[Agent], None], hook))
+    return hooks
+
+
 def _load_class(path: str) -> type[Agent]:
-    module_name, _, class_name = path.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = _load(path)
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise TypeError(f"{path} is not an Agent class")
     return cls

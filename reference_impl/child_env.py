@@ -20,6 +20,7 @@ from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV, FAILPOINTS_SEED_E
 from pytest_flrelia.contract.timeline import TIMELINE_ENV
 from reference_impl.agent import (
     AGENT_CLASS_ENV,
+    AGENT_HOOKS_ENV,
     AGENT_SETTINGS_ENV,
     LAUNCH_ONCE_ENV,
     LAUNCH_ROUND_ENV,
@@ -46,6 +47,10 @@ PROTOCOL: tuple[ChildVariable, ...] = (
     ChildVariable(LAUNCH_ROUND_ENV, "the round this process was launched for"),
     ChildVariable(AGENT_SETTINGS_ENV, "JSON of the agent's timeouts and chunk size"),
     ChildVariable(AGENT_CLASS_ENV, "module:Class of the agent to build (a known-bug variant)"),
+    ChildVariable(
+        AGENT_HOOKS_ENV,
+        "module:function hooks called with the agent once built (a target's fault code)",
+    ),
     ChildVariable(CLIENT_PID_ENV, "pid of the client the process group must die with"),
     ChildVariable(TIMELINE_ENV, "file the child appends its timeline events to"),
     ChildVariable(FAILPOINTS_ENV, "failpoint configuration of the run's faults"),

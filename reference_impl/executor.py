@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from pytest_flrelia.contract.failpoints import failpoint
@@ -49,19 +48,6 @@ class ExecutionError(RuntimeError):
 
 class ExecutionAborted(ExecutionError):
     """The job was aborted while the round was running."""
-
-
-class RoundState(Enum):
-    """Where one site's round is.  Transitions are methods of the executor."""
-
-    IDLE = "idle"
-    LAUNCHING = "launching"
-    WAITING_INIT = "waiting_init"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    """The result is back; the subprocess is being stopped (deferred or not)."""
-    DONE = "done"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -104,7 +90,6 @@ class LauncherExecutor:
         self.timeline = timeline
         self._launch_env = dict(launch_env)
         self.abort = abort or threading.Event()
-        self.state = RoundState.IDLE
         self._round: int | None = None
         self._round_boundary = threading.Event()
         self._round_boundary.set()
@@ -134,16 +119,11 @@ class LauncherExecutor:
         self._round = task.round
         # From the first step to the last, the handler must not change (the busy window).
         with self.exchanger.executing(task.round):
-            try:
-                self._await_round_boundary()
-                self._check_abort()  # an aborted job launches nothing more
-                handler = self._launch(task)
-                self._send_task(handler, task)
-                result = self._read_result(handler, task)
-            except ExecutionError:
-                self._enter(RoundState.FAILED)
-                raise
-            self._enter(RoundState.STOPPING)
+            self._await_round_boundary()
+            self._check_abort()  # an aborted job launches nothing more
+            handler = self._launch(task)
+            self._send_task(handler, task)
+            result = self._read_result(handler, task)
             self._finalize_round(task)
         return result
 
@@ -155,7 +135,6 @@ class LauncherExecutor:
             self._wait_for_exit(self.stop_wait)
         self.launcher.stop_task()
         self.exchanger.close()
-        self._enter(RoundState.IDLE)
 
     # -- the steps ---------------------------------------------------------
 
@@ -191,7 +170,6 @@ class LauncherExecutor:
                 self.launcher.stop_task()
 
     def _launch(self, task: Task) -> PipeHandler:
-        self._enter(RoundState.LAUNCHING)
         failpoint("executor.before_launch", site=self.site, round=task.round)
         if self.launcher.needs_deferred_stop() and not self.exchanger.pipe.wait_for_no_peer(
             PEER_CLOSE_WAIT
@@ -203,8 +181,7 @@ class LauncherExecutor:
             {**self._launch_env, LAUNCH_ROUND_ENV: str(task.round)},
         )
         if launched or self.launcher.needs_deferred_stop():
-            self._enter(RoundState.WAITING_INIT)
-            self._await_init(handler)
+                self._await_init(handler)
         return handler
 
     def _await_init(self, handler: PipeHandler) -> None:
@@ -235,7 +212,6 @@ class LauncherExecutor:
                 )
 
     def _send_task(self, handler: PipeHandler, task: Task) -> None:
-        self._enter(RoundState.RUNNING)
         failpoint("executor.before_task_sent", site=self.site, round=task.round)
         if not handler.send(task.to_message()):
             raise ExecutionError(
@@ -326,7 +302,6 @@ class LauncherExecutor:
         """Stop a per-round subprocess now.  (The base executor has no deferred stop.)"""
         if self.launcher.needs_deferred_stop():
             self.launcher.stop_task()
-        self._enter(RoundState.DONE)
 
     # -- helpers -----------------------------------------------------------
 
@@ -361,9 +336,6 @@ class LauncherExecutor:
         if self.abort.is_set():
             raise ExecutionAborted(f"{self.site}: job aborted")
 
-    def _enter(self, state: RoundState) -> None:
-        self.state = state
-
 
 class ClientAPILauncherExecutor(LauncherExecutor):
     """Defers the stop until the subprocess exits on its own after its download gate.
@@ -375,8 +347,7 @@ class ClientAPILauncherExecutor(LauncherExecutor):
 
     def _finalize_round(self, task: Task) -> None:
         if not self.launcher.needs_deferred_stop():
-            self._enter(RoundState.DONE)
-            return
+                return
         stop = _DeferredStop(self.launcher.pid, threading.Event())
         self._deferred[task.round] = stop
         self._round_boundary = stop.boundary
@@ -395,22 +366,28 @@ class ClientAPILauncherExecutor(LauncherExecutor):
         self._deferred_thread.start()
 
     def _deferred_stop(self, round: int) -> None:
-        """Wait for the natural exit (or the wait limit, or abort), then stop; always
-        open the round boundary."""
+        """The deferred-stop thread: stop the process once it exited (or its wait is
+        over), and open the round boundary in a ``finally``, whatever the stop did."""
         stop = self._deferred[round]
         try:
-            if self._wait_for_exit(self.stop_wait, pid=stop.pid):
-                self.timeline.record(EventKind.EXIT_SEEN, site=self.site, round=round, pid=stop.pid)
-            failpoint("executor.deferred_stop.after_wait", site=self.site, round=round)
-            self._stop_after_wait(round)
+            self._stop_when_exited(round, stop)
         except Exception:
             log.exception("%s: deferred stop of round %s failed", self.site, round)
         finally:
-            self.timeline.record(EventKind.DEFERRED_STOP_DONE, site=self.site, round=round)
-            if self._round_boundary is stop.boundary:
-                self._enter(RoundState.DONE)
-            del self._deferred[round]
-            stop.boundary.set()
+            self._open_round_boundary(round, stop)
+
+    def _stop_when_exited(self, round: int, stop: _DeferredStop) -> None:
+        """Wait for the natural exit (or the wait limit, or abort), then stop."""
+        if self._wait_for_exit(self.stop_wait, pid=stop.pid):
+            self.timeline.record(EventKind.EXIT_SEEN, site=self.site, round=round, pid=stop.pid)
+        failpoint("executor.deferred_stop.after_wait", site=self.site, round=round)
+        self._stop_after_wait(round)
+
+    def _open_round_boundary(self, round: int, stop: _DeferredStop) -> None:
+        """Round ``round``'s deferred stop is over: the next round may launch."""
+        self.timeline.record(EventKind.DEFERRED_STOP_DONE, site=self.site, round=round)
+        del self._deferred[round]
+        stop.boundary.set()
 
     def _stop_after_wait(self, round: int) -> None:
         stop = self._deferred.get(round)

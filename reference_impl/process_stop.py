@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import psutil
 
 from pytest_flrelia.contract import seams
+from pytest_flrelia.contract.processes import is_alive, wait_gone
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +82,6 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-def is_alive(proc: psutil.Process) -> bool:
-    """True while ``proc`` runs; a zombie has exited and only waits to be reaped."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def wait_child_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
     """Block until our child ``process`` exits or ``timeout`` passes; True once it exited.
 
@@ -105,41 +97,6 @@ def wait_child_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:
         else:
             wait_gone([child], timeout)  # a zombie counts as gone: it has exited
     return process.poll() is not None
-
-
-def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait up to ``timeout`` for every process to exit; return those still alive.
-
-    Not children of ours, so ``waitpid`` cannot wait on them; a pidfd becomes
-    readable the moment its process exits, which is the wake-up event.
-    """
-    pending: dict[int, psutil.Process] = {}
-    try:
-        for proc in procs:
-            try:
-                fd = os.pidfd_open(proc.pid)
-            except ProcessLookupError:
-                continue
-            if not is_alive(proc):  # exited, or the pid now names someone else
-                os.close(fd)
-                continue
-            pending[fd] = proc
-        poller = select.poll()
-        for fd in pending:
-            poller.register(fd, select.POLLIN)
-        deadline = time.monotonic() + timeout
-        while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for fd, _ in poller.poll(remaining * 1000):
-                poller.unregister(fd)
-                pending.pop(fd)
-                os.close(fd)
-        return list(pending.values())
-    finally:
-        for fd in pending:
-            os.close(fd)
 
 
 class GroupStopStrategy(StopStrategy):

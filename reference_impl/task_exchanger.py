@@ -38,8 +38,7 @@ class TaskExchanger:
         self._timeline = timeline
         self._lock = threading.RLock()
         self.handler: PipeHandler | None = None
-        self.retired: list[PipeHandler] = []
-        """Every handler this exchanger replaced, oldest first (for stale-event faults)."""
+        self._retire_hooks: list[Callable[[PipeHandler], None]] = []
         self._busy_round: int | None = None
 
     def handler_for_round(self, round: int) -> PipeHandler:
@@ -91,6 +90,12 @@ class TaskExchanger:
         with self._lock:
             self._retire_current()
 
+    def on_retire(self, hook: Callable[[PipeHandler], None]) -> None:
+        """Call ``hook`` with every handler this exchanger retires, once it is stopped
+        (a seam: the exchanger itself keeps no retired handler)."""
+        with self._lock:
+            self._retire_hooks.append(hook)
+
     # -- parts a known-bug variant overrides -------------------------------
 
     def _clear_pipe(self, round: int) -> None:
@@ -140,6 +145,8 @@ class TaskExchanger:
 
     def _retire_current(self) -> None:
         if self.handler is not None:
-            self.handler.stop(close_pipe=False)
-            self.retired.append(self.handler)
+            retired = self.handler
+            retired.stop(close_pipe=False)
             self.handler = None
+            for hook in self._retire_hooks:
+                hook(retired)

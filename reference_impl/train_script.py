@@ -10,22 +10,24 @@ and ``spawn_child`` (a worker child that inherits stdout and lingers, like a
 data loader).  An item may be scoped and tagged, ``ignore_sigterm[site=site-2,
 round=2]@ignore_sigterm#1`` (round: the one the process was launched for), and
 records a ``fault`` event when it acts: the child started, a SIGTERM swallowed.
+Items are parsed by :func:`pytest_flrelia.contract.failpoints.parse_points`, the
+failpoints' own left-side parser: a malformed or unknown item ends the process
+with the error, it is never dropped.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from pytest_flrelia.contract import failpoints
 from pytest_flrelia.contract.events import training_lane
+from pytest_flrelia.contract.failpoints import Point
 from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl import client_api as flare
 from reference_impl.agent import LAUNCH_ROUND_ENV, SITE_ENV
@@ -35,6 +37,7 @@ from reference_impl.watchdog import group_dies_with_client
 BEHAVIOUR_ENV = "FLRELIA_SCRIPT_BEHAVIOUR"
 IGNORE_SIGTERM = "ignore_sigterm"
 SPAWN_CHILD = "spawn_child"
+BEHAVIOURS = frozenset({IGNORE_SIGTERM, SPAWN_CHILD})
 
 
 def site_number(site: str) -> int:
@@ -52,41 +55,23 @@ def site_weight(site: str) -> float:
     return float(10 * site_number(site))
 
 
-@dataclass(frozen=True)
-class Behaviour:
-    """One misbehaviour switched on for the processes its scope matches."""
-
-    name: str
-    site: str | None = None
-    round: int | None = None
-    """The round the process was launched for."""
-    tag: str | None = None
-    """``FAULT#ID`` of the harness fault it stands for; its ``fault`` events carry it."""
-
-    def applies(self, site: str | None, round: int | None) -> bool:
-        return self.site in (None, site) and self.round in (None, round)
-
-
-_BEHAVIOUR_RE = re.compile(
-    r"(?P<name>[a-z_]+)(?:\[(?P<scope>[^\]]*)\])?(?:@(?P<tag>[A-Za-z0-9_#]+))?"
-)
+Behaviour = Point
+"""One misbehaviour switched on for the processes its scope matches (round: the one the
+process was launched for); its tag is ``FAULT#ID`` of the harness fault it stands for."""
 
 
 def parse_behaviours(text: str) -> list[Behaviour]:
-    """``name[site=S,round=R]@FAULT#ID`` items, comma-separated; scope and tag optional."""
-    behaviours = []
-    for match in _BEHAVIOUR_RE.finditer(text):
-        scope = dict(
-            item.split("=", 1) for item in (match.group("scope") or "").split(",") if "=" in item
-        )
-        round_text = scope.get("round")
-        behaviours.append(
-            Behaviour(
-                match.group("name"),
-                scope.get("site"),
-                int(round_text) if round_text else None,
-                match.group("tag"),
-            )
+    """``name[site=S,round=R]@FAULT#ID`` items, comma-separated; scope and tag optional.
+
+    Raises :class:`~pytest_flrelia.contract.failpoints.FailpointSyntaxError` for a
+    malformed item and :class:`ValueError` for a behaviour the script does not have.
+    """
+    behaviours = failpoints.parse_points(text, source=BEHAVIOUR_ENV)
+    unknown = sorted({b.name for b in behaviours} - BEHAVIOURS)
+    if unknown:
+        raise ValueError(
+            f"{BEHAVIOUR_ENV}: unknown behaviour {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(BEHAVIOURS))}"
         )
     return behaviours
 
@@ -117,7 +102,7 @@ class _Acts:
 
 
 def _apply_behaviours(behaviours: list[Behaviour], acts: _Acts) -> subprocess.Popen[bytes] | None:
-    mine = {b.name: b for b in behaviours if b.applies(acts.site, acts.round)}
+    mine = {b.name: b for b in behaviours if b.matches(acts.site, acts.round)}
     ignore = mine.get(IGNORE_SIGTERM)
     if ignore is not None:
         signal.signal(signal.SIGTERM, _ignoring(ignore, acts))

@@ -16,7 +16,7 @@ import subprocess
 
 import psutil
 
-from reference_impl.process_stop import is_alive, wait_gone
+from pytest_flrelia.contract.processes import is_alive, wait_gone
 
 REAP_TIMEOUT = 10.0
 Watchable = psutil.Process | subprocess.Popen[str] | subprocess.Popen[bytes] | int

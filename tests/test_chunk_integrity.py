@@ -22,9 +22,9 @@ from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.timeline import EventKind, Timeline
-from pytest_flrelia.judge.invariants import expected_global_model
 from pytest_flrelia.scenario.catalog import validate_params
 from pytest_flrelia.targets.reference.faults import build_plan
+from pytest_flrelia.targets.reference.oracle import expected_global_model
 from reference_impl.download import Downloader, DownloadService, TensorRef
 from reference_impl.job import run_job
 

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 from pytest_flrelia.judge.invariants import CHECKS
-from pytest_flrelia.scenario.catalog import INVARIANTS, KNOWN_BUG_SLUGS
+from pytest_flrelia.scenario.catalog import INVARIANTS
+from pytest_flrelia.targets.reference.variants import KNOWN_BUGS
 
 DOCS = Path(__file__).parent.parent / "docs"
 README = DOCS.parent / "README.md"
@@ -34,4 +35,4 @@ def test_readme_set_up_is_two_commands_that_ci_runs() -> None:
 
 
 def test_known_bug_slugs_are_the_twelve_of_the_spec() -> None:
-    assert len(KNOWN_BUG_SLUGS) == 12
+    assert len(KNOWN_BUGS) == 12

@@ -24,7 +24,6 @@ from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.harness.processes import ProcessGuard
-from pytest_flrelia.judge.invariants import expected_global_model
 from pytest_flrelia.scenario.catalog import (
     AT_POINTS,
     CATALOG,
@@ -35,6 +34,7 @@ from pytest_flrelia.scenario.catalog import (
 from pytest_flrelia.scenario.loader import shipped_schema
 from pytest_flrelia.targets.reference import ReferenceTarget
 from pytest_flrelia.targets.reference.faults import AT_FAILPOINTS, LiveAction, build_plan
+from pytest_flrelia.targets.reference.oracle import expected_global_model
 from pytest_flrelia.tools import catalog_docs
 from pytest_flrelia.tools.catalog_docs import (
     MECHANICS,

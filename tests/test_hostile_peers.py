@@ -37,7 +37,7 @@ from _pipe_helpers import Network, ThreadExceptions, wait_for_event
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
-from pytest_flrelia.judge.invariants import expected_global_model
+from pytest_flrelia.targets.reference.oracle import expected_global_model
 from reference_impl.download import (
     REQUEST_MAX_BYTES,
     ArraySink,

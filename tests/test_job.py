@@ -14,7 +14,7 @@ from pytest_flrelia.contract.events import is_training
 from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
 from pytest_flrelia.contract.timeline import EventKind, Timeline
-from pytest_flrelia.judge.invariants import expected_global_model
+from pytest_flrelia.targets.reference.oracle import expected_global_model
 from reference_impl.job import run_job
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,10 @@ by ``python -m pytest_flrelia.tools.zoo``) names every bug and every scenario.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +21,9 @@ import pytest
 from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
 from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.judge.invariants import CHECKS
-from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS, UNPINNABLE
+from pytest_flrelia.scenario.catalog import UNPINNABLE
 from pytest_flrelia.scenario.loader import Scenario
-from pytest_flrelia.targets.reference.known_bugs import KNOWN_BUGS
+from pytest_flrelia.targets.reference.variants import KNOWN_BUGS, resolve, runtime_for
 from pytest_flrelia.tools.zoo import (
     CORRECT,
     Cell,
@@ -88,11 +91,41 @@ def test_correct_runtime_passes_shipped_scenario(scenario: Scenario) -> None:
     assert outcome.verdict.checks[0].name == "expectation"
 
 
-def test_variants_are_the_catalog_slugs_in_spec_order() -> None:
-    assert list(KNOWN_BUGS) == list(KNOWN_BUG_SLUGS)
+def test_the_registry_is_the_twelve_bugs_in_spec_order_and_every_part_resolves() -> None:
     assert len(KNOWN_BUGS) == 12
     assert [bug.kb for bug in KNOWN_BUGS.values()] == [f"KB{n}" for n in range(1, 13)]
     assert all(bug.slug == slug for slug, bug in KNOWN_BUGS.items())
+    correct = runtime_for(None)
+    for slug, bug in KNOWN_BUGS.items():
+        variant = bug.runtime()
+        changed = {
+            f.name
+            for f in dataclasses.fields(variant)
+            if getattr(variant, f.name) != getattr(correct, f.name)
+        }
+        assert changed == set(bug.parts), slug  # exactly the parts it names, each resolved
+        assert bug.summary and "\n" not in bug.summary, slug
+        for path in bug.parts.values():
+            part = resolve(path)
+            assert isinstance(part, type), path
+            assert bug.kb in (part.__doc__ or ""), f"{path} does not say it is {bug.kb}"
+
+
+def test_reading_the_registry_imports_no_runtime() -> None:
+    """The loader, the settings and the plugin read the slugs at collection time: the
+    registry adds no module of the runtime to what the settings import already."""
+    code = (
+        "import sys\n"
+        "import pytest_flrelia.harness.settings\n"
+        "before = set(sys.modules)\n"
+        "from pytest_flrelia.targets.reference.variants import KNOWN_BUGS\n"
+        "assert len(KNOWN_BUGS) == 12\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('reference_impl')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_every_known_bug_is_caught_by_some_shipped_scenario() -> None:

@@ -21,9 +21,10 @@ import psutil
 import pytest
 
 from pytest_flrelia.contract.failpoints import FAILPOINTS_ENV
+from pytest_flrelia.contract.processes import wait_gone
 from pytest_flrelia.contract.timeline import EventKind, Timeline
 from reference_impl.launcher import LauncherState, RunStatus, SubprocessLauncher
-from reference_impl.process_stop import GroupStopStrategy, SignalCallback, StopStrategy, wait_gone
+from reference_impl.process_stop import GroupStopStrategy, SignalCallback, StopStrategy
 
 SCRIPTS = Path(__file__).parent / "scripts"
 WAIT = 10.0

@@ -10,7 +10,7 @@ import pytest
 
 from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.plugin.collect import SETTINGS_KEY, ScenarioItem
-from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS
+from pytest_flrelia.targets.reference.variants import KNOWN_BUGS
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_SCENARIOS = ROOT / "tests" / "data" / "bad_scenarios"
@@ -278,7 +278,7 @@ def test_known_bugs_lists_every_slug_with_one_line_and_exits(pytester: pytest.Py
 
     assert result.ret == 0
     lines = [line for line in result.outlines if line.strip()]
-    assert [line.split()[0] for line in lines] == list(KNOWN_BUG_SLUGS)
+    assert [line.split()[0] for line in lines] == list(KNOWN_BUGS)
     assert len(lines) == 12
     assert "collected" not in result.stdout.str()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_flrelia.contract.processes import wait_gone
 from pytest_flrelia.harness.processes import live_processes_where
-from reference_impl.process_stop import wait_gone
 
 TESTS = Path(__file__).resolve().parent
 MARK_ENV = "FLRELIA_TEST_MARK"

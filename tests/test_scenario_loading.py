@@ -18,7 +18,6 @@ from pytest_flrelia.scenario.build import expand
 from pytest_flrelia.scenario.catalog import (
     CATALOG,
     INVARIANTS,
-    KNOWN_BUG_SLUGS,
     ParamError,
     validate_params,
 )
@@ -34,6 +33,7 @@ from pytest_flrelia.scenario.loader import (
 from pytest_flrelia.scenario.schema import build_schema, key_paths, render_schema
 from pytest_flrelia.scenario.source import Document
 from pytest_flrelia.scenario.validate import schema_error
+from pytest_flrelia.targets.reference.variants import KNOWN_BUGS
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_SCENARIOS = Path(__file__).resolve().parent / "data" / "bad_scenarios"
@@ -448,7 +448,7 @@ def test_schema_knows_every_fault_slug_and_invariant() -> None:
 
     assert defs["fault"]["properties"]["fault"]["enum"] == sorted(CATALOG)
     pinned, plain = scenario["catches"]["anyOf"]
-    assert pinned["propertyNames"]["enum"] == plain["items"]["enum"] == list(KNOWN_BUG_SLUGS)
+    assert pinned["propertyNames"]["enum"] == plain["items"]["enum"] == list(KNOWN_BUGS)
     assert pinned["additionalProperties"]["enum"] == [
         name for name in INVARIANTS if name not in ("within_bound", "faults_delivered")
     ]

@@ -14,9 +14,12 @@ import numpy as np
 
 from pytest_flrelia.contract import failpoints
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
-from pytest_flrelia.contract.result import JobResult
+from pytest_flrelia.contract.result import Array, JobResult
+from pytest_flrelia.contract.target import ModelOracle
 from pytest_flrelia.contract.timeline import EventKind
-from pytest_flrelia.judge.invariants import RunRecord, expected_global_model, tensors_intact
+from pytest_flrelia.judge.invariants import MODEL_NOT_JUDGED, RunRecord, tensors_intact
+from pytest_flrelia.targets.reference import ReferenceTarget
+from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle, expected_global_model
 from reference_impl.job import run_job
 
 CONFIG = JobConfig(
@@ -29,9 +32,14 @@ CONFIG = JobConfig(
 """Three sites pulled in parallel, 16 chunks a tensor: their additions interleave."""
 
 
-def record_of(result: JobResult) -> RunRecord:
+ORACLE = ReferenceModelOracle()
+
+
+def record_of(result: JobResult, oracle: ModelOracle | None = ORACLE) -> RunRecord:
     events = result.timeline.events()
-    return RunRecord(result, events, [], result.seconds, 60.0, False, "success", None)
+    return RunRecord(
+        result, events, [], result.seconds, 60.0, False, "success", None, oracle=oracle
+    )
 
 
 def allclose_to_the_recomputed_model(result: JobResult) -> bool:
@@ -84,3 +92,28 @@ def test_a_global_model_one_ulp_off_fails_tensors_intact() -> None:
     assert not check.ok
     assert check.expected == "global tensor layer-1 is byte for byte the weighted average"
     assert check.seen.endswith(f"element 7 is {layer[7]!r}, expected {model['layer-1'][7]!r}")
+
+
+class UnknowingOracle:
+    def expected_model(self, result: JobResult) -> dict[str, Array] | None:
+        return None
+
+
+def test_the_reference_target_declares_its_oracle() -> None:
+    assert isinstance(ReferenceTarget.info.oracle, ReferenceModelOracle)
+
+
+def test_without_an_oracle_the_model_is_not_judged_and_the_check_says_so() -> None:
+    result = run_job(replace(CONFIG, sites=1, rounds=1))
+    assert result.ok, (result.error, result.site_errors)
+    model = dict(result.global_model)
+    layer = model["layer-1"].copy()
+    layer[0] = np.nextafter(layer[0], np.inf)
+    off = replace(result, global_model={**model, "layer-1": layer})
+    assert not tensors_intact(record_of(off)).ok  # the oracle catches it ...
+
+    for oracle, says in ((None, MODEL_NOT_JUDGED), (UnknowingOracle(), "not known")):
+        check = tensors_intact(record_of(off, oracle))
+        assert check.ok, check  # ... without one, nothing can
+        assert says in check.seen
+        assert "global model exact" not in check.seen

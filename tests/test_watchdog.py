@@ -13,7 +13,7 @@ import psutil
 import pytest
 from _reaper import Reaper
 
-from reference_impl.process_stop import wait_gone
+from pytest_flrelia.contract.processes import wait_gone
 
 SCRIPT = Path(__file__).parent / "scripts" / "doomed_client.py"
 GUARDED = Path(__file__).parent / "scripts" / "guarded_worker.py"

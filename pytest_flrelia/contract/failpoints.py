@@ -135,6 +135,23 @@ class _Task:
         return True
 
 
+@dataclass(frozen=True)
+class Point:
+    """The left side of an entry, ``name[site=S,round=R]@FAULT#ID``: where, for whom,
+    on behalf of which fault.  Also the form of any switch that is scoped and tagged
+    like a failpoint (the reference training script's behaviours)."""
+
+    name: str
+    site: str | None = None
+    round: int | None = None
+    tag: str | None = None
+
+    def matches(self, site: str | None, round: int | None) -> bool:
+        return (self.site is None or self.site == site) and (
+            self.round is None or self.round == round
+        )
+
+
 @dataclass
 class _Entry:
     name: str
@@ -440,10 +457,22 @@ class _EntryParser:
 
     def parse(self) -> _Entry:
         text = self.text
-        match = _NAME_RE.match(text)
+        point, at = self.parse_point(0)
+        if at >= len(text) or text[at] != "=":
+            raise self.fail(f"missing '=' after '{text[:at].rstrip()}'", at,
+                            "write name=action")
+        entry = _Entry(name=point.name, site=point.site, round=point.round, tag=point.tag)
+        for start, piece in _pieces(text, at + 1, "->"):
+            entry.tasks.append(self.parse_task(start, piece))
+        return entry
+
+    def parse_point(self, at: int) -> tuple[Point, int]:
+        """The left side starting at ``at``, and where what follows it starts."""
+        text = self.text
+        match = _NAME_RE.match(text, at)
         if match is None:
-            token = re.split(r"[\s=\[]", text, maxsplit=1)[0] or text[:1]
-            raise self.fail(f"bad name '{token}'", 0,
+            token = re.split(r"[\s=\[,]", text[at:], maxsplit=1)[0] or text[at:at + 1]
+            raise self.fail(f"bad name '{token}'", at,
                             "a name starts with a letter or '_' and holds letters, digits, "
                             "'_', '.', '-'")
         name = match.group()
@@ -464,13 +493,7 @@ class _EntryParser:
                 raise self.fail("bad tag", tag_at, "a tag is FAULT#ID, as in @crash#0")
             tag = match.group()
             at = _skip_space(text, match.end())
-        if at >= len(text) or text[at] != "=":
-            raise self.fail(f"missing '=' after '{text[:at].rstrip()}'", at,
-                            "write name=action")
-        entry = _Entry(name=name, site=site, round=round_, tag=tag)
-        for start, piece in _pieces(text, at + 1, "->"):
-            entry.tasks.append(self.parse_task(start, piece))
-        return entry
+        return Point(name, site, round_, tag), at
 
     def parse_scope(self, start: int, end: int) -> tuple[str | None, int | None]:
         values: dict[str, str] = {}
@@ -607,6 +630,29 @@ class _EntryParser:
         return _Action(_Kind.RAISE, text, exception=exception, message=message)
 
 
+def parse_points(text: str, *, separator: str = ",", source: str | None = None) -> list[Point]:
+    """``separator``-separated left sides (``name[scope]@FAULT#ID``, scope and tag optional).
+
+    The one parser of that form besides the entries' own: a malformed item raises
+    :class:`FailpointSyntaxError` (with its position), it is never dropped.  An empty
+    ``text`` is no item.
+    """
+    parser = _EntryParser(text, 0, text, source)
+    points: list[Point] = []
+    at = _skip_space(text, 0)
+    while at < len(text):
+        point, at = parser.parse_point(at)
+        points.append(point)
+        if at < len(text):
+            if text[at] != separator:
+                raise parser.fail(f"expected '{separator}' or the end", at,
+                                  f"write name[site=S,round=R]@FAULT#ID{separator}...")
+            at = _skip_space(text, at + 1)
+            if at >= len(text):
+                raise parser.fail(f"nothing after '{separator}'", at)
+    return points
+
+
 def _parse(spec: str, *, source: str | None = None) -> list[_Entry]:
     entries: list[_Entry] = []
     for start, text in _pieces(spec, 0, ";"):
@@ -668,6 +714,7 @@ __all__ = [
     "FAILPOINTS_SEED_ENV",
     "VALID_ACTIONS",
     "FailpointSyntaxError",
+    "Point",
     "Recorder",
     "add",
     "clear",
@@ -676,6 +723,7 @@ __all__ = [
     "configured",
     "failpoint",
     "hits",
+    "parse_points",
     "parse_tag",
     "register_action",
     "release",

@@ -109,6 +109,8 @@ class FaultSupport:
     """The ``at:`` points it can strike at; ``None``: every point the catalog offers."""
     mechanics: str = ""
     """How it is delivered in this target, one sentence for the docs."""
+    at_detail: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """``at:`` point -> where it strikes in this target (a failpoint, an event), for the docs."""
 
 
 @dataclass(frozen=True)

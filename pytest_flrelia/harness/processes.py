@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 import psutil
 
-from reference_impl.process_stop import wait_gone
+from pytest_flrelia.contract.processes import wait_gone
 
 RUN_ID_ENV = "FLRELIA_RUN_ID"
 REAP_TIMEOUT = 5.0

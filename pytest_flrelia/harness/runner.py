@@ -31,7 +31,7 @@ from pytest_flrelia.errors import HarnessError, ScenarioCut, ScenarioFailure
 from pytest_flrelia.harness.cutoff import Cut
 from pytest_flrelia.harness.processes import ProcessGuard
 from pytest_flrelia.harness.processes import describe as describe_process
-from pytest_flrelia.harness.settings import REFERENCE_TARGET, Settings
+from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.harness.thread_watch import watch_thread_crashes
 from pytest_flrelia.judge.invariants import FAULTS_DELIVERED, Check, RunRecord, Verdict, evaluate
 from pytest_flrelia.judge.live_checks import watch_live
@@ -201,7 +201,7 @@ def _run_in(
         outcome=scenario.expect.outcome,
         error_pattern=scenario.expect.error,
         harness_error=_unwind_error(thread),
-        reference_model=(scenario.target or settings.target) == REFERENCE_TARGET,
+        oracle=target.info.oracle,
         time_scale=scale,
         faults=faults,
     )

@@ -8,7 +8,6 @@ scenario names in ``expect.invariants`` fails instead (:func:`evaluate`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -18,20 +17,18 @@ import numpy as np
 
 from pytest_flrelia.contract.events import is_training
 from pytest_flrelia.contract.faults import FaultSpec, acted, describe
-from pytest_flrelia.contract.job import JobConfig
-from pytest_flrelia.contract.result import JobResult
+from pytest_flrelia.contract.result import Array, JobResult
+from pytest_flrelia.contract.target import ModelOracle
 from pytest_flrelia.contract.timeline import Event, EventKind
 from pytest_flrelia.harness.thread_watch import THREAD_CRASH
 from pytest_flrelia.judge.live_checks import PROMPT_EXIT_SECONDS, STOP_MARGIN, live_violations
 from pytest_flrelia.judge.report import CheckFailure
-from reference_impl.messages import Array
-from reference_impl.server import initial_model
-from reference_impl.train_script import local_update, site_weight
 
 STALE_FAULTS = ("stale_peer_gone", "stale_pipe_message", "aux_event")
 GATE_RELEASES = (EventKind.GATE_OPEN, EventKind.GATE_TIMEOUT, EventKind.GATE_CLOSED)
 """The three ways a download gate ends (opened, timed out, released by the service closing)."""
 FAULTS_DELIVERED = "faults_delivered"
+MODEL_NOT_JUDGED = "global model not judged: target declares no model oracle"
 
 
 @dataclass(frozen=True)
@@ -47,8 +44,9 @@ class RunRecord:
     outcome: str
     error_pattern: str | None
     harness_error: str | None = None
-    reference_model: bool = True
-    """Whether the target runs the reference training script (its model can be recomputed)."""
+    oracle: ModelOracle | None = None
+    """The target's model oracle (``TargetInfo.oracle``): recomputes the global model a
+    correct run ends with; ``None``: the model is not judged, and the check says so."""
     time_scale: float = 1.0
     """``--flrelia-time-scale``: the harness's own margins stretch with the scenario's times."""
     faults: Sequence[FaultSpec] = ()
@@ -176,12 +174,19 @@ def tensors_intact(run: RunRecord) -> Check:
                 (done,),
             )
     verified = f"{len(downloads)} tensors verified, {by_bytes} by the digest of their bytes"
-    if run.result is not None and run.result.ok and run.reference_model:
-        orders = {r.round: r.aggregation_order for r in run.result.rounds}
+    if run.result is not None and run.result.ok:
+        if run.oracle is None:
+            return _pass(
+                name, "every tensor intact", f"{verified}; {MODEL_NOT_JUDGED}"
+            )
         try:
-            expected_model = expected_global_model(run.result.config, orders)
+            expected_model = run.oracle.expected_model(run.result)
         except ValueError as exc:
             return Check(name, False, "the server added every site's tensors once", str(exc))
+        if expected_model is None:
+            return _pass(
+                name, "every tensor intact", f"{verified}; global model not known to the oracle"
+            )
         for tensor, array in expected_model.items():
             got_array = run.result.global_model.get(tensor)
             if got_array is None or not _same_bytes(got_array, array):
@@ -209,64 +214,6 @@ def _first_difference(got: Array | None, want: Array) -> str:
     want_bytes = want.reshape(-1).view(np.uint8).reshape(want.size, -1)
     index = int(np.flatnonzero((got_bytes != want_bytes).any(axis=1))[0])
     return f"element {index} is {got.reshape(-1)[index]!r}, expected {want.reshape(-1)[index]!r}"
-
-
-AggregationOrder = Mapping[str, Sequence[tuple[str, int, int]]]
-"""Per tensor, the ``(site, start, stop)`` element ranges in the order the server added them."""
-
-
-def expected_global_model(
-    config: JobConfig, orders: Mapping[int, AggregationOrder] | None = None
-) -> dict[str, Array]:
-    """The weighted average of every round, recomputed from the training script's
-    pure update rule without any of the server's code.
-
-    Float addition is not associative, so with ``orders`` (a round's
-    ``aggregation_order``) the sums follow the server's order of additions and the
-    result is bit-exact; without, sites are added in order.  Raises ``ValueError``
-    when an order does not add every element of every site exactly once.
-    """
-    model = initial_model(config)
-    for round in range(1, config.rounds + 1):
-        if round in config.validate_rounds:
-            continue
-        sites = config.site_names()
-        weights = {site: site_weight(site) for site in sites}
-        updates = {site: local_update(model, site, round) for site in sites}
-        total_weight = math.fsum(weights.values())
-        averaged: dict[str, Array] = {}
-        for name, array in model.items():
-            order = (orders or {}).get(round, {}).get(name)
-            if order is None:
-                order = [(site, 0, array.size) for site in sites]
-            _check_order(order, sites, array.size, round, name)
-            total = np.zeros(array.size, dtype=np.float64)
-            for site, start, stop in order:
-                values = updates[site][name].reshape(-1)[start:stop]
-                total[start:stop] += weights[site] * values
-            averaged[name] = (total / total_weight).astype(array.dtype).reshape(array.shape)
-        model = averaged
-    return model
-
-
-def _check_order(
-    order: Sequence[tuple[str, int, int]], sites: Sequence[str], size: int, round: int, name: str
-) -> None:
-    for site in sites:
-        ranges = sorted((start, stop) for each, start, stop in order if each == site)
-        covered = 0
-        for start, stop in ranges:
-            if start != covered:
-                break
-            covered = stop
-        if covered != size or sum(stop - start for start, stop in ranges) != size:
-            raise ValueError(
-                f"round {round}: the server added elements {ranges} of {site}'s {name},"
-                f" not each of 0..{size} once"
-            )
-    extra = {each for each, _, _ in order} - set(sites)
-    if extra:
-        raise ValueError(f"round {round}: the server added {name} of unknown sites {sorted(extra)}")
 
 
 def no_premature_stop(run: RunRecord) -> Check:

@@ -38,7 +38,7 @@ from pytest_flrelia.plugin.collect import (
     collect_file,
 )
 from pytest_flrelia.plugin.summary import REPORTER_NAME, SummaryReporter
-from pytest_flrelia.scenario.catalog import KNOWN_BUG_SLUGS
+from pytest_flrelia.targets.reference.variants import SUMMARIES
 
 if TYPE_CHECKING:
     from pytest_flrelia.plugin.fixture import Flrelia
@@ -91,8 +91,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if config.getoption("flrelia_known_bugs"):
-        width = max(len(slug) for slug in KNOWN_BUG_SLUGS)
-        for slug, summary in KNOWN_BUG_SLUGS.items():
+        width = max(len(slug) for slug in SUMMARIES)
+        for slug, summary in SUMMARIES.items():
             print(f"{slug:<{width}}  {summary}")
         return 0
     return None

@@ -36,7 +36,6 @@ from pytest_flrelia.errors import ParamError, ScenarioError, ScenarioTimeoutWarn
 from pytest_flrelia.scenario.catalog import (
     CATALOG,
     INVARIANTS,
-    KNOWN_BUG_SLUGS,
     OUTCOMES,
     UNPINNABLE,
     UNPINNABLE_WHY,
@@ -211,6 +210,9 @@ def _build(
 
 def _build_catches(reader: _Reader) -> tuple[tuple[str, ...], dict[str, str]]:
     """``catches: {slug: check}`` (pinned), or the older plain list of slugs."""
+    # The reference target's registry is the only list of slugs; importing it loads no runtime.
+    from pytest_flrelia.targets.reference.variants import KNOWN_BUGS  # noqa: PLC0415
+
     raw = reader.get(("catches",))
     entries: list[tuple[KeyPath, str, object]]
     if isinstance(raw, dict):
@@ -220,8 +222,8 @@ def _build_catches(reader: _Reader) -> tuple[tuple[str, ...], dict[str, str]]:
         entries = [(("catches", index), slug, None) for index, slug in enumerate(slugs)]
     pinned: dict[str, str] = {}
     for at, slug, check in entries:
-        if slug not in KNOWN_BUG_SLUGS:  # the schema says so too; this guards the dataclass
-            valid = list(KNOWN_BUG_SLUGS)
+        if slug not in KNOWN_BUGS:  # the schema says so too; this guards the dataclass
+            valid = list(KNOWN_BUGS)
             raise reader.error(
                 at, f"unknown known-bug slug {slug!r}", valid, close_match(slug, valid)
             )

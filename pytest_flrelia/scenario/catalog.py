@@ -20,29 +20,6 @@ from pytest_flrelia.contract.faults import LAST_CHUNK
 from pytest_flrelia.contract.units import UnitError, parse_duration
 from pytest_flrelia.errors import ParamError
 
-KNOWN_BUG_SLUGS: Mapping[str, str] = MappingProxyType(
-    {
-        "sync-stop": "executor stops the subprocess right after execute() gets the result",
-        "launch-once-exits": "agent exits unconditionally after the download gate",
-        "deferred-stop-race": "next launch does not wait for the previous round's deferred stop",
-        "stale-peer-gone": "status callback not bound to its handler: an old PEER_GONE stops "
-        "the new round",
-        "fast-path-skips-exit": "agent returns early when nothing is to download, skipping the "
-        "exit logic",
-        "stopped-handler-reused": "a handler stopped by a status event is started again next round",
-        "heartbeat-broken-pipe": "a heartbeat send error escapes its thread; peer-gone is never "
-        "reported",
-        "deferred-event-not-set": "round-boundary event not set in finally when stop_task() raises",
-        "validate-waits": "download gate waits although nothing was published",
-        "handler-replaced-mid-execute": "a concurrent event replaces the pipe handler while "
-        "execute() waits",
-        "stale-pipe-message": "the pipe is not cleared when a new handler is created",
-        "child-only-sigterm": "stop signals the direct child only, never escalates, waits on "
-        "its output",
-    }
-)
-"""The known-bug variants of SPEC section 3, in its order (KB1..KB12): slug -> one line."""
-
 Outcome = Literal["success", "failure"]
 OUTCOMES: tuple[Outcome, ...] = ("success", "failure")
 
@@ -530,7 +507,6 @@ __all__ = [
     "CATALOG",
     "ENTRY_KEYS",
     "INVARIANTS",
-    "KNOWN_BUG_SLUGS",
     "OUTCOMES",
     "PARAM_KINDS",
     "SCOPE_KEYS",

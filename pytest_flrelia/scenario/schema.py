@@ -32,7 +32,6 @@ from pytest_flrelia.scenario.catalog import (
     CATALOG,
     ENTRY_KEYS,
     INVARIANTS,
-    KNOWN_BUG_SLUGS,
     OUTCOMES,
     SCOPE_KEYS,
     UNPINNABLE,
@@ -240,6 +239,10 @@ def _matrix(job: Schema, expect: Schema) -> Schema:
 
 
 def _scenario() -> Schema:
+    # The reference target's registry is the only list of slugs; importing it loads no runtime.
+    from pytest_flrelia.targets.reference.variants import KNOWN_BUGS  # noqa: PLC0415
+
+    slugs = list(KNOWN_BUGS)
     job = _job()
     expect = _expect()
     return {
@@ -278,7 +281,7 @@ def _scenario() -> Schema:
                             "minProperties": 1,
                             "propertyNames": {
                                 "title": "known-bug slug",
-                                "enum": list(KNOWN_BUG_SLUGS),
+                                "enum": slugs,
                             },
                             "additionalProperties": {
                                 "title": "pinned check",
@@ -288,7 +291,7 @@ def _scenario() -> Schema:
                         {
                             "type": "array",
                             "uniqueItems": True,
-                            "items": {"title": "known-bug slug", "enum": list(KNOWN_BUG_SLUGS)},
+                            "items": {"title": "known-bug slug", "enum": slugs},
                         },
                     ]
                 },

@@ -6,8 +6,7 @@ factory returning a :class:`~pytest_flrelia.contract.target.Target`).
 from __future__ import annotations
 
 from pytest_flrelia.contract.target import Target
-from pytest_flrelia.errors import UnknownTargetError
-from pytest_flrelia.harness.settings import REFERENCE_TARGET, target_entry_point
+from pytest_flrelia.judge.report import REFERENCE_TARGET
 
 
 def load_target(name: str) -> Target:
@@ -21,6 +20,11 @@ def load_target(name: str) -> Target:
         from pytest_flrelia.targets.reference import ReferenceTarget  # noqa: PLC0415
 
         return ReferenceTarget()
+    # imported here: the reference target's child-side fault code, loaded in training
+    # processes, lives in this package and must not pull in pytest through the settings
+    from pytest_flrelia.errors import UnknownTargetError  # noqa: PLC0415
+    from pytest_flrelia.harness.settings import target_entry_point  # noqa: PLC0415
+
     entry_point = target_entry_point(name)
     if entry_point is None:
         raise UnknownTargetError(f"no flrelia target named {name!r}")

@@ -20,7 +20,6 @@ import functools
 import logging
 import multiprocessing
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +31,7 @@ from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.judge.invariants import Verdict
 from pytest_flrelia.plugin.collect import is_scenario_file
 from pytest_flrelia.scenario.loader import Scenario, load_scenarios
-from pytest_flrelia.targets.reference.known_bugs import KNOWN_BUGS
+from pytest_flrelia.targets.reference.variants import KNOWN_BUGS
 
 DEFAULT_OUT = Path("docs/bug-zoo.md")
 DEFAULT_SCENARIOS = Path("scenarios")
@@ -236,14 +235,6 @@ def build_matrix(
 # -- the page ---------------------------------------------------------------------
 
 
-def one_line(docstring: str, slug: str) -> str:
-    """The first sentence of a variant's docstring, without its ``KBn slug:`` prefix."""
-    text = " ".join(docstring.split())
-    text = re.sub(rf"^KB\d+\s+{re.escape(slug)}:\s*", "", text)
-    first = re.split(r"(?<=[.!?])\s+(?=[A-Z])", text, maxsplit=1)[0]
-    return first.replace("``", "`")
-
-
 def _verdict_text(cell: Cell) -> str:
     if cell.harness_error:
         return "harness error"
@@ -286,8 +277,9 @@ def render(matrix: Matrix, scenarios_dir: Path) -> str:
         "Every bug below shipped in a real federated-learning launcher (KB1-KB11 in NVFlare in",
         "March 2026, KB12 still there). Each one also",
         "exists here as a *known-bug variant*: the reference runtime with one part replaced by",
-        "a subclass that overrides one method the way the buggy launcher did",
-        "(`pytest_flrelia/targets/reference/known_bugs.py`).",
+        "a subclass that overrides one step the way the buggy launcher did",
+        "(`pytest_flrelia/targets/reference/known_bugs.py`; the registry of slugs is",
+        "`pytest_flrelia/targets/reference/variants.py`).",
         "The correct classes carry no switch for any of them.",
         "Run the scenario suite against a variant to see the bug the way a user first met it:",
         "",
@@ -316,7 +308,7 @@ def render(matrix: Matrix, scenarios_dir: Path) -> str:
             )
             or NONE
         )
-        lines.append(f"| {bug.kb} | `{slug}` | {one_line(bug.summary, slug)} | {meant} |")
+        lines.append(f"| {bug.kb} | `{slug}` | {bug.summary} | {meant} |")
     lines += [
         "",
         "## Detection matrix",
@@ -438,7 +430,6 @@ __all__ = [
     "build_matrix",
     "harness_failure",
     "main",
-    "one_line",
     "render",
     "run_cell",
     "shipped_scenarios",

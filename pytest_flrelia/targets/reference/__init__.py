@@ -1,82 +1,34 @@
-"""The embedded reference runtime as a target: its fault plan and known-bug variants.
+"""The embedded reference runtime as a target: its fault plan, variants and model oracle.
 
 The runner, the invariants and the report know only the contract
 (:mod:`pytest_flrelia.contract`); everything specific to the reference runtime
 (failpoint strings, script switches, live actions on its executor objects, its
-known bugs) lives here.
+known bugs, its model oracle) lives here.
+
+Importing this package loads nothing of the runtime: :class:`ReferenceTarget`
+(:mod:`.target`) is imported on first use, so the registry of variants
+(:mod:`.variants`) can be read at collection time, and the child-side fault code
+(:mod:`.child_faults`) can be loaded in a training process, without it.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping, Sequence
-from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from pytest_flrelia.contract import failpoints
-from pytest_flrelia.contract.faults import FaultSpec
-from pytest_flrelia.contract.job import JobConfig
-from pytest_flrelia.contract.result import JobResult
-from pytest_flrelia.contract.target import FaultSupport, RunContext, TargetInfo
-from pytest_flrelia.contract.timeline import EventKind, Timeline
 from pytest_flrelia.judge.report import REFERENCE_TARGET
-from pytest_flrelia.scenario.catalog import CATALOG
-from pytest_flrelia.targets.reference.faults import FaultPlan, build_plan, fault_names
-from pytest_flrelia.targets.reference.known_bugs import KNOWN_BUGS, runtime_for
-from reference_impl.executor import LauncherExecutor
-from reference_impl.job import run_job
+
+if TYPE_CHECKING:
+    from pytest_flrelia.targets.reference.target import ReferenceTarget
 
 
-def _info() -> TargetInfo:
-    return TargetInfo(
-        name=REFERENCE_TARGET,
-        faults=MappingProxyType(
-            {name: FaultSupport(scopes=frozenset(CATALOG[name].scopes)) for name in fault_names()}
-        ),
-        events=frozenset(EventKind),
-        variants=MappingProxyType({slug: bug.summary for slug, bug in KNOWN_BUGS.items()}),
-    )
-
-
-class ReferenceTarget:
-    """The embedded reference runtime, or one of its known-bug variants."""
-
-    info = _info()
-
-    def run(self, job: JobConfig, faults: Sequence[FaultSpec], context: RunContext) -> JobResult:
-        return self.run_plan(
-            job,
-            build_plan(faults, job),
-            known_bug=context.variant,
-            timeline=context.timeline,
-            abort=context.abort,
-            env=context.env,
+def __getattr__(name: str) -> object:
+    if name == "ReferenceTarget":
+        from pytest_flrelia.targets.reference.target import (  # noqa: PLC0415
+            ReferenceTarget,
         )
 
-    def run_plan(
-        self,
-        job: JobConfig,
-        plan: FaultPlan,
-        *,
-        known_bug: str | None,
-        timeline: Timeline,
-        abort: threading.Event,
-        env: Mapping[str, str],
-    ) -> JobResult:
-        """Run ``job`` with a fault plan already built (tests build their own)."""
-        executors: dict[str, LauncherExecutor] = {}
-        detach = plan.attach(timeline, executors)
-        try:
-            with failpoints.scoped(plan.local_spec()):
-                return run_job(
-                    job,
-                    runtime=runtime_for(known_bug),
-                    timeline=timeline,
-                    abort=abort,
-                    subprocess_env={**plan.subprocess_env(), **env},
-                    on_site_ready=executors.__setitem__,
-                )
-        finally:
-            detach()
+        return ReferenceTarget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["REFERENCE_TARGET", "ReferenceTarget"]

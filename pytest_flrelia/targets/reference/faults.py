@@ -26,6 +26,9 @@ from pytest_flrelia.contract.events import harness_lane
 from pytest_flrelia.contract.faults import FaultSpec, describe
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
+from pytest_flrelia.targets.reference import child_faults
+from pytest_flrelia.targets.reference.parent_faults import RetiredHandlers
+from reference_impl.agent import AGENT_HOOKS_ENV
 from reference_impl.download import CORRUPT_CHUNK
 from reference_impl.executor import LauncherExecutor
 from reference_impl.pipe import PIPE_SECRET_ENV, Pipe, PipeError
@@ -110,6 +113,11 @@ class FaultPlan:
     script_behaviours: list[str] = field(default_factory=list)
     """``behaviour[scope]@FAULT#ID`` items for the training script."""
     live_actions: list[LiveAction] = field(default_factory=list)
+    child_hooks: list[str] = field(default_factory=list)
+    """``module:function`` hooks the training processes install (``FLRELIA_AGENT_HOOKS``):
+    the child-side fault code, only when a planned fault needs it."""
+    site_hooks: list[Callable[[LauncherExecutor], None]] = field(default_factory=list)
+    """Called with each site's executor before it runs: parent-side fault code."""
     specs: list[FaultSpec] = field(default_factory=list)
     """The planned faults, each with its id (``index``) set to its position."""
 
@@ -127,7 +135,18 @@ class FaultPlan:
             env["FLRELIA_FAILPOINTS"] = ";".join(self.subprocess_failpoints)
         if self.script_behaviours:
             env[BEHAVIOUR_ENV] = ",".join(self.script_behaviours)
+        if self.child_hooks:
+            env[AGENT_HOOKS_ENV] = ",".join(self.child_hooks)
         return env
+
+    def needs_child_faults(self) -> None:
+        if child_faults.HOOK not in self.child_hooks:
+            self.child_hooks.append(child_faults.HOOK)
+
+    def site_ready(self, executor: LauncherExecutor) -> None:
+        """A site's executor exists and has not run yet: install the parent-side faults."""
+        for hook in self.site_hooks:
+            hook(executor)
 
     def attach(self, timeline: Timeline, executors: Executors) -> Callable[[], None]:
         detachers = [action.attach(timeline, executors) for action in self.live_actions]
@@ -195,7 +214,8 @@ def _crash(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
 
 
 def _broken_pipe(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
-    plan.subprocess_failpoints.append(f"{_at(spec)}=1*call(break_pipe)")
+    plan.needs_child_faults()
+    plan.subprocess_failpoints.append(f"{_at(spec)}=1*call({child_faults.BREAK_PIPE})")
 
 
 def _slow_start(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
@@ -205,7 +225,11 @@ def _slow_start(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
 
 
 def _stuck_exit(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
-    action = "hang" if spec.params.get("mode", "hang") == "hang" else "call(linger_thread)"
+    if spec.params.get("mode", "hang") == "hang":
+        action = "hang"
+    else:
+        plan.needs_child_faults()
+        action = f"call({child_faults.LINGER_THREAD})"
     plan.subprocess_failpoints.append(f"{_point('agent.before_exit', spec)}={action}")
 
 
@@ -270,18 +294,19 @@ def _not_delivered(timeline: Timeline, event: Event, reason: str) -> None:
 def _stale_peer_gone(spec: FaultSpec, job: JobConfig, plan: FaultPlan) -> None:
     assert spec.round is not None
     from_round = int(str(spec.params.get("from_round") or spec.round - 1))
+    retired = RetiredHandlers()
+    plan.site_hooks.append(retired.watch)
 
     def act(event: Event, executors: Executors, timeline: Timeline) -> str | None:
-        exchanger = executors[str(event.site)].exchanger
-        old = [h for h in exchanger.retired if h.round == from_round]
-        if not old:
+        old = retired.latest(str(event.site), from_round)
+        if old is None:
             _not_delivered(
                 timeline,
                 event,
                 f"no retired handler of round {from_round} to send a stale PEER_GONE",
             )
             return None
-        old[-1].notify_status(
+        old.notify_status(
             Message(
                 Topic.PEER_GONE, {"reason": f"stale: injected into round {from_round}'s handler"}
             )

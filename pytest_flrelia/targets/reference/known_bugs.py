@@ -1,11 +1,12 @@
 """The known-bug zoo: every historic bug of SPEC §3 as a small override of the
 one correct part of :mod:`reference_impl` it lived in.
 
-Each variant is a subclass that overrides one method; its docstring says the
-bug in one sentence and what a user saw.  The correct classes carry no switch
-for any of them.  :data:`KNOWN_BUGS` maps a slug to the :class:`Runtime` parts
-it replaces.  Agent variants run inside the training subprocess, so they are
-named by import path; this module must not import pytest.
+Each variant is a subclass that overrides one step and reuses the correct
+others; its docstring names the step and what a user saw.  The correct classes
+carry no switch for any of them.  The registry (slug, KB number, the summary,
+which class replaces which :class:`~reference_impl.job.Runtime` part) is
+:mod:`pytest_flrelia.targets.reference.variants`, the only one.  Agent variants
+run inside the training subprocess; this module must not import pytest.
 """
 
 from __future__ import annotations
@@ -13,19 +14,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
 
 from pytest_flrelia.contract import seams
+from pytest_flrelia.contract.processes import wait_gone
 from pytest_flrelia.contract.timeline import EventKind
 from reference_impl.agent import Agent
 from reference_impl.download import TensorRef
-from reference_impl.executor import ClientAPILauncherExecutor, LauncherExecutor, RoundState
-from reference_impl.job import Runtime
+from reference_impl.executor import ClientAPILauncherExecutor, LauncherExecutor
 from reference_impl.messages import Result, Task
 from reference_impl.pipe_handler import PipeHandler
-from reference_impl.process_stop import SignalCallback, StopStrategy, group_members, wait_gone
+from reference_impl.process_stop import SignalCallback, StopStrategy, group_members
 from reference_impl.task_exchanger import TaskExchanger
 from reference_impl.wire import Message
 
@@ -33,7 +31,7 @@ from reference_impl.wire import Message
 
 
 class SyncStopExecutor(ClientAPILauncherExecutor):
-    """KB1 sync-stop: stops the subprocess the moment ``execute()`` has its result.
+    """KB1 (``sync-stop``): ``_finalize_round`` is the base executor's synchronous stop.
 
     Users saw the server's download fail ("failed to download from site-X")
     after hours of retries: the process holding the tensors was already dead.
@@ -47,8 +45,10 @@ class SyncStopExecutor(ClientAPILauncherExecutor):
 
 
 class LaunchOnceExitsAgent(Agent):
-    """KB2 launch-once-exits: the agent exits after the gate even when one
-    process serves every round.  Users saw round 2 never answered."""
+    """KB2 (``launch-once-exits``): ``_finish_round`` exits whatever the launch mode.
+
+    Users saw round 2 never answered.
+    """
 
     def _finish_round(self) -> None:
         self.exit(0)
@@ -58,9 +58,11 @@ class LaunchOnceExitsAgent(Agent):
 
 
 class NoRoundBoundaryExecutor(ClientAPILauncherExecutor):
-    """KB3 deferred-stop-race: the next launch does not wait for the previous
-    round's deferred stop.  Users saw "external process has not called init and
-    run status becomes success": the launcher still held the old, exited process."""
+    """KB3 (``deferred-stop-race``): ``_await_round_boundary`` does not wait.
+
+    Users saw "external process has not called init and run status becomes
+    success": the launcher still held the old, exited process.
+    """
 
     def _await_round_boundary(self) -> None:
         return
@@ -70,9 +72,10 @@ class NoRoundBoundaryExecutor(ClientAPILauncherExecutor):
 
 
 class UnboundStatusExchanger(TaskExchanger):
-    """KB4 stale-peer-gone: the status callback acts on whatever handler is
-    current, not the one that reported.  Users saw a late PEER_GONE from round N
-    stop round N+1's handler and abort the round."""
+    """KB4 (``stale-peer-gone``): ``_on_status`` stops the current handler, whichever reported.
+
+    Users saw a late PEER_GONE from round N stop round N+1's handler and abort the round.
+    """
 
     def _on_status(self, handler: PipeHandler, message: Message) -> None:
         current = self.handler
@@ -84,9 +87,11 @@ class UnboundStatusExchanger(TaskExchanger):
 
 
 class FastPathSkipsExitAgent(Agent):
-    """KB5 fast-path-skips-exit: with nothing to download, ``send()`` returns
-    before the exit logic.  Users saw per-round processes linger until the
-    deferred-stop timeout killed them."""
+    """KB5 (``fast-path-skips-exit``): ``send`` returns after ``_send_result`` when
+    there is nothing to publish, before ``_finish_round``.
+
+    Users saw per-round processes linger until the deferred-stop timeout killed them.
+    """
 
     def send(self, result: Result) -> None:
         if not result.tensors:
@@ -99,9 +104,11 @@ class FastPathSkipsExitAgent(Agent):
 
 
 class ReusedHandlerExchanger(TaskExchanger):
-    """KB6 stopped-handler-reused: the handler of the previous round is used
-    again even after a status event stopped it.  Users saw the next round fail
-    at once: the pipe handler was stopped, the peer did not accept the task."""
+    """KB6 (``stopped-handler-reused``): ``handler_for_round`` keeps the existing handler.
+
+    Users saw the next round fail at once: the pipe handler was stopped, the
+    peer did not accept the task.
+    """
 
     def handler_for_round(self, round: int) -> PipeHandler:
         with self._lock:
@@ -114,9 +121,11 @@ class ReusedHandlerExchanger(TaskExchanger):
 
 
 class HeartbeatErrorEscapesHandler(PipeHandler):
-    """KB7 heartbeat-broken-pipe: a heartbeat send error escapes its thread.
-    Users saw the heartbeat thread die silently; peer-gone was never reported and
-    the round waited for its full timeout."""
+    """KB7 (``heartbeat-broken-pipe``): ``_on_heartbeat_error`` re-raises.
+
+    Users saw the heartbeat thread die silently; peer-gone was never reported
+    and the round waited for its full timeout.
+    """
 
     def _on_heartbeat_error(self, error: BaseException) -> None:
         raise error
@@ -132,24 +141,27 @@ class HeartbeatErrorEscapesExchanger(TaskExchanger):
 
 
 class EventNotSetInFinallyExecutor(ClientAPILauncherExecutor):
-    """KB8 deferred-event-not-set: the round-boundary event is set after
-    ``stop_task()``, not in a ``finally``.  Users saw every later round block
-    for the full wait limit once a stop raised."""
+    """KB8 (``deferred-event-not-set``): ``_deferred_stop`` runs the correct steps
+    without the ``finally``: a raising stop leaves the round boundary closed.
+
+    Users saw every later round block for the full wait limit once a stop raised.
+    """
 
     def _deferred_stop(self, round: int) -> None:
-        self._wait_for_exit(self.stop_wait)
-        self._stop_after_wait(round)
-        self.timeline.record(EventKind.DEFERRED_STOP_DONE, site=self.site, round=round)
-        self._enter(RoundState.DONE)
-        self._round_boundary.set()
+        stop = self._deferred[round]
+        self._stop_when_exited(round, stop)  # when it raises, the boundary stays closed
+        self._open_round_boundary(round, stop)
 
 
 # -- KB9 ------------------------------------------------------------------------
 
 
 class ValidateWaitsAgent(Agent):
-    """KB9 validate-waits: the gate waits for a download although nothing was
-    published.  Users saw every validate round cost the full download timeout."""
+    """KB9 (``validate-waits``): ``_gate`` waits its full timeout when nothing was
+    published (an event no download can set; the correct gate has no such step).
+
+    Users saw every validate round cost the full download timeout.
+    """
 
     def _gate(self, refs: list[TensorRef]) -> None:
         if refs:
@@ -164,9 +176,12 @@ class ValidateWaitsAgent(Agent):
 
 
 class HandlerReplacingExchanger(TaskExchanger):
-    """KB10 handler-replaced-mid-execute: an auxiliary event replaces the pipe
-    handler while ``execute()`` waits for the result.  Users saw the result land
-    on the orphaned handler while ``execute()`` read the other: a silent deadlock."""
+    """KB10 (``handler-replaced-mid-execute``): ``on_aux_event`` replaces the handler
+    inside the busy window.
+
+    Users saw the result land on the orphaned handler while ``execute()`` read
+    the other: a silent deadlock.
+    """
 
     def on_aux_event(self, name: str) -> None:
         with self._lock:
@@ -179,9 +194,11 @@ class HandlerReplacingExchanger(TaskExchanger):
 
 
 class StaleMessageExchanger(TaskExchanger):
-    """KB11 stale-pipe-message: the pipe is not cleared when a new handler is
-    created.  Users saw a PEER_GONE/END left unread at the round boundary stop
-    the new round's handler."""
+    """KB11 (``stale-pipe-message``): ``_clear_pipe`` does nothing.
+
+    Users saw a PEER_GONE/END left unread at the round boundary stop the new
+    round's handler.
+    """
 
     def _clear_pipe(self, round: int) -> None:
         return
@@ -191,10 +208,12 @@ class StaleMessageExchanger(TaskExchanger):
 
 
 class ChildOnlyStopStrategy(StopStrategy):
-    """KB12 child-only-sigterm: SIGTERM to the direct child only, no escalation,
-    then wait until nothing holds its output.  Users saw ``stop_task()`` block
-    forever on a script that ignores SIGTERM or whose data-loader child holds
-    stdout, and grandchildren orphaned."""
+    """KB12 (``child-only-sigterm``): SIGTERM to the direct child only, no
+    escalation, then wait until nothing holds its output.
+
+    Users saw ``stop_task()`` block forever on a script that ignores SIGTERM or
+    whose data-loader child holds stdout, and grandchildren orphaned.
+    """
 
     def __init__(self, grace: float) -> None:
         del grace  # the bug: there is no grace period, only waiting
@@ -209,105 +228,3 @@ class ChildOnlyStopStrategy(StopStrategy):
         return returncode
 
 
-# -- the zoo --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KnownBug:
-    slug: str
-    kb: str
-    summary: str
-    runtime: Runtime
-
-
-def _agent(cls: type[Agent]) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-_CORRECT = Runtime()
-
-KNOWN_BUGS: Mapping[str, KnownBug] = MappingProxyType(
-    {
-        bug.slug: bug
-        for bug in (
-            KnownBug(
-                "sync-stop",
-                "KB1",
-                SyncStopExecutor.__doc__ or "",
-                _CORRECT.with_parts(executor_class=SyncStopExecutor),
-            ),
-            KnownBug(
-                "launch-once-exits",
-                "KB2",
-                LaunchOnceExitsAgent.__doc__ or "",
-                _CORRECT.with_parts(agent_class=_agent(LaunchOnceExitsAgent)),
-            ),
-            KnownBug(
-                "deferred-stop-race",
-                "KB3",
-                NoRoundBoundaryExecutor.__doc__ or "",
-                _CORRECT.with_parts(executor_class=NoRoundBoundaryExecutor),
-            ),
-            KnownBug(
-                "stale-peer-gone",
-                "KB4",
-                UnboundStatusExchanger.__doc__ or "",
-                _CORRECT.with_parts(exchanger_class=UnboundStatusExchanger),
-            ),
-            KnownBug(
-                "fast-path-skips-exit",
-                "KB5",
-                FastPathSkipsExitAgent.__doc__ or "",
-                _CORRECT.with_parts(agent_class=_agent(FastPathSkipsExitAgent)),
-            ),
-            KnownBug(
-                "stopped-handler-reused",
-                "KB6",
-                ReusedHandlerExchanger.__doc__ or "",
-                _CORRECT.with_parts(exchanger_class=ReusedHandlerExchanger),
-            ),
-            KnownBug(
-                "heartbeat-broken-pipe",
-                "KB7",
-                HeartbeatErrorEscapesHandler.__doc__ or "",
-                _CORRECT.with_parts(exchanger_class=HeartbeatErrorEscapesExchanger),
-            ),
-            KnownBug(
-                "deferred-event-not-set",
-                "KB8",
-                EventNotSetInFinallyExecutor.__doc__ or "",
-                _CORRECT.with_parts(executor_class=EventNotSetInFinallyExecutor),
-            ),
-            KnownBug(
-                "validate-waits",
-                "KB9",
-                ValidateWaitsAgent.__doc__ or "",
-                _CORRECT.with_parts(agent_class=_agent(ValidateWaitsAgent)),
-            ),
-            KnownBug(
-                "handler-replaced-mid-execute",
-                "KB10",
-                HandlerReplacingExchanger.__doc__ or "",
-                _CORRECT.with_parts(exchanger_class=HandlerReplacingExchanger),
-            ),
-            KnownBug(
-                "stale-pipe-message",
-                "KB11",
-                StaleMessageExchanger.__doc__ or "",
-                _CORRECT.with_parts(exchanger_class=StaleMessageExchanger),
-            ),
-            KnownBug(
-                "child-only-sigterm",
-                "KB12",
-                ChildOnlyStopStrategy.__doc__ or "",
-                _CORRECT.with_parts(stop_strategy=ChildOnlyStopStrategy),
-            ),
-        )
-    }
-)
-"""Slug -> the variant runtime, in SPEC §3 order."""
-
-
-def runtime_for(slug: str | None) -> Runtime:
-    """The correct runtime, or the known-bug variant named by ``slug``."""
-    return _CORRECT if slug is None else KNOWN_BUGS[slug].runtime
