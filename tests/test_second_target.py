@@ -8,9 +8,9 @@ and its planted bug (``stop-on-result``) must be caught.
 from __future__ import annotations
 
 import ast
-import re
 import uuid
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from _minilaunch_install import ROOT, TESTS, install_mini
@@ -117,17 +117,13 @@ def test_it_imports_only_the_contract() -> None:
 def test_shipped_scenarios_pass_or_are_skipped_with_the_reason(
     inner: pytest.Pytester, file: str
 ) -> None:
+    report = inner.path / "report.xml"
     result = inner.runpytest_subprocess(
-        *PLUGIN_ARGS, *QUIET_ARGS, "-rA", str(SCENARIOS / file), "--flrelia-target=mini",
-        timeout=INNER_TIMEOUT,
+        *PLUGIN_ARGS, *QUIET_ARGS, f"--junitxml={report}", str(SCENARIOS / file),
+        "--flrelia-target=mini", timeout=INNER_TIMEOUT,
     )
     text = result.stdout.str()
-    seen: dict[str, tuple[str, str]] = {}
-    for line in result.outlines:
-        match = re.match(r"(PASSED|FAILED|SKIPPED|ERROR) (?:\[\d+\] )?(\S+?)(?::\d+)?(?: - (.*))?$",
-                         line)
-        if match and "::" in match.group(2):
-            seen[match.group(2).split("::", 1)[1]] = (match.group(1), match.group(3) or "")
+    seen = junit_outcomes(report)
     assert {name: outcome for name, (outcome, _) in seen.items()} == {
         name: outcome for name, (outcome, _) in EXPECTED[file].items()
     }, text
@@ -157,6 +153,19 @@ def test_the_planted_bug_is_caught_by_no_premature_stop(
     failed = {check.name for check in verdict.failures}
     assert {"no_premature_stop", "expectation", "all_rounds_complete"} <= failed, failed
     assert "failed to download from site-1" in caught.value.report
+
+
+def junit_outcomes(report: Path) -> dict[str, tuple[str, str]]:
+    """Test name -> (PASSED/FAILED/SKIPPED, the skip's or failure's message)."""
+    found: dict[str, tuple[str, str]] = {}
+    for case in ElementTree.parse(report).iter("testcase"):
+        outcome, message = P, ""
+        for child in case:
+            if child.tag in ("skipped", "failure", "error"):
+                outcome = {"skipped": S, "failure": "FAILED", "error": "ERROR"}[child.tag]
+                message = child.get("message", "")
+        found[case.get("name", "")] = (outcome, message)
+    return found
 
 
 def _marked_survivors() -> list[str]:
