@@ -16,6 +16,7 @@ import pytest
 from _minilaunch_install import ROOT, TESTS, install_mini
 from minilaunch.info import EVENTS, FAULTS, INFO, STOP_ON_RESULT, UNSUPPORTED
 
+from pytest_flrelia.contract.timeline import EventKind
 from pytest_flrelia.harness.processes import RUN_ID_ENV, live_processes_where
 from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
 from pytest_flrelia.harness.settings import Settings
@@ -146,6 +147,11 @@ def test_the_planted_bug_is_caught_by_no_premature_stop(
     )
     correct = run_scenario(scenario, Settings(target="mini"))
     assert not correct.verdict.failures
+    assert correct.result is not None and INFO.oracle is not None
+    expected = INFO.oracle.expected_model(correct.result)
+    assert expected is not None and expected.keys() == correct.result.global_model.keys()
+    for tensor, array in expected.items():
+        assert array.tobytes() == correct.result.global_model[tensor].tobytes(), tensor
     with pytest.raises(ScenarioFailure) as caught:
         run_scenario(scenario, Settings(target="mini", known_bug=STOP_ON_RESULT))
     verdict = caught.value.verdict
@@ -153,6 +159,46 @@ def test_the_planted_bug_is_caught_by_no_premature_stop(
     failed = {check.name for check in verdict.failures}
     assert {"no_premature_stop", "expectation", "all_rounds_complete"} <= failed, failed
     assert "failed to download from site-1" in caught.value.report
+
+
+STUCK_PAST_BOUND = """\
+name: stuck-past-bound
+job:
+  rounds: 2
+  tensors: {count: 1, size: 16KiB}
+  timeouts: {download_complete: 30s, stop_wait: 30s}
+faults:
+  - {fault: stuck_exit, round: 1}
+  - {fault: orphan_child}
+expect:
+  within: 1500ms
+"""
+
+
+@pytest.mark.slow
+def test_an_aborted_run_stops_launching_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leftover_children: None
+) -> None:
+    """Round 1's process hangs at its exit, its deferred stop would wait 30 s: the bound
+    aborts the run, the abort hook kills the child, and round 2 is never launched."""
+    install_mini(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "stuck.scenario.yaml"
+    path.write_text(STUCK_PAST_BOUND)
+    (scenario,) = load_scenarios(path)
+
+    with pytest.raises(ScenarioFailure) as caught:
+        run_scenario(scenario, Settings(target="mini"))
+
+    verdict, outcome = caught.value.verdict, caught.value.outcome
+    assert verdict is not None and outcome is not None
+    failed = {check.name for check in verdict.failures}
+    assert "within_bound" in failed and "no_orphans" not in failed, verdict.lines()
+    assert "did not unwind" not in caught.value.report
+    bound = next(e for e in outcome.events if e.kind is EventKind.ERROR)
+    launches = [e for e in outcome.events if e.kind is EventKind.LAUNCH]
+    assert len(launches) == 1 and launches[0].ts < bound.ts
+    assert any(e.kind is EventKind.REAPED for e in outcome.events if e.ts > bound.ts)
 
 
 def junit_outcomes(report: Path) -> dict[str, tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from minilaunch.oracle import MiniOracle
 from pytest_flrelia.contract.target import FaultSupport, TargetInfo, Timing
 from pytest_flrelia.contract.timeline import EventKind
 
@@ -90,6 +91,7 @@ INFO = TargetInfo(
     ),
     # The deferred stop waits on the process itself: it sees an exit at once.
     timing=Timing(exit_after_release=0.5, stop_margin=0.5, poll=0.0),
+    oracle=MiniOracle(),
     version="minilaunch 1.0",
     unsupported=UNSUPPORTED,
 )

@@ -254,7 +254,9 @@ class MiniRun:
     def deferred_stop(self, child: Child) -> None:
         """Wait for the child to exit by itself, then reap it; stop it if it does not."""
         code = child.returncode(self.job.timeouts.deferred_stop_wait)
-        if code is None:
+        if code is not None and self.context.abort.is_set():
+            child.reap()  # killed by the abort hook, not exited by itself
+        elif code is None:
             log.warning("%s: round %d process did not exit by itself", child.site, child.round)
             child.stop(self.job.timeouts.stop_grace)
         else:
