@@ -18,27 +18,38 @@ EXAMPLE = ROOT / "tests" / "flrelia_example"
 QUOTED = re.compile(r"<!-- file: (\S+) -->\n```[a-z]*\n(.*?)```\n", re.DOTALL)
 
 
-def quoted_files() -> dict[str, str]:
-    return {path: body for path, body in QUOTED.findall(DOC.read_text())}
-
-
-def test_the_doc_quotes_every_file_of_the_example_verbatim() -> None:
-    quoted = quoted_files()
-    files = {
+def example_files() -> dict[str, str]:
+    return {
         str(p.relative_to(ROOT)): p.read_text()
         for p in sorted(EXAMPLE.rglob("*"))
         if p.is_file() and "__pycache__" not in p.parts
     }
-    assert set(quoted) == set(files)
-    for path, text in files.items():
-        assert quoted[path] == text, f"docs/targets.md quotes {path} out of date"
 
 
-def test_the_doc_quotes_the_check_against_a_drifted_file() -> None:
-    """The comparison can fail: a one-character change of a quoted file is caught."""
-    quoted = quoted_files()
+def stale_quotes(doc: str, files: dict[str, str]) -> list[str]:
+    """Each example file the doc does not quote verbatim, or quotes but lacks."""
+    quoted = dict(QUOTED.findall(doc))
+    problems = [f"{path}: not quoted" for path in sorted(set(files) - set(quoted))]
+    problems += [f"{path}: quoted, no such file" for path in sorted(set(quoted) - set(files))]
+    problems += [
+        f"{path}: quoted out of date"
+        for path in sorted(set(files) & set(quoted))
+        if quoted[path] != files[path]
+    ]
+    return problems
+
+
+def test_the_doc_quotes_every_file_of_the_example_verbatim() -> None:
+    assert stale_quotes(DOC.read_text(), example_files()) == []
+
+
+def test_a_drifted_or_missing_quote_is_caught() -> None:
+    doc, files = DOC.read_text(), example_files()
     path = "tests/flrelia_example/target.py"
-    assert quoted[path] != (ROOT / path).read_text().replace("exit", "exiT", 1)
+    drifted = {**files, path: files[path].replace("always reaped", "reaped", 1)}
+    assert stale_quotes(doc, drifted) == [f"{path}: quoted out of date"]
+    extra = {**files, "tests/flrelia_example/extra.py": ""}
+    assert stale_quotes(doc, extra) == ["tests/flrelia_example/extra.py: not quoted"]
 
 
 @pytest.mark.slow
