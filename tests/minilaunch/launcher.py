@@ -63,7 +63,9 @@ class Child:
         )
         self.pid = self._process.pid
         self._inbox: queue.Queue[protocol.Message | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, name=f"mini-read-{self.pid}")
+        self._reader = threading.Thread(
+            target=self._read, name=f"mini-read-{self.pid}", daemon=True
+        )
         self._reader.start()
         self.reaped = False
         self.record(EventKind.LAUNCH, pid=self.pid)
@@ -74,7 +76,10 @@ class Child:
     def _read(self) -> None:
         assert self._process.stdout is not None
         for line in self._process.stdout:
-            self._inbox.put(json.loads(line))
+            try:
+                self._inbox.put(json.loads(line))
+            except ValueError:  # not our protocol: say so instead of dying mid-stream
+                self._inbox.put({"op": "garbage", "line": line[:200]})
         self._inbox.put(None)
 
     def send(self, message: protocol.Message) -> None:
