@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from pytest_flrelia.contract import seams
 from pytest_flrelia.contract.events import training_lane
 from pytest_flrelia.contract.timeline import EventKind, Timeline
 
@@ -30,4 +31,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    seams.exit_process(main())  # at once: no interpreter shutdown between exit and reap

@@ -17,6 +17,7 @@ import numpy as np
 
 from minilaunch import protocol
 from minilaunch.child_faults import ChildFaults
+from pytest_flrelia.contract import seams
 from pytest_flrelia.contract.events import training_lane
 from pytest_flrelia.contract.result import Array
 from pytest_flrelia.contract.timeline import EventKind, Timeline
@@ -106,4 +107,8 @@ class Child:
 
 
 if __name__ == "__main__":
-    sys.exit(Child().main())
+    child = Child()
+    code = child.main()
+    if child.faults.left_thread:
+        sys.exit(code)  # a stuck_exit thread must be able to hold the process open
+    seams.exit_process(code)  # at once: no interpreter shutdown between exit and reap

@@ -29,6 +29,8 @@ class ChildFaults:
         self._site = site
         self._corrupted: dict[int, int] = {}
         """Fault id -> how many chunks it corrupted so far."""
+        self.left_thread = False
+        """A ``stuck_exit`` (mode ``thread``) left a non-daemon thread behind."""
 
     def _each(self, fault: str, round: int) -> list[FaultSpec]:
         return [s for s in self._specs if s.fault == fault and s.applies_to(self._site, round)]
@@ -91,5 +93,6 @@ class ChildFaults:
             forever = threading.Event()
             if mode == "thread":
                 threading.Thread(target=forever.wait, name="stuck", daemon=False).start()
+                self.left_thread = True
                 return
             forever.wait()
