@@ -76,7 +76,12 @@ EXPECTED: dict[str, dict[str, tuple[str, str | None]]] = {
         "slow-aggregation[launch_once=true]": (P, None),
     },
 }
-"""Per shipped scenario file: each scenario's outcome against ``mini`` (and a skip's fault)."""
+"""Per shipped scenario file: each scenario's outcome against ``mini`` (and a skip's fault).
+
+Pinned to the intended harness: the skips need the harness to skip a scenario whose
+fault the target lacks (``unsupported``); the stops of stubborn-process and
+stuck-exit-forced-stop need ``bounded_stop`` (live and after the run) to read the
+launcher's ``reaped``, not ``exit``."""
 
 
 @pytest.fixture
