@@ -1,0 +1,1 @@
+"""The worked example of docs/targets.md (the page quotes these files verbatim)."""
