@@ -116,12 +116,16 @@ class Timing:
     """How quickly a target notices what happens; the judge's tolerances derive from it."""
 
     exit_after_release: float = 0.5
-    """After a process's download gate released, how long it may take to exit, beyond
-    one ``stop_poll`` (the reference agent exits at once)."""
+    """After a process's round ended (its gate released), how long it may take to move on:
+    exit (one process per round; beyond one ``poll`` for the launcher to see it) or take
+    its next task (one for all rounds).  The default is the reference's, measured under
+    ``-n 2`` on 2 cores: exit at most 25 ms after the gate, next task within 10 ms."""
     stop_margin: float = 0.5
-    """Beyond ``stop_grace``, how long a forced stop may take to reap its process."""
+    """Beyond ``stop_grace``, how long a forced stop may take to reap its process (the
+    reference: snapshot of descendants, SIGKILL of the group, reap; at most 20 ms)."""
     poll: float | None = None
-    """How often the deferred stop looks at its process; ``None``: the job's ``stop_poll``."""
+    """How often the deferred stop looks at its process, in unscaled seconds; ``None``:
+    the job's ``stop_poll``.  All three stretch with ``--flrelia-time-scale``."""
 
     def poll_of(self, job: JobConfig) -> float:
         return job.timeouts.stop_poll if self.poll is None else self.poll
