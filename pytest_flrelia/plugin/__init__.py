@@ -117,7 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     config.stash[SCENARIO_COLLECT_ERRORS_KEY] = 0
     if not hasattr(config, "workerinput"):  # xdist workers send their reports to the controller
-        config.pluginmanager.register(SummaryReporter(settings), REPORTER_NAME)
+        config.pluginmanager.register(SummaryReporter(settings, targets), REPORTER_NAME)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -8,7 +8,7 @@ them and prints the line.  Nothing is kept in module globals.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ import pytest
 from pytest_flrelia.judge.report import Against
 
 if TYPE_CHECKING:
+    from pytest_flrelia.contract.target import Target
     from pytest_flrelia.harness.settings import Settings
     from pytest_flrelia.judge.invariants import Verdict
 
@@ -93,9 +94,12 @@ class SummaryReporter:
     gets no config to find a stash in.  Registered on the controller only.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, targets: Callable[[str], Target] | None = None
+    ) -> None:
         self.total = Tally()
         self._settings = settings
+        self._targets = targets
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == COUNTED_PHASE:
@@ -110,7 +114,13 @@ class SummaryReporter:
         scenario naming its own target says so in its report)."""
         if self._settings is None:
             return None
-        return Against(self._settings.target, self._settings.known_bug).text()
+        version = None
+        if self._targets is not None:
+            try:
+                version = self._targets(self._settings.target).info.version
+            except Exception:  # a target that cannot be built: its runs said so already
+                version = None
+        return Against(self._settings.target, self._settings.known_bug, version=version).text()
 
 
 __all__ = ["PROPERTY", "SummaryReporter", "Tally", "from_report", "record", "tally"]
