@@ -1,9 +1,14 @@
 """The invariants of SPEC §5, checked over a run's timeline and process table.
 
-Each check is a function ``(RunRecord) -> Check``.  A check that has nothing
-to look at in a run (no stale event was injected, no tensor was published)
-says so with ``applicable=False`` instead of passing silently; one the
-scenario names in ``expect.invariants`` fails instead (:func:`evaluate`).
+Each check is a function ``(RunRecord) -> Check`` that declares the event kinds
+it reads (:func:`~pytest_flrelia.judge.reads.reads`); :func:`evaluate` hands it
+only those.  A check that has nothing to look at says so with
+``applicable=False`` instead of passing silently, and only for a reason in the
+scenario (it injects no stale event, its job publishes no tensors) or in how the
+run ended (no round got that far): a target whose result says rounds completed
+but that recorded none of the kinds a check needs fails it, naming the kinds.
+One the scenario names in ``expect.invariants`` fails instead (:func:`evaluate`).
+Tolerances come from the target's declared :class:`~pytest_flrelia.contract.target.Timing`.
 """
 
 from __future__ import annotations
