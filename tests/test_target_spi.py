@@ -25,7 +25,14 @@ from pytest_flrelia.contract.events import EventSpec, LaneKind, client_lane, tra
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig, Timeouts
 from pytest_flrelia.contract.result import JobResult, RoundOutcome
-from pytest_flrelia.contract.target import FaultSupport, RunContext, Target, TargetInfo, Timing
+from pytest_flrelia.contract.target import (
+    Abort,
+    FaultSupport,
+    RunContext,
+    Target,
+    TargetInfo,
+    Timing,
+)
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.harness.runner import (
     HarnessError,
@@ -53,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_ARGS = ("-p", "no:flrelia", "-p", "pytest_flrelia.plugin")
 QUIET_ARGS = ("-p", "no:hypothesispytest", "-p", "no:faker", "-p", "no:cacheprovider")
 INNER_TIMEOUT = 120.0
+NOT_RETURNED_WITHIN = 0.5
 
 CRASH = """\
 name: crash-r1
@@ -525,3 +533,45 @@ def test_the_verdict_file_names_the_target(inner: pytest.Pytester) -> None:
             "--flrelia-known-bug=v2",
         ]
     )
+
+
+def test_an_abort_from_a_second_thread_returns_only_after_the_first_ones_hooks() -> None:
+    assert second_abort_saw_the_hook_done(Abort()) == [True]
+
+
+def second_abort_saw_the_hook_done(abort: Abort) -> list[bool]:
+    """Abort from one thread, whose hook is running when a second thread aborts: whether
+    the second one's ``set`` returned after the hook was done (a sweep follows it)."""
+    in_hook, second_returned, hook_done = threading.Event(), threading.Event(), threading.Event()
+    seen_by_second: list[bool] = []
+
+    def hook() -> None:
+        in_hook.set()
+        # Proving the second abort does NOT return while a hook runs needs an upper bound:
+        # it returns at once if it does not wait for the hooks (then this hook sees it).
+        second_returned.wait(NOT_RETURNED_WITHIN)
+        hook_done.set()
+
+    def second() -> None:
+        abort.set()
+        seen_by_second.append(hook_done.is_set())
+        second_returned.set()
+
+    abort.on_abort(hook)
+    first = threading.Thread(target=abort.set)
+    first.start()
+    assert in_hook.wait(10.0)
+    later = threading.Thread(target=second)
+    later.start()
+    first.join(10.0)
+    later.join(10.0)
+    return seen_by_second
+
+
+def test_a_hook_that_aborts_again_does_not_wait_on_itself() -> None:
+    abort = Abort()
+    abort.on_abort(abort.set)
+    done = threading.Thread(target=abort.set)
+    done.start()
+    done.join(5.0)
+    assert not done.is_alive()

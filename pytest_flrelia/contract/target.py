@@ -26,6 +26,9 @@ from pytest_flrelia.contract.timeline import EventKind, Timeline
 log = logging.getLogger(__name__)
 
 SCOPES = frozenset({"site", "round"})
+HOOKS_WAIT = 10.0
+"""How long a second :meth:`Abort.set` waits for the first one's hooks: a stuck hook must
+not keep the harness from killing the run's processes."""
 
 
 class Abort(threading.Event):
@@ -38,6 +41,8 @@ class Abort(threading.Event):
         super().__init__()
         self._hooks: list[Callable[[], None]] = []
         self._hooks_lock = threading.Lock()
+        self._hooks_done = threading.Event()
+        self._hooks_thread: int | None = None
 
     def on_abort(self, hook: Callable[[], None]) -> Callable[[], None]:
         """Call ``hook`` once when the run is aborted (at once if it already is);
@@ -59,13 +64,24 @@ class Abort(threading.Event):
         return unregister
 
     def set(self) -> None:
+        """Abort, running the hooks; if another thread aborted first, return only once its
+        hooks have run (at most :data:`HOOKS_WAIT`), so whoever sweeps next sweeps after them."""
         with self._hooks_lock:
-            if self.is_set():
-                return
-            super().set()
-            hooks, self._hooks = self._hooks, []
-        for hook in hooks:
-            _call(hook)
+            first = not self.is_set()
+            if first:
+                super().set()
+                hooks, self._hooks = self._hooks, []
+                self._hooks_thread = threading.get_ident()
+            running = self._hooks_thread
+        if not first:
+            if running != threading.get_ident():  # a hook that aborts again must not wait on itself
+                self._hooks_done.wait(HOOKS_WAIT)
+            return
+        try:
+            for hook in hooks:
+                _call(hook)
+        finally:
+            self._hooks_done.set()
 
 
 def _call(hook: Callable[[], None]) -> None:
