@@ -144,6 +144,15 @@ class HarnessError(ScenarioFailure):
     verdict was reached (a crash proves nothing about the system under test)."""
 
 
+class ScenarioUnsupported(Exception):
+    """The target cannot run the scenario (a fault, scope, ``at:`` point, event kind or
+    variant it does not declare): nothing ran and nothing is judged.  A skip, never a pass."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class RunSpecError(ValueError):
     """A ``flrelia.run()`` keyword (or a marker default) the scenario loader refused."""
 
@@ -163,5 +172,6 @@ __all__ = [
     "ScenarioError",
     "ScenarioFailure",
     "ScenarioTimeoutWarning",
+    "ScenarioUnsupported",
     "UnknownTargetError",
 ]

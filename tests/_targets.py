@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 RAISING_TARGET = """\
+from pytest_flrelia.contract.target import TargetInfo
+from pytest_flrelia.contract.timeline import EventKind
+
+
 class RaisingTarget:
     name = "raising"
+    info = TargetInfo(name="raising", faults={}, events=frozenset(EventKind))
 
     def run(self, job, faults, context):
         executors = {}

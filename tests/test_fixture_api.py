@@ -160,7 +160,7 @@ def test_fixture_runs_checks_and_takes_marker_defaults(inner: pytest.Pytester) -
             "E       reproduce:",
             "E         pytest 'test_api.py::test_failing_check_shows_the_report'",
             # 5 runs; the faults of the passing run (2) and of the marker's first run (1)
-            "flrelia: 5 scenarios, 3 faults delivered, * invariants checked (* failed)",
+            "flrelia: 5 scenarios against *, 3 faults delivered, * invariants checked (* failed)",
             "FAILED test_api.py::test_failing_check_shows_the_report*",
         ]
     )

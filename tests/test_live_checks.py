@@ -18,6 +18,7 @@ import pytest
 
 from pytest_flrelia.contract.job import JobConfig, Timeouts
 from pytest_flrelia.contract.result import JobResult
+from pytest_flrelia.contract.target import Timing
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.harness.runner import ScenarioFailure, ScenarioOutcome, run_scenario
 from pytest_flrelia.harness.settings import Settings
@@ -26,12 +27,14 @@ from pytest_flrelia.judge.live_checks import (
     BOUNDED_STOP,
     LIVE_VIOLATION,
     PROMPT_EXIT,
-    PROMPT_EXIT_SECONDS,
-    STOP_MARGIN,
     LiveWatch,
     live_violations,
 )
 from pytest_flrelia.scenario.loader import Scenario, load_scenarios
+
+PROMPT_EXIT_SECONDS = Timing().exit_after_release
+"""The reference's timing: the default every tolerance derives from."""
+STOP_MARGIN = Timing().stop_margin
 
 WITHIN = 10.0
 STOP_WAIT = 4.0

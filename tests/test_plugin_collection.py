@@ -192,7 +192,7 @@ def test_unregistered_mark_under_strict_markers_is_a_collection_error(
     )
 
 
-def test_scenario_for_another_target_is_skipped_before_the_runner_is_needed(
+def test_scenario_for_a_target_not_available_is_skipped_with_the_reason(
     pytester: pytest.Pytester,
 ) -> None:
     (pytester.path / "t.scenario.yaml").write_text("name: elsewhere\ntarget: other\n")
@@ -201,7 +201,7 @@ def test_scenario_for_another_target_is_skipped_before_the_runner_is_needed(
 
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
-        ["*scenario is for target 'other'; this session runs --flrelia-target=reference*"]
+        ["*target 'other' is not available in this session: no flrelia target named 'other'*"]
     )
 
 

@@ -76,7 +76,10 @@ fails or hangs to its bound); the other two expect the failure they get.  Every 
 carries a tensor: a process with nothing to download exits at once, and under a heavy
 load the executor may see the exit before the result.  A process that dies before its
 result is reported by whichever the executor sees first: its exit or its pipe closing."""
-FOUR_SUMMARY = "flrelia: 4 scenarios, 3 faults delivered, 13 invariants checked (4 failed)"
+FOUR_SUMMARY = (
+    "flrelia: 4 scenarios against the reference target, known bug 'sync-stop', "
+    "3 faults delivered, 13 invariants checked (4 failed)"
+)
 MATRIX = """\
 name: pair
 job: {tensors: {count: 1, size: 16KiB}}
@@ -179,7 +182,8 @@ def test_failing_scenario_report_shows_the_invariant_the_swimlane_and_how_to_rep
             "   time * | server * | client-site-1 *",
             "reproduce:",
             "  pytest 'late-pull.scenario.yaml::late-pull-small' --flrelia-known-bug=sync-stop",
-            "flrelia: 1 scenario, 1 fault delivered, * invariants checked (* failed)",
+            "flrelia: 1 scenario against the reference target, known bug 'sync-stop', "
+            "1 fault delivered, * invariants checked (* failed)",
             "FAILED late-pull.scenario.yaml::late-pull-small*",
         ]
     )
@@ -214,9 +218,10 @@ def test_report_dir_gets_a_timeline_and_a_mermaid_diagram_per_scenario(
         assert diagram[0] == "sequenceDiagram"
         assert any(line.strip().startswith("participant lane_server") for line in diagram)
         verdict = (reports / f"{stem}.verdict.txt").read_text().splitlines()
-        assert verdict[0] == "passed  expectation: success"
+        assert verdict[0] == "against the correct reference implementation"
+        assert verdict[1] == "passed  expectation: success"
         # Nothing stale was injected, no fault planned: said, not passed silently.
-        assert "n/a     stale_events_ignored: no stale event was injected" in verdict
+        assert "n/a     stale_events_ignored: the scenario injects no stale event" in verdict
         assert "n/a     faults_delivered: the scenario injects no fault" in verdict
 
 
@@ -230,7 +235,7 @@ def test_count_runs_each_repetition_with_its_own_report_files(inner: pytest.Pyte
         "plain.scenario.yaml::small-ok[1-2]": "PASSED",
         "plain.scenario.yaml::small-ok[2-2]": "PASSED",
     }
-    assert summary_line(result).startswith("flrelia: 2 scenarios, ")
+    assert summary_line(result).startswith("flrelia: 2 scenarios against ")
     timelines = sorted(p.name for p in (inner.path / "reports").glob("*.timeline.jsonl"))
     assert timelines == ["small-ok_1-2_.timeline.jsonl", "small-ok_2-2_.timeline.jsonl"]
 
@@ -296,9 +301,10 @@ def test_a_fault_that_never_fires_fails_its_scenario_unless_optional(
             "  expected: every fault acts at least once (faults marked optional: true excepted)",
             "  seen:     fault crash(at=after_download, code=1) never fired",
             "not applicable (nothing to judge in this run):",
-            "  tensors_intact: no tensor was downloaded",
-            "  stale_events_ignored: no stale event was injected",
-            "flrelia: 2 scenarios, 0 of 2 faults delivered, * invariants checked (1 failed)",
+            "  tensors_intact: the job publishes no tensors",
+            "  stale_events_ignored: the scenario injects no stale event",
+            "flrelia: 2 scenarios against *, 0 of 2 faults delivered, * invariants checked "
+            "(1 failed)",
         ]
     )
 
@@ -314,9 +320,9 @@ def test_an_invariant_named_with_nothing_to_judge_fails_with_the_reason(
     result.assert_outcomes(failed=1)
     lines = []
     for name, why in [
-        ("tensors_intact", "no tensor was downloaded"),
-        ("stale_events_ignored", "no stale event was injected"),
-        ("no_premature_stop", "no result had tensors to download"),
+        ("tensors_intact", "the job publishes no tensors"),
+        ("stale_events_ignored", "the scenario injects no stale event"),
+        ("no_premature_stop", "the job publishes no tensors"),
     ]:
         lines += [
             f"invariant {name}",
@@ -330,7 +336,7 @@ def test_an_invariant_named_with_nothing_to_judge_fails_with_the_reason(
             "not applicable (nothing to judge in this run):",
             "  faults_delivered: the scenario injects no fault",
             "timeline:",
-            "flrelia: 1 scenario, 0 faults delivered, * invariants checked (3 failed)",
+            "flrelia: 1 scenario against *, 0 faults delivered, * invariants checked (3 failed)",
         ]
     )
 
@@ -347,7 +353,7 @@ def test_bad_scenario_file_does_not_stop_the_good_one(inner: pytest.Pytester) ->
         [
             "*ERROR collecting bad.scenario.yaml*",
             "bad.scenario.yaml:1: name: invalid value 'Bad': *",
-            "flrelia: 1 scenario, 0 faults delivered, * invariants checked (0 failed)",
+            "flrelia: 1 scenario against *, 0 faults delivered, * invariants checked (0 failed)",
         ]
     )
     assert "Interrupted" not in result.stdout.str()

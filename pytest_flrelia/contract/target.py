@@ -26,6 +26,9 @@ from pytest_flrelia.contract.timeline import EventKind, Timeline
 log = logging.getLogger(__name__)
 
 SCOPES = frozenset({"site", "round"})
+HOOKS_WAIT = 10.0
+"""How long a second :meth:`Abort.set` waits for the first one's hooks: a stuck hook must
+not keep the harness from killing the run's processes."""
 
 
 class Abort(threading.Event):
@@ -38,6 +41,8 @@ class Abort(threading.Event):
         super().__init__()
         self._hooks: list[Callable[[], None]] = []
         self._hooks_lock = threading.Lock()
+        self._hooks_done = threading.Event()
+        self._hooks_thread: int | None = None
 
     def on_abort(self, hook: Callable[[], None]) -> Callable[[], None]:
         """Call ``hook`` once when the run is aborted (at once if it already is);
@@ -59,13 +64,24 @@ class Abort(threading.Event):
         return unregister
 
     def set(self) -> None:
+        """Abort, running the hooks; if another thread aborted first, return only once its
+        hooks have run (at most :data:`HOOKS_WAIT`), so whoever sweeps next sweeps after them."""
         with self._hooks_lock:
-            if self.is_set():
-                return
-            super().set()
-            hooks, self._hooks = self._hooks, []
-        for hook in hooks:
-            _call(hook)
+            first = not self.is_set()
+            if first:
+                super().set()
+                hooks, self._hooks = self._hooks, []
+                self._hooks_thread = threading.get_ident()
+            running = self._hooks_thread
+        if not first:
+            if running != threading.get_ident():  # a hook that aborts again must not wait on itself
+                self._hooks_done.wait(HOOKS_WAIT)
+            return
+        try:
+            for hook in hooks:
+                _call(hook)
+        finally:
+            self._hooks_done.set()
 
 
 def _call(hook: Callable[[], None]) -> None:
@@ -118,12 +134,16 @@ class Timing:
     """How quickly a target notices what happens; the judge's tolerances derive from it."""
 
     exit_after_release: float = 0.5
-    """After a process's download gate released, how long it may take to exit, beyond
-    one ``stop_poll`` (the reference agent exits at once)."""
+    """After a process's round ended (its gate released), how long it may take to move on:
+    exit (one process per round; beyond one ``poll`` for the launcher to see it) or take
+    its next task (one for all rounds).  The default is the reference's, measured under
+    ``-n 2`` on 2 cores: exit at most 25 ms after the gate, next task within 10 ms."""
     stop_margin: float = 0.5
-    """Beyond ``stop_grace``, how long a forced stop may take to reap its process."""
+    """Beyond ``stop_grace``, how long a forced stop may take to reap its process (the
+    reference: snapshot of descendants, SIGKILL of the group, reap; at most 20 ms)."""
     poll: float | None = None
-    """How often the deferred stop looks at its process; ``None``: the job's ``stop_poll``."""
+    """How often the deferred stop looks at its process, in unscaled seconds; ``None``:
+    the job's ``stop_poll``.  All three stretch with ``--flrelia-time-scale``."""
 
     def poll_of(self, job: JobConfig) -> float:
         return job.timeouts.stop_poll if self.poll is None else self.poll

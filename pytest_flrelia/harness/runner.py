@@ -7,6 +7,11 @@ it went), and the bound is reported as a failed invariant.  A run that raised
 (in the harness or the target) is a :class:`HarnessError` with its traceback and
 no verdict; a run pytest-timeout's deadline cut (:mod:`~pytest_flrelia.harness.cutoff`)
 is ended the same way as one past its bound and reported as a :class:`ScenarioCut`.
+
+Before anything runs, the target's declarations are checked
+(:func:`~pytest_flrelia.harness.support.why_unsupported`): a scenario it cannot run
+is a :class:`ScenarioUnsupported`, never a pass.  After a run, its events are
+checked against the event contract: a target that breaks it is a harness error.
 """
 
 from __future__ import annotations
@@ -18,20 +23,29 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_flrelia.contract import events as contract_events
 from pytest_flrelia.contract.events import harness_lane, server_lane
 from pytest_flrelia.contract.faults import FaultSpec, delivered, describe
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import JobResult
-from pytest_flrelia.contract.target import Abort, RunContext
+from pytest_flrelia.contract.target import Abort, RunContext, Target, TargetInfo
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
-from pytest_flrelia.errors import HarnessError, ScenarioCut, ScenarioFailure
+from pytest_flrelia.errors import (
+    HarnessError,
+    ScenarioCut,
+    ScenarioFailure,
+    ScenarioUnsupported,
+    UnknownTargetError,
+)
 from pytest_flrelia.harness.cutoff import Cut
 from pytest_flrelia.harness.processes import ProcessGuard
 from pytest_flrelia.harness.processes import describe as describe_process
 from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.harness.support import why_unsupported
 from pytest_flrelia.harness.thread_watch import watch_thread_crashes
 from pytest_flrelia.judge.invariants import FAULTS_DELIVERED, Check, RunRecord, Verdict, evaluate
 from pytest_flrelia.judge.live_checks import watch_live
@@ -45,7 +59,7 @@ from pytest_flrelia.judge.report import (
 )
 from pytest_flrelia.scenario.catalog import CATALOG
 from pytest_flrelia.scenario.loader import Scenario, default_invariants
-from pytest_flrelia.targets import load_target
+from pytest_flrelia.targets import Targets
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +92,26 @@ def run_scenario(
     *,
     nodeid: str | None = None,
     cut: Cut | None = None,
+    targets: Callable[[str], Target] | None = None,
 ) -> ScenarioOutcome:
-    """Run ``scenario`` against the session's target; raise :class:`ScenarioFailure` if it
-    fails, :class:`HarnessError` if the harness or the target raised, :class:`ScenarioCut`
-    if ``cut`` (pytest-timeout's deadline) fires first."""
+    """Run ``scenario`` against its target (``targets`` finds it by name: the session's;
+    by default the built-in and installed ones); raise :class:`ScenarioUnsupported` if
+    the target cannot run it, :class:`ScenarioFailure` if it fails, :class:`HarnessError`
+    if the harness or the target raised, :class:`ScenarioCut` if ``cut`` (pytest-timeout's
+    deadline) fires first."""
     __tracebackhide__ = True  # the report says it all; these frames would only repeat it
     started = time.monotonic()
     try:
-        return _run(scenario, settings, nodeid, cut or Cut(math.inf))
-    except ScenarioFailure:
+        name = target_name(scenario, settings)
+        try:
+            target = (targets or Targets())(name)
+        except UnknownTargetError as err:
+            raise ScenarioUnsupported(f"target {name!r} is not available: {err}") from None
+        reason = unsupported_reason(scenario, settings, target)
+        if reason is not None:
+            raise ScenarioUnsupported(reason)
+        return _run(scenario, settings, nodeid, cut or Cut(math.inf), target)
+    except (ScenarioFailure, ScenarioUnsupported):
         raise
     except Exception:
         error = traceback.format_exc()
@@ -95,16 +120,38 @@ def run_scenario(
         ) from None
 
 
+def target_name(scenario: Scenario, settings: Settings) -> str:
+    """The scenario's own ``target:``, else the session's."""
+    return scenario.target or settings.target
+
+
+def unsupported_reason(scenario: Scenario, settings: Settings, target: Target) -> str | None:
+    """Why ``target`` cannot run ``scenario`` in this session (``None``: it can): the
+    selected variant is not one of its own, or it lacks what the scenario needs."""
+    info = target.info
+    if settings.known_bug is not None and settings.known_bug not in info.variants:
+        return (
+            f"target {info.name!r} has no variant {settings.known_bug!r}"
+            + (f" (its variants: {', '.join(info.variants)})" if info.variants else "")
+        )
+    return why_unsupported(scenario, info, applicable_invariants(scenario))
+
+
 def _run(
-    scenario: Scenario, settings: Settings, nodeid: str | None, cut: Cut
+    scenario: Scenario, settings: Settings, nodeid: str | None, cut: Cut, target: Target
 ) -> ScenarioOutcome:
     __tracebackhide__ = True
     with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX) as workdir:
-        return _run_in(scenario, settings, nodeid, cut, Path(workdir))
+        return _run_in(scenario, settings, nodeid, cut, Path(workdir), target)
 
 
 def _run_in(
-    scenario: Scenario, settings: Settings, nodeid: str | None, cut: Cut, workdir: Path
+    scenario: Scenario,
+    settings: Settings,
+    nodeid: str | None,
+    cut: Cut,
+    workdir: Path,
+    target: Target,
 ) -> ScenarioOutcome:
     __tracebackhide__ = True
     scale = settings.time_scale
@@ -112,7 +159,7 @@ def _run_in(
     faults = tuple(_scaled_fault(f, scale) for f in scenario.faults)
     within = scenario.expect.within_or(settings.default_within) * scale
     faults = tuple(dataclasses.replace(f, index=i) for i, f in enumerate(faults))
-    target = load_target(scenario.target or settings.target)
+    info = target.info
     guard = ProcessGuard()
     timeline = Timeline(server_lane())
     abort = Abort()
@@ -151,6 +198,7 @@ def _run_in(
         job=job,
         on_violation=lambda _: settled.set(),
         time_scale=scale,
+        timing=info.timing,
     ) as live, cut.listening(settled.set):
         thread.start()
         try:
@@ -167,7 +215,9 @@ def _run_in(
         if cut.fired:
             timeline.record(EventKind.ERROR, process=harness_lane(), reason=cut.message())
             _stop(abort, guard, thread)
-            raise ScenarioCut(_cut_report(scenario, settings, timeline, started, cut, nodeid))
+            raise ScenarioCut(
+                _cut_report(scenario, settings, info, timeline, started, cut, nodeid)
+            )
         timed_out = thread.is_alive() and live.violation is None
         if timed_out:
             timeline.record(
@@ -175,6 +225,7 @@ def _run_in(
             )
         if thread.is_alive():
             # Past the bound, or judged already: a stuck stop may never unwind by itself.
+            # The abort (the target's hooks) comes before the sweep: it stops launching first.
             abort.set()
             guard.kill_all()
             thread.join(ABORT_GRACE)
@@ -188,8 +239,18 @@ def _run_in(
             write_artifacts(settings.report_dir, scenario.name, timeline.events())
         raise HarnessError(
             _harness_report(
-                scenario, settings, str(box["error"]), timeline.events(), seconds, nodeid
+                scenario, settings, str(box["error"]), timeline.events(), seconds, nodeid, info
             )
+        )
+    broken = contract_events.violations(timeline.events())
+    if broken:
+        if settings.report_dir is not None:
+            write_artifacts(settings.report_dir, scenario.name, timeline.events())
+        error = f"target {info.name!r} broke the event contract:\n" + "\n".join(
+            f"  {line}" for line in broken
+        )
+        raise HarnessError(
+            _harness_report(scenario, settings, error, timeline.events(), seconds, nodeid, info)
         )
     record = RunRecord(
         result=result if isinstance(result, JobResult) else None,
@@ -201,14 +262,18 @@ def _run_in(
         outcome=scenario.expect.outcome,
         error_pattern=scenario.expect.error,
         harness_error=_unwind_error(thread),
-        oracle=target.info.oracle,
+        oracle=info.oracle,
         time_scale=scale,
         faults=faults,
+        timing=info.timing,
+        job=job,
     )
     verdict = evaluate(record, invariants, named=scenario.expect.invariants)
     if settings.report_dir is not None:
         write_artifacts(settings.report_dir, scenario.name, record.events)
-        write_verdict(settings.report_dir, scenario.name, verdict.lines())
+        write_verdict(
+            settings.report_dir, scenario.name, verdict.lines(), _against(scenario, settings, info)
+        )
     outcome = ScenarioOutcome(
         scenario,
         verdict,
@@ -219,7 +284,7 @@ def _run_in(
         tuple(describe(s) for s in delivered(faults, record.events)),
     )
     if verdict.failures:
-        report = _report(scenario, settings, record, verdict, nodeid)
+        report = _report(scenario, settings, record, verdict, nodeid, info)
         raise ScenarioFailure(report, verdict, outcome)
     return outcome
 
@@ -235,8 +300,9 @@ def applicable_invariants(scenario: Scenario) -> tuple[str, ...]:
     return tuple(n for n in default_invariants(scenario.expect.outcome) if n not in voided)
 
 
-def _stop(abort: threading.Event, guard: ProcessGuard, thread: threading.Thread) -> None:
-    """End a run from outside: abort it, kill its processes, let its thread unwind."""
+def _stop(abort: Abort, guard: ProcessGuard, thread: threading.Thread) -> None:
+    """End a run from outside: abort it (the target's hooks run), then kill its processes,
+    then let its thread unwind."""
     abort.set()
     guard.kill_all()
     thread.join(ABORT_GRACE)
@@ -246,6 +312,7 @@ def _stop(abort: threading.Event, guard: ProcessGuard, thread: threading.Thread)
 def _cut_report(
     scenario: Scenario,
     settings: Settings,
+    info: TargetInfo,
     timeline: Timeline,
     started: float,
     cut: Cut,
@@ -266,7 +333,7 @@ def _cut_report(
         artifacts=artifacts,
         events=events,
         reproduce=nodeid or f"{scenario.path}::{scenario.name}",
-        against=_against(scenario, settings),
+        against=_against(scenario, settings, info),
         seconds=time.monotonic() - started,
     )
 
@@ -277,11 +344,14 @@ def _unwind_error(thread: threading.Thread) -> str | None:
     return None
 
 
-def _against(scenario: Scenario, settings: Settings) -> Against:
+def _against(scenario: Scenario, settings: Settings, info: TargetInfo | None) -> Against:
+    name = target_name(scenario, settings)
     return Against(
-        target=scenario.target or settings.target,
+        target=name,
         known_bug=settings.known_bug,
-        options=settings.options(),
+        # the reproduce line names the target the scenario ran against, its own or the session's
+        options=dataclasses.replace(settings, target=name).options(),
+        version=info.version if info is not None else None,
     )
 
 
@@ -292,6 +362,7 @@ def _harness_report(
     events: list[Event] | tuple[Event, ...],
     seconds: float,
     nodeid: str | None,
+    info: TargetInfo | None = None,
 ) -> str:
     return harness_error_report(
         scenario_name=scenario.name,
@@ -300,13 +371,18 @@ def _harness_report(
         error=error,
         events=events,
         reproduce=nodeid or f"{scenario.path}::{scenario.name}",
-        against=_against(scenario, settings),
+        against=_against(scenario, settings, info),
         seconds=seconds,
     )
 
 
 def _report(
-    scenario: Scenario, settings: Settings, record: RunRecord, verdict: Verdict, nodeid: str | None
+    scenario: Scenario,
+    settings: Settings,
+    record: RunRecord,
+    verdict: Verdict,
+    nodeid: str | None,
+    info: TargetInfo,
 ) -> str:
     return failure_report(
         scenario_name=scenario.name,
@@ -316,7 +392,7 @@ def _report(
         failures=[c.failure() for c in _earliest_first(verdict.failures)],
         events=record.events,
         reproduce=nodeid or f"{scenario.path}::{scenario.name}",
-        against=_against(scenario, settings),
+        against=_against(scenario, settings, info),
         seconds=record.seconds,
         not_applicable=[(c.name, c.seen) for c in verdict.not_applicable],
     )
@@ -349,6 +425,9 @@ __all__ = [
     "ScenarioCut",
     "ScenarioFailure",
     "ScenarioOutcome",
+    "ScenarioUnsupported",
     "applicable_invariants",
     "run_scenario",
+    "target_name",
+    "unsupported_reason",
 ]

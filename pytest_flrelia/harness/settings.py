@@ -14,13 +14,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from pytest_flrelia.contract.units import UnitError, format_duration, parse_duration
 from pytest_flrelia.judge import report
 from pytest_flrelia.scenario.catalog import close_match
+
+if TYPE_CHECKING:
+    from pytest_flrelia.targets import Targets
 
 REFERENCE_TARGET = report.REFERENCE_TARGET
 TARGETS_ENTRY_POINT_GROUP = "flrelia.targets"
@@ -98,14 +101,23 @@ class StoreOnce(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def settings_from_config(config: pytest.Config) -> Settings:
-    """The session's settings; a bad value is a :class:`pytest.UsageError` naming its source."""
-    target = _read(config, TARGET, _validate_target, REFERENCE_TARGET)
-    known_bug = _read(config, KNOWN_BUG, _validate_known_bug, None)
-    if known_bug is not None and target != REFERENCE_TARGET:
-        raise pytest.UsageError(
-            f"{KNOWN_BUG.option}={known_bug} selects a variant of the {REFERENCE_TARGET!r} "
-            f"target; it cannot be combined with {TARGET.option}={target}"
+def settings_from_config(config: pytest.Config, targets: Targets | None = None) -> Settings:
+    """The session's settings; a bad value is a :class:`pytest.UsageError` naming its source.
+    ``targets`` are the session's (its ``pytest_flrelia_make_target`` hook among them)."""
+    target = _read(
+        config,
+        TARGET,
+        lambda value, where: _validate_target(value, where, targets),
+        REFERENCE_TARGET,
+    )
+    if target == REFERENCE_TARGET or targets is None:
+        known_bug = _read(config, KNOWN_BUG, _validate_known_bug, None)
+    else:
+        known_bug = _read(
+            config,
+            KNOWN_BUG,
+            lambda value, where: _validate_variant(value, where, target, targets),
+            None,
         )
     report_base = (
         config.invocation_params.dir
@@ -156,9 +168,11 @@ def target_entry_point(name: str) -> importlib.metadata.EntryPoint | None:
     return None
 
 
-def _validate_target(value: str, where: str) -> str:
-    """A known name whose entry point imports: a broken plug-in is one usage error at
-    start-up, not the same traceback once per scenario."""
+def _validate_target(value: str, where: str, targets: Targets | None = None) -> str:
+    """A name the session's hook supplies, or a known name whose entry point imports: a
+    broken plug-in is one usage error at start-up, not the same traceback once per scenario."""
+    if targets is not None and targets.provides(value):
+        return value
     valid = available_targets()
     if value not in valid:
         raise pytest.UsageError(_message(where, f"unknown target {value!r}", valid, value))
@@ -183,6 +197,23 @@ def _validate_known_bug(value: str, where: str) -> str:
     valid = list(KNOWN_BUGS)
     if value not in valid:
         raise pytest.UsageError(_message(where, f"unknown known bug {value!r}", valid, value))
+    return value
+
+
+def _validate_variant(value: str, where: str, target: str, targets: Targets) -> str:
+    """A variant the session's target declares (``TargetInfo.variants``)."""
+    try:
+        variants = list(targets(target).info.variants)
+    except Exception as err:
+        raise pytest.UsageError(
+            f"{where}: target {target!r} could not be built to read its variants: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    if value not in variants:
+        reason = f"target {target!r} has no variant {value!r}"
+        if not variants:
+            raise pytest.UsageError(f"{where}: {reason}; it declares none")
+        raise pytest.UsageError(_message(where, reason, variants, value))
     return value
 
 

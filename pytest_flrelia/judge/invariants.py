@@ -1,13 +1,19 @@
 """The invariants of SPEC §5, checked over a run's timeline and process table.
 
-Each check is a function ``(RunRecord) -> Check``.  A check that has nothing
-to look at in a run (no stale event was injected, no tensor was published)
-says so with ``applicable=False`` instead of passing silently; one the
-scenario names in ``expect.invariants`` fails instead (:func:`evaluate`).
+Each check is a function ``(RunRecord) -> Check`` that declares the event kinds
+it reads (:func:`~pytest_flrelia.judge.reads.reads`); :func:`evaluate` hands it
+only those.  A check that has nothing to look at says so with
+``applicable=False`` instead of passing silently, and only for a reason in the
+scenario (it injects no stale event, its job publishes no tensors) or in how the
+run ended (no round got that far): a target whose result says rounds completed
+but that recorded none of the kinds a check needs fails it, naming the kinds.
+One the scenario names in ``expect.invariants`` fails instead (:func:`evaluate`).
+Tolerances come from the target's declared :class:`~pytest_flrelia.contract.target.Timing`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -17,11 +23,13 @@ import numpy as np
 
 from pytest_flrelia.contract.events import is_training
 from pytest_flrelia.contract.faults import FaultSpec, acted, describe
+from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import Array, JobResult
-from pytest_flrelia.contract.target import ModelOracle
+from pytest_flrelia.contract.target import ModelOracle, Timing
 from pytest_flrelia.contract.timeline import Event, EventKind
 from pytest_flrelia.harness.thread_watch import THREAD_CRASH
-from pytest_flrelia.judge.live_checks import PROMPT_EXIT_SECONDS, STOP_MARGIN, live_violations
+from pytest_flrelia.judge.live_checks import LIVE_READS, live_violations
+from pytest_flrelia.judge.reads import Reads, declared_reads, reads
 from pytest_flrelia.judge.report import CheckFailure
 
 STALE_FAULTS = ("stale_peer_gone", "stale_pipe_message", "aux_event")
@@ -51,14 +59,28 @@ class RunRecord:
     """``--flrelia-time-scale``: the harness's own margins stretch with the scenario's times."""
     faults: Sequence[FaultSpec] = ()
     """The planned faults, each with its id (``index``): what ``faults_delivered`` judges."""
+    timing: Timing = field(default_factory=Timing)
+    """The target's declared timing (``TargetInfo.timing``): the tolerances derive from it."""
+    job: JobConfig | None = None
+    """The job as run (scaled): what the scenario asked for, also of a run with no result."""
 
     @property
     def prompt_exit_seconds(self) -> float:
-        return PROMPT_EXIT_SECONDS * self.time_scale
+        return self.timing.exit_after_release * self.time_scale
 
     @property
     def stop_margin(self) -> float:
-        return STOP_MARGIN * self.time_scale
+        return self.timing.stop_margin * self.time_scale
+
+    @property
+    def config(self) -> JobConfig | None:
+        if self.job is not None:
+            return self.job
+        return self.result.config if self.result is not None else None
+
+    def completed_rounds(self) -> int:
+        """How many rounds the target's own result says completed."""
+        return 0 if self.result is None else sum(r.ok for r in self.result.rounds)
 
 
 @dataclass(frozen=True)
@@ -87,9 +109,34 @@ def _of(events: Sequence[Event], kind: EventKind) -> list[Event]:
     return [e for e in events if e.kind is kind]
 
 
+def _silent(run: RunRecord, name: str, *kinds: EventKind) -> Check | None:
+    """A failure when the target's result says rounds completed yet it recorded none of
+    ``kinds``: a target that declares them and records nothing is not "not applicable"."""
+    done = run.completed_rounds()
+    if not done or any(e.kind in kinds for e in run.events):
+        return None
+    names = ", ".join(k.value for k in kinds)
+    return Check(
+        name,
+        False,
+        f"the target records {names} (it declares {'them' if len(kinds) > 1 else 'it'})",
+        f"{done} rounds completed, yet no {' or '.join(k.value for k in kinds)} was recorded",
+    )
+
+
+def _publishes_tensors(run: RunRecord) -> bool:
+    """Whether the job asks its sites to publish tensors in some training round."""
+    config = run.config
+    if config is None:
+        return True
+    trains = any(r not in config.validate_rounds for r in range(1, config.rounds + 1))
+    return trains and config.tensors.count > 0
+
+
 # -- the expectation ----------------------------------------------------------------
 
 
+@reads(optional=(EventKind.JOB_END,))
 def expectation(run: RunRecord) -> Check:
     expected = f"outcome {run.outcome}" + (
         f" with an error matching /{run.error_pattern}/" if run.error_pattern else ""
@@ -115,6 +162,7 @@ def expectation(run: RunRecord) -> Check:
 # -- SPEC §8 invariants -----------------------------------------------------------------
 
 
+@reads(optional=(EventKind.ROUND_END,))
 def all_rounds_complete(run: RunRecord) -> Check:
     name = "all_rounds_complete"
     if run.result is None:
@@ -137,6 +185,7 @@ def all_rounds_complete(run: RunRecord) -> Check:
     )
 
 
+@reads(EventKind.TENSOR_SERVED, EventKind.DOWNLOAD_DONE)
 def tensors_intact(run: RunRecord) -> Check:
     """Every tensor reached the server byte for byte, and the global model is exact.
 
@@ -153,7 +202,10 @@ def tensors_intact(run: RunRecord) -> Check:
     }
     downloads = _of(run.events, EventKind.DOWNLOAD_DONE)
     if not downloads:
-        return _na(name, "no tensor was downloaded")
+        if not _publishes_tensors(run):
+            return _na(name, "the job publishes no tensors")
+        silent = _silent(run, name, EventKind.DOWNLOAD_DONE)
+        return silent or _na(name, "no round got as far as a download")
     by_bytes = 0
     for done in downloads:
         key = (done.site, done.round, done.detail.get("name"))
@@ -216,6 +268,18 @@ def _first_difference(got: Array | None, want: Array) -> str:
     return f"element {index} is {got.reshape(-1)[index]!r}, expected {want.reshape(-1)[index]!r}"
 
 
+@reads(
+    EventKind.RESULT_SENT,
+    EventKind.STOP_REQUESTED,
+    EventKind.GATE_OPEN,
+    optional=(
+        EventKind.GATE_TIMEOUT,
+        EventKind.GATE_CLOSED,
+        EventKind.ROUND_END,
+        EventKind.FAILPOINT,
+        EventKind.FAULT,
+    ),
+)
 def no_premature_stop(run: RunRecord) -> Check:
     """No stop reaches a process whose published tensors are still being downloaded."""
     name = "no_premature_stop"
@@ -223,7 +287,10 @@ def no_premature_stop(run: RunRecord) -> Check:
         e for e in _of(run.events, EventKind.RESULT_SENT) if int(e.detail.get("tensors", 0))
     ]
     if not published:
-        return _na(name, "no result had tensors to download")
+        if not _publishes_tensors(run):
+            return _na(name, "the job publishes no tensors")
+        silent = _silent(run, name, EventKind.RESULT_SENT)
+        return silent or _na(name, "no round got as far as a result with tensors")
     # Once a round failed the job is being torn down: stopping everything is then right.
     failed_round = next(
         (e.ts for e in _of(run.events, EventKind.ROUND_END) if not e.detail.get("ok")), None
@@ -275,10 +342,14 @@ def _ends_process(event: Event) -> bool:
     return str(action).startswith(("signal", "exit"))
 
 
+@reads(EventKind.RESULT_SENT, EventKind.LAUNCH)
 def process_per_round(run: RunRecord) -> Check:
     name = "process_per_round"
     if run.result is None:
         return _na(name, "the run never finished")
+    silent = _silent(run, name, EventKind.RESULT_SENT) or _silent(run, name, EventKind.LAUNCH)
+    if silent is not None:
+        return silent
     launch_once = run.result.config.launch_once
     by_site: dict[str, list[Event]] = defaultdict(list)
     for e in _of(run.events, EventKind.RESULT_SENT):
@@ -318,13 +389,24 @@ def no_orphans(run: RunRecord) -> Check:
     return _pass(name, "no process of the run remains", "none remained")
 
 
+@reads(EventKind.FAULT, EventKind.HANDLER_STOPPED, EventKind.RESULT_RECEIVED)
 def stale_events_ignored(run: RunRecord) -> Check:
     name = "stale_events_ignored"
+    planned = [spec for spec in run.faults if spec.fault in STALE_FAULTS]
+    if not planned:
+        return _na(name, "the scenario injects no stale event")
     injected = [
         e for e in _of(run.events, EventKind.FAULT) if e.detail.get("fault") in STALE_FAULTS
     ]
     if not injected:
-        return _na(name, "no stale event was injected")
+        if all(spec.optional for spec in planned):
+            return _na(name, "its stale events are optional and none was injected")
+        return Check(
+            name,
+            False,
+            "the stale events the scenario plans are injected, and change nothing",
+            f"no fault event of {', '.join(describe(spec) for spec in planned)} was recorded",
+        )
     for fault in injected:
         site, round = fault.site, fault.detail.get("affects_round")
         what = fault.detail.get("description")
@@ -382,6 +464,23 @@ def clean_failure(run: RunRecord) -> Check:
     return _pass(name, expected, error)
 
 
+@reads(
+    EventKind.RESULT_SENT,
+    EventKind.EXIT,
+    EventKind.GATE_OPEN,
+    EventKind.TASK_SENT,
+    EventKind.TASK_RECEIVED,
+    EventKind.ERROR,
+    optional=(
+        EventKind.GATE_TIMEOUT,
+        EventKind.GATE_CLOSED,
+        EventKind.RESULT_RECEIVED,
+        EventKind.DOWNLOAD_DONE,
+        EventKind.SIGNAL_SENT,
+        EventKind.STOP_REQUESTED,
+        EventKind.REAPED,
+    ),
+)
 def prompt_exit(run: RunRecord) -> Check:
     """A process moves on right after its round: one process per round exits by itself
     soon after its gate (after its result, with nothing to download) instead of lingering
@@ -400,7 +499,8 @@ def prompt_exit(run: RunRecord) -> Check:
         return _na(name, "the run never finished")
     sent = _of(run.events, EventKind.RESULT_SENT)
     if not sent:
-        return _na(name, "no result was sent")
+        silent = _silent(run, name, EventKind.RESULT_SENT)
+        return silent or _na(name, "no round got as far as a result")
     if run.result.config.launch_once:
         return _prompt_next_task(run, sent)
     for result in sent:
@@ -470,6 +570,11 @@ def _prompt_next_task(run: RunRecord, sent: Sequence[Event]) -> Check:
     return _pass(name, "the process takes every next task promptly", f"{checked} tasks checked")
 
 
+@reads(
+    EventKind.STOP_REQUESTED,
+    EventKind.ERROR,
+    optional=(EventKind.REAPED, EventKind.EXIT, EventKind.LAUNCH, EventKind.SIGNAL_SENT),
+)
 def bounded_stop(run: RunRecord) -> Check:
     """Every stop reaps its process within ``stop_grace`` plus the stop margin: a stop
     that signals the child only and waits (KB12) hangs the round boundary forever."""
@@ -480,7 +585,8 @@ def bounded_stop(run: RunRecord) -> Check:
         return live
     stops = _of(run.events, EventKind.STOP_REQUESTED)
     if not stops:
-        return _na(name, "no stop was requested")
+        silent = _silent(run, name, EventKind.LAUNCH, EventKind.STOP_REQUESTED)
+        return silent or _na(name, "no stop was requested")
     if run.result is None:
         return _na(name, "the run never finished: its stop_grace is unknown")
     limit = run.result.config.timeouts.stop_grace + run.stop_margin
@@ -545,6 +651,7 @@ def _live_evidence(events: Sequence[Event], violation: Event) -> tuple[Event, ..
     return (result, *downloads[-1:], *signals[:1], violation)
 
 
+@reads(EventKind.ERROR)
 def no_thread_crash(run: RunRecord) -> Check:
     """No thread of the run died of an unhandled exception (a dead heartbeat or
     deferred-stop thread fails nothing at once: rounds just wait out their timeouts)."""
@@ -560,6 +667,7 @@ def no_thread_crash(run: RunRecord) -> Check:
     return _pass(name, expected, "none died")
 
 
+@reads(EventKind.FAULT)
 def faults_delivered(run: RunRecord) -> Check:
     """Every planned fault acted at least once: a ``fault`` event carries its id.  A fault
     that never fired proves nothing, however well the run went."""
@@ -620,12 +728,40 @@ class Verdict:
         return out
 
 
+def reads_of(check: str | Callable[[RunRecord], Check]) -> Reads:
+    """What a check declares it reads: an invariant's name (its check after the run and
+    its live check, if any), ``"expectation"``, or a check function."""
+    if callable(check):
+        return declared_reads(check)
+    if check == "expectation":
+        return declared_reads(expectation)
+    return declared_reads(CHECKS[check]) | LIVE_READS.get(check, Reads(frozenset()))
+
+
+def kinds_read_by(check: str | Callable[[RunRecord], Check]) -> frozenset[EventKind]:
+    """Every event kind ``check`` reads (for the docs' "read by" column)."""
+    return reads_of(check).kinds
+
+
+def kinds_needed_by(check: str | Callable[[RunRecord], Check]) -> frozenset[EventKind]:
+    """The kinds a target must declare for ``check`` to judge its runs (the harness's
+    own kinds left out)."""
+    return reads_of(check).from_target
+
+
+def _judge(check: Callable[[RunRecord], Check], run: RunRecord) -> Check:
+    """``check`` of ``run``, handed only the events of the kinds it declares."""
+    kinds = declared_reads(check).kinds
+    return check(dataclasses.replace(run, events=[e for e in run.events if e.kind in kinds]))
+
+
 def evaluate(run: RunRecord, invariants: Sequence[str], *, named: Sequence[str] = ()) -> Verdict:
     """The expectation, then each invariant, in order.  An invariant in ``named`` (the
-    scenario's ``expect.invariants``) with nothing to judge fails: named means judged."""
-    verdict = Verdict([expectation(run)])
+    scenario's ``expect.invariants``) with nothing to judge fails: named means judged.
+    Each check sees only the event kinds it declares (:func:`kinds_read_by`)."""
+    verdict = Verdict([_judge(expectation, run)])
     for name in invariants:
-        check = CHECKS[name](run)
+        check = _judge(CHECKS[name], run)
         if name in named and not check.applicable:
             check = Check(
                 name,

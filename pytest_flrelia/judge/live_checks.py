@@ -8,11 +8,13 @@ ends, so they are not used here):
 * ``prompt_exit`` (one process per round): after a site's round is released
   (its result had no tensors, or the server downloaded the last of them), the
   deferred stop must see that process exit (``exit_seen``, or the launcher's
-  ``reaped``) within :data:`PROMPT_EXIT_SECONDS` plus one ``stop_poll``, and
+  ``reaped``) within the target's ``Timing.exit_after_release`` plus one poll, and
   without a SIGTERM first: a process the deferred stop had to kill did not
   exit by itself (KB5, KB9).
 * ``bounded_stop``: every ``stop_requested`` is followed by that pid's ``reaped``
-  within ``stop_grace`` plus :data:`STOP_MARGIN` (KB12 waits forever).
+  within ``stop_grace`` plus ``Timing.stop_margin`` (KB12 waits forever).
+
+Each check is handed only the kinds it declares in :data:`LIVE_READS`.
 
 Like :mod:`pytest_flrelia.harness.thread_watch`, a violation is recorded as an ERROR
 event of the harness (marked :data:`LIVE_VIOLATION`, naming the invariant) and
@@ -32,7 +34,9 @@ from dataclasses import dataclass, field
 
 from pytest_flrelia.contract.events import LaneKind, harness_lane, in_lane, is_training
 from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.target import Timing
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
+from pytest_flrelia.judge.reads import Reads
 
 LIVE_VIOLATION = "live_violation"
 """The ``error`` detail that marks an ERROR event as a violation a live check saw."""
@@ -41,14 +45,18 @@ BOUNDED_STOP = "bounded_stop"
 LIVE_INVARIANTS = (PROMPT_EXIT, BOUNDED_STOP)
 """The invariants judged live; the watch arms only those a scenario checks."""
 
-PROMPT_EXIT_SECONDS = 0.5
-"""How long a process may take to move on after its round: exit (one process per round)
-or take its next task (one for all rounds).  Measured under ``-n 2`` on 2 cores: the
-exit comes at most 25 ms after the gate and the next task is taken within 10 ms."""
-STOP_MARGIN = 0.5
-"""How much longer than ``stop_grace`` a stop may take: the snapshot of descendants, the
-SIGKILL of the group and of escaped descendants, and the reap.  Measured under ``-n 2``
-on 2 cores: at most 20 ms beyond the grace."""
+LIVE_READS: dict[str, Reads] = {
+    PROMPT_EXIT: Reads(
+        frozenset({EventKind.RESULT_RECEIVED, EventKind.DOWNLOAD_DONE}),
+        frozenset(
+            {EventKind.SIGNAL_SENT, EventKind.EXIT_SEEN, EventKind.EXIT, EventKind.REAPED}
+        ),
+    ),
+    BOUNDED_STOP: Reads(
+        frozenset({EventKind.STOP_REQUESTED}), frozenset({EventKind.REAPED, EventKind.EXIT})
+    ),
+}
+"""The kinds each live check reads (``needs``, then ``optional``); it sees no other."""
 JOIN_TIMEOUT = 5.0
 """How long closing the watch waits for its thread (it wakes at once when told to)."""
 
@@ -100,14 +108,18 @@ class LiveWatch:
         on_violation: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         time_scale: float = 1.0,
+        timing: Timing | None = None,
     ) -> None:
+        timing = timing or Timing()
         self._timeline = timeline
         self._abort = abort
         self._job = job
         self._on_violation = on_violation
         self._clock = clock
-        self._prompt_exit_seconds = PROMPT_EXIT_SECONDS * time_scale
-        self._stop_margin = STOP_MARGIN * time_scale
+        self._prompt_exit_seconds = timing.exit_after_release * time_scale
+        self._poll = job.timeouts.stop_poll if timing.poll is None else timing.poll * time_scale
+        """The job's timeouts are scaled already; a poll the target declares is not."""
+        self._stop_margin = timing.stop_margin * time_scale
         self._prompt_exit = PROMPT_EXIT in invariants and not job.launch_once
         self._bounded_stop = BOUNDED_STOP in invariants
         self._cond = threading.Condition()
@@ -148,9 +160,9 @@ class LiveWatch:
         if is_training(event) or in_lane(event, LaneKind.HARNESS):
             return
         with self._cond:
-            if self._prompt_exit:
+            if self._prompt_exit and event.kind in LIVE_READS[PROMPT_EXIT].kinds:
                 self._track_round(event)
-            if self._bounded_stop:
+            if self._bounded_stop and event.kind in LIVE_READS[BOUNDED_STOP].kinds:
                 self._track_stop(event)
 
     def _track_round(self, event: Event) -> None:
@@ -193,7 +205,7 @@ class LiveWatch:
         state.released_at = event.ts
         if state.exited:  # the exit was recorded before the release was (a slow recorder)
             return
-        limit = self._prompt_exit_seconds + self._job.timeouts.stop_poll
+        limit = self._prompt_exit_seconds + self._poll
         self._arm(
             Deadline(
                 event.ts + limit,
@@ -289,9 +301,11 @@ def watch_live(
     job: JobConfig,
     on_violation: Callable[[Event], None] | None = None,
     time_scale: float = 1.0,
+    timing: Timing | None = None,
 ) -> Iterator[LiveWatch]:
     """Judge ``invariants`` (those of :data:`LIVE_INVARIANTS` among them) while the block runs;
-    ``time_scale`` stretches the margins like the scenario's own durations."""
+    the margins come from the target's ``timing``, stretched by ``time_scale`` like the
+    scenario's own durations."""
     watch = LiveWatch(
         timeline,
         abort,
@@ -299,6 +313,7 @@ def watch_live(
         job=job,
         on_violation=on_violation,
         time_scale=time_scale,
+        timing=timing,
     )
     watch.start()
     try:
@@ -321,10 +336,9 @@ def live_violations(events: Collection[Event], invariant: str) -> list[Event]:
 __all__ = [
     "BOUNDED_STOP",
     "LIVE_INVARIANTS",
+    "LIVE_READS",
     "LIVE_VIOLATION",
     "PROMPT_EXIT",
-    "PROMPT_EXIT_SECONDS",
-    "STOP_MARGIN",
     "LiveWatch",
     "live_violations",
     "watch_live",

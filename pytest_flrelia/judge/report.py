@@ -527,16 +527,21 @@ class Against:
 
     target: str = REFERENCE_TARGET
     known_bug: str | None = None
+    """The selected variant (a known-bug slug for the reference target)."""
     options: tuple[str, ...] = ()
+    version: str | None = None
+    """What the target says is installed (``TargetInfo.version``)."""
 
     def text(self) -> str:
         """``the correct reference implementation``, ``the reference target, known bug 'x'``,
-        ``target 'mine'``."""
+        ``target 'mine' 0.1``, ``target 'mine' 0.1, variant '2.7'``."""
+        version = f" {self.version}" if self.version else ""
         if self.target != REFERENCE_TARGET:
-            return f"target {self.target!r}"
+            variant = f", variant {self.known_bug!r}" if self.known_bug is not None else ""
+            return f"target {self.target!r}{version}{variant}"
         if self.known_bug is not None:
-            return f"the {REFERENCE_TARGET} target, known bug {self.known_bug!r}"
-        return f"the correct {REFERENCE_TARGET} implementation"
+            return f"the {REFERENCE_TARGET} target{version}, known bug {self.known_bug!r}"
+        return f"the correct {REFERENCE_TARGET} implementation{version}"
 
 
 def _labelled(label: str, text: str) -> list[str]:
@@ -704,11 +709,15 @@ def safe_file_name(name: str) -> str:
     return cleaned
 
 
-def write_verdict(directory: Path, name: str, lines: Sequence[str]) -> Path:
-    """Write ``<name>.verdict.txt``, one line per check (``n/a`` ones too); return its path."""
+def write_verdict(
+    directory: Path, name: str, lines: Sequence[str], against: Against | None = None
+) -> Path:
+    """Write ``<name>.verdict.txt``, one line per check (``n/a`` ones too), after an
+    ``against ...`` line naming the target and variant when given; return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{safe_file_name(name)}.verdict.txt"
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    head = [f"against {against.text()}"] if against is not None else []
+    path.write_text("".join(f"{line}\n" for line in (*head, *lines)), encoding="utf-8")
     return path
 
 

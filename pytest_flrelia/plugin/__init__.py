@@ -30,22 +30,26 @@ from pytest_flrelia.harness.settings import (
     StoreOnce,
     settings_from_config,
 )
+from pytest_flrelia.plugin import hooks
 from pytest_flrelia.plugin.collect import (
     SCENARIO_MARKER,
     SETTINGS_KEY,
+    TARGETS_KEY,
     ScenarioFile,
     ScenarioItem,
     collect_file,
 )
 from pytest_flrelia.plugin.summary import REPORTER_NAME, SummaryReporter
+from pytest_flrelia.targets import Targets
 from pytest_flrelia.targets.reference.variants import SUMMARIES
 
 if TYPE_CHECKING:
     from pytest_flrelia.plugin.fixture import Flrelia
 
 TARGET_HELP = (
-    "system under test: 'reference' (default) or a target plugged in through the "
-    "'flrelia.targets' entry point group"
+    "system under test: 'reference' (default), a target a conftest.py supplies "
+    "(pytest_flrelia_make_target) or one plugged in through the 'flrelia.targets' "
+    "entry point group"
 )
 KNOWN_BUG_HELP = (
     "run against the known-bug variant SLUG of the reference implementation "
@@ -66,6 +70,10 @@ SCENARIO_MARKER_HELP = f"{SCENARIO_MARKER}: a test collected from a *.scenario.y
 SCENARIO_COLLECT_ERRORS_KEY = pytest.StashKey[int]()
 """How many scenario files failed to collect; if they are all the collection errors,
 the other files still run (see ``pytest_runtestloop``)."""
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -101,10 +109,15 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", FLRELIA_MARKER_HELP)
     config.addinivalue_line("markers", SCENARIO_MARKER_HELP)
-    config.stash[SETTINGS_KEY] = settings_from_config(config)
+    targets = Targets(
+        lambda name: config.hook.pytest_flrelia_make_target(name=name, config=config)
+    )
+    config.stash[TARGETS_KEY] = targets
+    settings = settings_from_config(config, targets)
+    config.stash[SETTINGS_KEY] = settings
     config.stash[SCENARIO_COLLECT_ERRORS_KEY] = 0
     if not hasattr(config, "workerinput"):  # xdist workers send their reports to the controller
-        config.pluginmanager.register(SummaryReporter(), REPORTER_NAME)
+        config.pluginmanager.register(SummaryReporter(settings, targets), REPORTER_NAME)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -176,4 +189,6 @@ def flrelia(request: pytest.FixtureRequest) -> Flrelia:
     # Contradicting timeouts are warned of in the caller's words when run() loads them; the
     # job's own warning would only repeat it.  pytest restores the filters after the test.
     warnings.filterwarnings("ignore", category=TimeoutConflictWarning)
-    return Flrelia(request.node, request.config.stash[SETTINGS_KEY])
+    return Flrelia(
+        request.node, request.config.stash[SETTINGS_KEY], request.config.stash[TARGETS_KEY]
+    )

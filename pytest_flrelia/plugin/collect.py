@@ -2,9 +2,11 @@
 
 A file that does not load is one collection error showing the loader's
 ``file:line: key: message`` text, no traceback; the other files are still
-collected.  Items run through :func:`pytest_flrelia.harness.runner.run_scenario`,
-imported on first use so that collecting never imports the runtime; each run's
-figures go to the session summary (:mod:`~pytest_flrelia.plugin.summary`).
+collected.  An item whose target cannot run it (a fault, scope, ``at:`` point,
+event kind or variant it does not declare) is collected with a skip mark giving
+the reason: the target's declarations are read at collection.  Items run through
+:func:`pytest_flrelia.harness.runner.run_scenario`; each run's figures go to the
+session summary (:mod:`~pytest_flrelia.plugin.summary`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_flrelia.errors import UnknownTargetError
 from pytest_flrelia.harness.cutoff import CUT_KEY
 from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.plugin import summary
 from pytest_flrelia.scenario.loader import Scenario, ScenarioError, load_scenarios
+from pytest_flrelia.targets import Targets
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr, TracebackStyle
@@ -41,6 +45,9 @@ JOB_TIMEOUT_WARNING = "pytest_flrelia.contract.timeout_checks.TimeoutConflictWar
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 """The session's :class:`Settings`, put in ``config.stash`` by ``pytest_configure``."""
+TARGETS_KEY = pytest.StashKey[Targets]()
+"""The session's targets (its ``pytest_flrelia_make_target`` hook first), put in
+``config.stash`` by ``pytest_configure``."""
 OUTCOME_KEY = pytest.StashKey[object]()
 """What ``run_scenario`` returned for an item (a ``runner.ScenarioOutcome``), in ``item.stash``."""
 _NAMES_KEY = pytest.StashKey[dict[str, tuple[Path, int]]]()
@@ -82,7 +89,24 @@ class ScenarioFile(pytest.File):
                         ).format(self._shown_path())
                     ) from err
             item.extra_keyword_matches.update(scenario.catches)
+            reason = self._unsupported(scenario)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
             yield item
+
+    def _unsupported(self, scenario: Scenario) -> str | None:
+        """Why the scenario's target cannot run it, from what the target declares."""
+        runner = importlib.import_module(RUNNER_MODULE)
+        settings = self.config.stash[SETTINGS_KEY]
+        name = runner.target_name(scenario, settings)
+        try:
+            target = self.config.stash[TARGETS_KEY](name)
+        except UnknownTargetError as err:
+            return f"target {name!r} is not available in this session: {err}"
+        except Exception:  # a target that cannot be built: its run shows the traceback
+            return None
+        reason: str | None = runner.unsupported_reason(scenario, settings, target)
+        return reason
 
     def _claim_names(self, scenarios: list[Scenario]) -> None:
         """Refuse a name another file of the session already uses."""
@@ -120,25 +144,22 @@ class ScenarioItem(pytest.Item):
         super().__init__(**kwargs)
         self.scenario = scenario
 
-    def setup(self) -> None:
-        settings = self.config.stash[SETTINGS_KEY]
-        if self.scenario.target is not None and self.scenario.target != settings.target:
-            pytest.skip(
-                f"scenario is for target {self.scenario.target!r}; "
-                f"this session runs --flrelia-target={settings.target}"
-            )
-
     def runtest(self) -> None:
         runner = importlib.import_module(RUNNER_MODULE)
         verdict: Verdict | None = None
         faults, delivered = len(self.scenario.faults), 0
+        ran = True
         try:
             outcome: ScenarioOutcome = runner.run_scenario(
                 self.scenario,
                 self.config.stash[SETTINGS_KEY],
                 nodeid=self.nodeid,
                 cut=self.stash.get(CUT_KEY, None),
+                targets=self.config.stash[TARGETS_KEY],
             )
+        except runner.ScenarioUnsupported as unsupported:
+            ran = False  # nothing ran: no figures for the summary
+            pytest.skip(unsupported.reason)
         except runner.ScenarioFailure as failure:
             verdict = failure.verdict
             if failure.outcome is not None:
@@ -148,7 +169,8 @@ class ScenarioItem(pytest.Item):
             verdict, delivered = outcome.verdict, len(outcome.delivered)
             self.stash[OUTCOME_KEY] = outcome
         finally:  # a harness error still ran a scenario: it counts, with no checks
-            summary.record(self, summary.tally(verdict, faults, delivered))
+            if ran:
+                summary.record(self, summary.tally(verdict, faults, delivered))
 
     def repr_failure(
         self,

@@ -41,7 +41,12 @@ from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import Event
 from pytest_flrelia.errors import RunSpecError
 from pytest_flrelia.harness.cutoff import CUT_KEY
-from pytest_flrelia.harness.runner import ScenarioFailure, ScenarioOutcome, run_scenario
+from pytest_flrelia.harness.runner import (
+    ScenarioFailure,
+    ScenarioOutcome,
+    ScenarioUnsupported,
+    run_scenario,
+)
 from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.judge.invariants import Check, Verdict
 from pytest_flrelia.plugin import summary
@@ -53,6 +58,7 @@ from pytest_flrelia.scenario.loader import (
     load_scenarios,
     shipped_schema,
 )
+from pytest_flrelia.targets import Targets
 
 MARKER = "flrelia"
 MARKER_WHERE = "@pytest.mark.flrelia"
@@ -118,9 +124,12 @@ class FlreliaRun:
 class Flrelia:
     """The ``flrelia`` fixture's value: runs scenarios for one test."""
 
-    def __init__(self, item: pytest.Item, settings: Settings) -> None:
+    def __init__(
+        self, item: pytest.Item, settings: Settings, targets: Targets | None = None
+    ) -> None:
         self._item = item
         self._settings = settings
+        self._targets = targets
         self._defaults = marker_defaults(item)
         self.runs: list[FlreliaRun] = []
         """Every run of this test, in order."""
@@ -136,13 +145,18 @@ class Flrelia:
         scenario = self._at_test(_load(_mapping(given), where))
         verdict: Verdict | None = None
         delivered = 0
+        ran = True
         try:
             outcome = run_scenario(
                 scenario,
                 self._settings,
                 nodeid=self._item.nodeid,
                 cut=self._item.stash.get(CUT_KEY, None),
+                targets=self._targets,
             )
+        except ScenarioUnsupported as unsupported:
+            ran = False  # nothing ran: no figures for the summary
+            pytest.skip(unsupported.reason)
         except ScenarioFailure as failure:
             verdict = failure.verdict
             delivered = len(failure.outcome.delivered) if failure.outcome else 0
@@ -153,7 +167,10 @@ class Flrelia:
             verdict, delivered = outcome.verdict, len(outcome.delivered)
             done = FlreliaRun(scenario, verdict, outcome.result, None)
         finally:
-            summary.record(self._item, summary.tally(verdict, len(scenario.faults), delivered))
+            if ran:
+                summary.record(
+                    self._item, summary.tally(verdict, len(scenario.faults), delivered)
+                )
         self.runs.append(done)
         return done
 

@@ -8,13 +8,17 @@ them and prints the line.  Nothing is kept in module globals.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_flrelia.judge.report import Against
+
 if TYPE_CHECKING:
+    from pytest_flrelia.contract.target import Target
+    from pytest_flrelia.harness.settings import Settings
     from pytest_flrelia.judge.invariants import Verdict
 
 PROPERTY = "flrelia"
@@ -40,13 +44,14 @@ class Tally:
     def __add__(self, other: Tally) -> Tally:
         return Tally(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Tally)))
 
-    def line(self) -> str:
+    def line(self, against: str | None = None) -> str:
+        """The closing line; ``against`` names the session's target and variant."""
         return (
-            f"flrelia: {_count(self.scenarios, 'scenario')}, "
-            f"{self._delivered()}, "
+            f"flrelia: {_count(self.scenarios, 'scenario')}"
+            + (f" against {against}" if against else "")
+            + f", {self._delivered()}, "
             f"{_count(self.invariants, 'invariant')} checked ({self.failed} failed)"
         )
-
 
     def _delivered(self) -> str:
         """``3 faults delivered``, or ``2 of 3 faults delivered`` when some never acted."""
@@ -89,8 +94,12 @@ class SummaryReporter:
     gets no config to find a stash in.  Registered on the controller only.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, settings: Settings | None = None, targets: Callable[[str], Target] | None = None
+    ) -> None:
         self.total = Tally()
+        self._settings = settings
+        self._targets = targets
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == COUNTED_PHASE:
@@ -98,7 +107,20 @@ class SummaryReporter:
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.total.scenarios:
-            terminalreporter.write_line(self.total.line())
+            terminalreporter.write_line(self.total.line(self._against()))
+
+    def _against(self) -> str | None:
+        """The session's target and variant, in the words of the failure reports (a
+        scenario naming its own target says so in its report)."""
+        if self._settings is None:
+            return None
+        version = None
+        if self._targets is not None:
+            try:
+                version = self._targets(self._settings.target).info.version
+            except Exception:  # a target that cannot be built: its runs said so already
+                version = None
+        return Against(self._settings.target, self._settings.known_bug, version=version).text()
 
 
 __all__ = ["PROPERTY", "SummaryReporter", "Tally", "from_report", "record", "tally"]

@@ -1,12 +1,18 @@
-"""Finding the system under test: ``reference`` is built in; others plug in through
-the ``flrelia.targets`` entry point group (the entry point names a class or a
-factory returning a :class:`~pytest_flrelia.contract.target.Target`).
+"""Finding the system under test: ``reference`` is built in; others come from a
+``pytest_flrelia_make_target`` hook (a ``conftest.py``) or the ``flrelia.targets``
+entry point group (the entry point names a class or a factory returning a
+:class:`~pytest_flrelia.contract.target.Target`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pytest_flrelia.contract.target import Target
 from pytest_flrelia.judge.report import REFERENCE_TARGET
+
+MakeTarget = Callable[[str], "Target | None"]
+"""Asked first for a target by name (the session's hook); ``None``: not one of its own."""
 
 
 def load_target(name: str) -> Target:
@@ -31,3 +37,34 @@ def load_target(name: str) -> Target:
     factory = entry_point.load()
     target: Target = factory()
     return target
+
+
+class Targets:
+    """The targets of one session, each built once: from ``make`` (the session's
+    ``pytest_flrelia_make_target`` hook) if it knows the name, else by :func:`load_target`.
+    Without ``make`` (the Python API, the zoo) only built-in and installed targets exist."""
+
+    def __init__(self, make: MakeTarget | None = None) -> None:
+        self._make = make
+        self._built: dict[str, Target] = {}
+
+    def __call__(self, name: str) -> Target:
+        target = self._built.get(name)
+        if target is None:
+            made = self._make(name) if self._make is not None else None
+            target = made if made is not None else load_target(name)
+            self._built[name] = target
+        return target
+
+    def provides(self, name: str) -> bool:
+        """Whether ``make`` supplies ``name`` (built once, here, if so)."""
+        if name in self._built:
+            return True
+        made = self._make(name) if self._make is not None else None
+        if made is None:
+            return False
+        self._built[name] = made
+        return True
+
+
+__all__ = ["MakeTarget", "Targets", "load_target"]
