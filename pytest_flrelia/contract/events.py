@@ -90,6 +90,8 @@ class EventSpec:
     """Detail keys it must carry."""
     meaning: str = ""
     """One line: what happened when it is recorded (and what ``detail["pid"]`` is, if any)."""
+    any_of: tuple[str, ...] = ()
+    """Keys of which it must carry at least one (two ways of saying the same thing)."""
 
 
 _SERVER = frozenset({LaneKind.SERVER})
@@ -98,6 +100,8 @@ _TRAINING = frozenset({LaneKind.TRAINING})
 _PIPE_ENDS = frozenset({LaneKind.CLIENT, LaneKind.TRAINING})
 """Both ends of a site's pipe: the client side and the training process."""
 _ANY = frozenset(LaneKind)
+_TENSOR_DIGESTS = ("bytes_digest", "checksum")
+"""How a tensor's content is named: the digest of its bytes, or the reference's chunk checksum."""
 
 
 def _spec(lanes: frozenset[LaneKind], meaning: str, *required: str) -> EventSpec:
@@ -141,16 +145,20 @@ CONTRACT: Mapping[EventKind, EventSpec] = MappingProxyType({
     EventKind.DOWNLOAD_RETRY: _spec(
         _SERVER, "A download attempt failed (`reason`); the server tries again from `offset`."
     ),
-    EventKind.DOWNLOAD_DONE: _spec(
+    EventKind.DOWNLOAD_DONE: EventSpec(
         _SERVER,
-        "Tensor `name` arrived whole; `checksum` (and `bytes_digest`) of what the server added.",
-        "name", "checksum",
+        ("name",),
+        "Tensor `name` arrived whole: the `bytes_digest` of what the server added (byte-exact),"
+        " or the `checksum` over its chunk digests.",
+        any_of=_TENSOR_DIGESTS,
     ),
     EventKind.DOWNLOAD_FAILED: _spec(_SERVER, "A tensor's download gave up (`reason`)."),
-    EventKind.TENSOR_SERVED: _spec(
+    EventKind.TENSOR_SERVED: EventSpec(
         _TRAINING,
-        "The site served tensor `name` in full; `checksum` (and `bytes_digest`) it published.",
-        "name", "checksum",
+        ("name",),
+        "The site served tensor `name` in full: the `bytes_digest` of what it published,"
+        " or the `checksum` over its chunk digests (`tensors_intact` compares like with like).",
+        any_of=_TENSOR_DIGESTS,
     ),
     EventKind.GATE_WAIT: _spec(
         _TRAINING, "The training process waits for the server to download its tensors."
@@ -241,6 +249,10 @@ def violations(events: Iterable[Event]) -> list[str]:
         missing = [key for key in spec.required if key not in event.detail]
         if missing:
             problems.append(f"{event.kind.value} in lane {event.process} lacks {missing}")
+        if spec.any_of and not any(key in event.detail for key in spec.any_of):
+            problems.append(
+                f"{event.kind.value} in lane {event.process} lacks one of {list(spec.any_of)}"
+            )
     return problems
 
 

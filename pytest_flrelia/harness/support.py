@@ -28,7 +28,7 @@ def why_unsupported(
     for name in ("expectation", *invariants):
         if not _judged(name, scenario.faults):
             continue
-        missing = kinds_needed_by(name) - info.events
+        missing = kinds_needed_by(name, launch_once=scenario.job.launch_once) - info.events
         if missing:
             kinds = ", ".join(sorted(k.value for k in missing))
             return f"{lead} does not record {kinds}, which invariant {name} reads"

@@ -468,8 +468,6 @@ def clean_failure(run: RunRecord) -> Check:
     EventKind.RESULT_SENT,
     EventKind.EXIT,
     EventKind.GATE_OPEN,
-    EventKind.TASK_SENT,
-    EventKind.TASK_RECEIVED,
     EventKind.ERROR,
     optional=(
         EventKind.GATE_TIMEOUT,
@@ -480,6 +478,7 @@ def clean_failure(run: RunRecord) -> Check:
         EventKind.STOP_REQUESTED,
         EventKind.REAPED,
     ),
+    launch_once=(EventKind.TASK_SENT, EventKind.TASK_RECEIVED),
 )
 def prompt_exit(run: RunRecord) -> Check:
     """A process moves on right after its round: one process per round exits by itself
@@ -567,6 +566,9 @@ def _prompt_next_task(run: RunRecord, sent: Sequence[Event]) -> Check:
                 task.ts,
                 (task, pickup),
             )
+    if not checked:
+        silent = _silent(run, name, EventKind.TASK_SENT, EventKind.TASK_RECEIVED)
+        return silent or _na(name, "no round after the first was taken by the process")
     return _pass(name, "the process takes every next task promptly", f"{checked} tasks checked")
 
 
@@ -743,10 +745,12 @@ def kinds_read_by(check: str | Callable[[RunRecord], Check]) -> frozenset[EventK
     return reads_of(check).kinds
 
 
-def kinds_needed_by(check: str | Callable[[RunRecord], Check]) -> frozenset[EventKind]:
-    """The kinds a target must declare for ``check`` to judge its runs (the harness's
-    own kinds left out)."""
-    return reads_of(check).from_target
+def kinds_needed_by(
+    check: str | Callable[[RunRecord], Check], *, launch_once: bool = True
+) -> frozenset[EventKind]:
+    """The kinds a target must declare for ``check`` to judge its runs of a job of that
+    mode (the harness's own kinds left out; by default the stricter, ``launch_once``)."""
+    return reads_of(check).needed_for(launch_once=launch_once)
 
 
 def _judge(check: Callable[[RunRecord], Check], run: RunRecord) -> Check:

@@ -30,18 +30,28 @@ class Reads:
     """Without these the check cannot judge a run: a target must record them."""
     optional: frozenset[EventKind] = frozenset()
     """Read when present (another way to see the same thing, or evidence)."""
+    launch_once: frozenset[EventKind] = frozenset()
+    """Needed as well when one process serves every round (``launch_once: true``)."""
 
     @property
     def kinds(self) -> frozenset[EventKind]:
-        return self.needs | self.optional
+        return self.needs | self.optional | self.launch_once
 
     @property
     def from_target(self) -> frozenset[EventKind]:
         """The needed kinds a target must declare (the harness's own left out)."""
         return self.needs - HARNESS_KINDS
 
+    def needed_for(self, *, launch_once: bool) -> frozenset[EventKind]:
+        """What a target must declare for a job of that mode (the harness's own left out)."""
+        return (self.needs | (self.launch_once if launch_once else frozenset())) - HARNESS_KINDS
+
     def __or__(self, other: Reads) -> Reads:
-        return Reads(self.needs | other.needs, self.optional | other.optional)
+        return Reads(
+            self.needs | other.needs,
+            self.optional | other.optional,
+            self.launch_once | other.launch_once,
+        )
 
 
 NOTHING = Reads(frozenset())
@@ -50,9 +60,16 @@ _F = TypeVar("_F", bound=Callable[..., object])
 _ATTRIBUTE = "__flrelia_reads__"
 
 
-def reads(*needs: EventKind, optional: Iterable[EventKind] = ()) -> Callable[[_F], _F]:
-    """Declare the kinds the decorated check reads (``needs``) and may read (``optional``)."""
-    declared = Reads(frozenset(needs), frozenset(optional) - frozenset(needs))
+def reads(
+    *needs: EventKind, optional: Iterable[EventKind] = (), launch_once: Iterable[EventKind] = ()
+) -> Callable[[_F], _F]:
+    """Declare the kinds the decorated check reads (``needs``), may read (``optional``)
+    and reads only of a ``launch_once`` job (then they are needed too)."""
+    declared = Reads(
+        frozenset(needs),
+        frozenset(optional) - frozenset(needs),
+        frozenset(launch_once) - frozenset(needs),
+    )
 
     def mark(check: _F) -> _F:
         setattr(check, _ATTRIBUTE, declared)

@@ -24,6 +24,7 @@ from pytest_flrelia.contract.events import (
     training_lane,
 )
 from pytest_flrelia.contract.timeline import EventKind
+from pytest_flrelia.judge.invariants import CHECKS, reads_of
 
 COMMAND = "python -m pytest_flrelia.tools.events_doc --write docs/events.md"
 
@@ -113,17 +114,36 @@ def _lanes() -> str:
 
 def _row(kind: EventKind, spec: EventSpec) -> str:
     lanes = ", ".join(f"`{lane.value}`" for lane in LaneKind if lane in spec.lanes)
-    required = ", ".join(f"`{key}`" for key in spec.required) or "none"
+    keys = [f"`{key}`" for key in spec.required]
+    if spec.any_of:
+        keys.append("one of " + " / ".join(f"`{key}`" for key in spec.any_of))
+    required = ", ".join(keys) or "none"
     meaning = spec.meaning.replace("|", "\\|")
-    return f"| `{kind.value}` | {lanes} | {required} | {meaning} |\n"
+    return f"| `{kind.value}` | {lanes} | {required} | {_readers(kind)} | {meaning} |\n"
+
+
+def _readers(kind: EventKind) -> str:
+    """The checks that read ``kind``, as they declare it (**bold**: needed to judge at all)."""
+    names = []
+    for name in ("expectation", *CHECKS):
+        declared = reads_of(name)
+        if kind in declared.needs:
+            names.append(f"**{name}**")
+        elif kind in declared.kinds:
+            names.append(name)
+    return ", ".join(names) or "none"
 
 
 def render_page() -> str:
     """The whole of ``docs/events.md``."""
     table = (
         "\n## Event kinds\n\n"
-        "| kind | lanes | required detail keys | meaning |\n"
-        "| --- | --- | --- | --- |\n"
+        "*read by*: the checks that read the kind, as each declares it with `@reads`\n"
+        "(`pytest_flrelia.judge.reads`); a check is handed only the kinds it declares. In\n"
+        "**bold**: the check needs it, and a scenario judged by that check is skipped with\n"
+        "the reason against a target that does not declare the kind in `TargetInfo.events`.\n\n"
+        "| kind | lanes | required detail keys | read by | meaning |\n"
+        "| --- | --- | --- | --- | --- |\n"
         + "".join(_row(kind, CONTRACT[kind]) for kind in EventKind)
     )
     return _INTRO + _lanes() + table + _CHECKING

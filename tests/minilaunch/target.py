@@ -114,7 +114,7 @@ class MiniRun:
             model = self.aggregate(round, model, updates, outcome)
         outcome.ok = True
         outcome.seconds = time.monotonic() - started
-        self.server.record(EventKind.ROUND_END, round=round, ok=True)
+        self.server.record(EventKind.ROUND_END, round=round, ok=True, error=None)
         return model
 
     def aggregate(
