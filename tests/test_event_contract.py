@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from _guarded_run import run_guarded
 
 from pytest_flrelia.contract.events import (
     CONTRACT,
@@ -40,7 +40,6 @@ from pytest_flrelia.tools import events_doc
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DOC = ROOT / "docs" / "events.md"
 SHIPPED = sorted((ROOT / "scenarios").rglob("*.scenario.yaml"))
-SETTLE = 1.0
 JOIN_GRACE = 15.0
 """After a scenario's bound: how long the aborted job may take to unwind."""
 
@@ -221,38 +220,22 @@ def _run(scenario: Scenario, workdir: Path) -> tuple[JobResult | None, list[Even
     within = scenario.expect.within_or(60.0)
     timeline = Timeline(server_lane())
     abort = Abort()
-    guard = ProcessGuard()
-    box: list[JobResult | BaseException] = []
-    context = RunContext(
-        timeline=timeline,
-        abort=abort,
-        env=guard.env,
-        workdir=workdir,
-        deadline=time.monotonic() + within,
-        variant=None,
+
+    def job(guard: ProcessGuard) -> JobResult:
+        context = RunContext(
+            timeline=timeline,
+            abort=abort,
+            env=guard.env,
+            workdir=workdir,
+            deadline=time.monotonic() + within,
+            variant=None,
+        )
+        return ReferenceTarget().run(scenario.job, faults, context)
+
+    result = run_guarded(
+        job, abort=abort, bound=within, grace=JOIN_GRACE, name=f"contract-{scenario.name}"
     )
-
-    def run() -> None:
-        try:
-            box.append(ReferenceTarget().run(scenario.job, faults, context))
-        except BaseException as exc:  # re-raised in the test's thread below
-            box.append(exc)
-
-    thread = threading.Thread(target=run, name=f"contract-{scenario.name}", daemon=True)
-    try:
-        thread.start()
-        thread.join(within)
-        if thread.is_alive():
-            abort.set()
-            thread.join(JOIN_GRACE)
-        survivors = guard.settle(SETTLE)
-    finally:
-        guard.kill_all()
-    assert box, f"{scenario.name}: the job did not unwind within {JOIN_GRACE:g}s of its abort"
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    assert survivors == [], f"processes of the run survived it: {survivors}"
-    return box[0], timeline.events()
+    return result, timeline.events()
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
+from _guarded_run import run_guarded
 
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
@@ -46,7 +47,6 @@ from pytest_flrelia.tools.catalog_docs import (
 FAULTS_DOC = Path(__file__).resolve().parent.parent / "docs" / "faults.md"
 RUN_BOUND = 30.0
 """Upper bound on one job here; every job below normally ends in about a second."""
-SETTLE = 1.0
 SMALL = TensorSpec(count=1, size_bytes=16 * 1024)
 CHUNK = 4096
 """Four chunks per tensor: room for a fault between chunks."""
@@ -131,38 +131,20 @@ def run_faults(
         timeouts=replace(Timeouts.fast(), **{"heartbeat": HEARTBEAT, **timeouts}),
     )
     plan = build_plan([fault_spec(f) for f in faults], job)
-    guard = ProcessGuard()
     timeline = Timeline("server")
     if on_event is not None:
         timeline.subscribe(on_event)
     abort = threading.Event()
-    box: list[JobResult | BaseException] = []
 
-    def run() -> None:
-        try:
-            box.append(
-                ReferenceTarget().run_plan(
-                    job, plan, known_bug=None, timeline=timeline, abort=abort, env=guard.env
-                )
-            )
-        except BaseException as exc:  # re-raised in the test's thread below
-            box.append(exc)
+    def run(guard: ProcessGuard) -> JobResult:
+        return ReferenceTarget().run_plan(
+            job, plan, known_bug=None, timeline=timeline, abort=abort, env=guard.env
+        )
 
-    thread = threading.Thread(target=run, name="fault-catalog-job", daemon=True)
-    try:
-        thread.start()
-        thread.join(RUN_BOUND)
-        if thread.is_alive():
-            abort.set()
-            thread.join(RUN_BOUND)
-        survivors = guard.settle(SETTLE)
-    finally:
-        guard.kill_all()
-    assert box, f"the job did not end within {RUN_BOUND:g}s (aborted)"
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    assert survivors == [], f"processes of the run survived it: {survivors}"
-    return Run(job, box[0], timeline)
+    result = run_guarded(
+        run, abort=abort, bound=RUN_BOUND, grace=RUN_BOUND, name="fault-catalog-job"
+    )
+    return Run(job, result, timeline)
 
 
 def assert_exact_model(run: Run) -> None:
