@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _scenarios import STUCK_PAST_BOUND
 from _targets import RAISING_TARGET, install_target
 
 from pytest_flrelia.harness.processes import RUN_ID_ENV, live_processes_where
@@ -85,19 +86,6 @@ name: pair
 job: {tensors: {count: 1, size: 16KiB}}
 matrix:
   launch_once: [false, true]
-"""
-STUCK = """\
-name: stuck-past-bound
-description: Round 1's process hangs on its way out; round 2 waits for it past the bound.
-job:
-  rounds: 2
-  tensors: {count: 1, size: 16KiB}
-  timeouts: {download_complete: 30s, stop_wait: 30s}
-faults:
-  - {fault: stuck_exit, round: 1}
-  - {fault: orphan_child}
-expect:
-  within: 1500ms
 """
 NEVER_FIRES = """\
 - name: crash-in-validate-rounds
@@ -263,7 +251,7 @@ def test_xdist_gives_each_scenario_the_outcome_it_has_serially(inner: pytest.Pyt
 def test_run_past_its_bound_is_stopped_reported_and_leaves_no_process(
     inner: pytest.Pytester,
 ) -> None:
-    (inner.path / "stuck.scenario.yaml").write_text(STUCK)
+    (inner.path / "stuck.scenario.yaml").write_text(STUCK_PAST_BOUND)
 
     result = run(inner)
 

@@ -14,6 +14,7 @@ from xml.etree import ElementTree
 
 import pytest
 from _minilaunch_install import ROOT, TESTS, install_mini
+from _scenarios import STUCK_PAST_BOUND
 from minilaunch.info import EVENTS, FAULTS, INFO, STOP_ON_RESULT, UNSUPPORTED
 
 from pytest_flrelia.contract.timeline import EventKind
@@ -166,18 +167,6 @@ def test_the_planted_bug_is_caught_by_no_premature_stop(
     assert "failed to download from site-1" in caught.value.report
 
 
-STUCK_PAST_BOUND = """\
-name: stuck-past-bound
-job:
-  rounds: 2
-  tensors: {count: 1, size: 16KiB}
-  timeouts: {download_complete: 30s, stop_wait: 30s}
-faults:
-  - {fault: stuck_exit, round: 1}
-  - {fault: orphan_child}
-expect:
-  within: 1500ms
-"""
 
 
 @pytest.mark.slow
