@@ -156,9 +156,10 @@ def _run_in(
     __tracebackhide__ = True
     scale = settings.time_scale
     job = _scaled_job(scenario.job, scale)
-    faults = tuple(_scaled_fault(f, scale) for f in scenario.faults)
+    faults = tuple(  # each with its id: its position, which its ``fault`` events carry
+        dataclasses.replace(_scaled_fault(f, scale), index=i) for i, f in enumerate(scenario.faults)
+    )
     within = scenario.expect.within_or(settings.default_within) * scale
-    faults = tuple(dataclasses.replace(f, index=i) for i, f in enumerate(faults))
     info = target.info
     guard = ProcessGuard()
     timeline = Timeline(server_lane())
@@ -234,23 +235,22 @@ def _run_in(
     orphans = [describe_process(p) for p in survivors]
     guard.kill_all()
     result = box.get("result")
-    if "error" in box:  # the target raised: nothing to judge, only a traceback to show
+    def harness_error(error: str) -> HarnessError:
+        """Nothing to judge, only what went wrong to show (and the timeline, kept)."""
+        events = timeline.events()
         if settings.report_dir is not None:
-            write_artifacts(settings.report_dir, scenario.name, timeline.events())
-        raise HarnessError(
-            _harness_report(
-                scenario, settings, str(box["error"]), timeline.events(), seconds, nodeid, info
-            )
+            write_artifacts(settings.report_dir, scenario.name, events)
+        return HarnessError(
+            _harness_report(scenario, settings, error, events, seconds, nodeid, info)
         )
+
+    if "error" in box:  # the target raised: its traceback
+        raise harness_error(str(box["error"]))
     broken = contract_events.violations(timeline.events())
     if broken:
-        if settings.report_dir is not None:
-            write_artifacts(settings.report_dir, scenario.name, timeline.events())
-        error = f"target {info.name!r} broke the event contract:\n" + "\n".join(
-            f"  {line}" for line in broken
-        )
-        raise HarnessError(
-            _harness_report(scenario, settings, error, timeline.events(), seconds, nodeid, info)
+        raise harness_error(
+            f"target {info.name!r} broke the event contract:\n"
+            + "\n".join(f"  {line}" for line in broken)
         )
     record = RunRecord(
         result=result if isinstance(result, JobResult) else None,
