@@ -113,9 +113,12 @@ def test_a_silent_peer_is_reported_gone_within_the_heartbeat_timeout(net: Networ
     gone = StatusRecorder()
     handler = net.handler(server_pipe, "server", interval=INTERVAL, timeout=TIMEOUT, callback=gone)
     handler.start()
+    # Before the send: the handler hears the hello after this instant, so its silence
+    # cannot end before TIMEOUT from here (taken after get_next, the lower bound was off
+    # by the time get_next took to return: 0.3995 s < 0.4 s once in CI).
+    started = time.monotonic()
     client_pipe.send(Message("hello"))  # speaks once, then never again
     assert handler.get_next(WAIT) == Message("hello")
-    started = time.monotonic()
     message = gone.wait()
 
     elapsed = gone.times[0] - started
