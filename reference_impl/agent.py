@@ -9,7 +9,6 @@ download), and only then exit (``launch_once=False``) or go on serving rounds
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any, cast
 from pytest_flrelia.contract import failpoints, seams
 from pytest_flrelia.contract.events import training_lane
 from pytest_flrelia.contract.failpoints import failpoint
+from pytest_flrelia.contract.import_path import load
 from pytest_flrelia.contract.job import (
     DOWNLOAD_CHUNK_BYTES,
     DOWNLOAD_COMPLETE_TIMEOUT,
@@ -317,15 +317,10 @@ def _launch_round() -> int | None:
     return int(value) if value else None
 
 
-def _load(path: str) -> object:
-    module_name, _, name = path.partition(":")
-    return getattr(importlib.import_module(module_name), name)
-
-
 def _load_hooks(text: str) -> list[Callable[[Agent], None]]:
     hooks: list[Callable[[Agent], None]] = []
     for path in filter(None, (item.strip() for item in text.split(","))):
-        hook = _load(path)
+        hook = load(path)
         if not callable(hook):
             raise TypeError(f"{AGENT_HOOKS_ENV}: {path} is not callable")
         hooks.append(cast(Callable[[Agent], None], hook))
@@ -333,7 +328,7 @@ def _load_hooks(text: str) -> list[Callable[[Agent], None]]:
 
 
 def _load_class(path: str) -> type[Agent]:
-    cls = _load(path)
+    cls = load(path)
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise TypeError(f"{path} is not an Agent class")
     return cls

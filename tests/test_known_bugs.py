@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from pytest_flrelia.contract.import_path import load as resolve
 from pytest_flrelia.harness.runner import ScenarioFailure, run_scenario
 from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.judge.invariants import CHECKS
 from pytest_flrelia.scenario.catalog import UNPINNABLE
 from pytest_flrelia.scenario.loader import Scenario
-from pytest_flrelia.targets.reference.variants import KNOWN_BUGS, resolve, runtime_for
+from pytest_flrelia.targets.reference.variants import KNOWN_BUGS, runtime_for
 from pytest_flrelia.tools.zoo import (
     CORRECT,
     Cell,

@@ -11,11 +11,12 @@ overriding classes live in :mod:`pytest_flrelia.targets.reference.known_bugs`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
+
+from pytest_flrelia.contract.import_path import load
 
 if TYPE_CHECKING:  # the runtime is imported only when a variant is built
     from reference_impl.job import Runtime
@@ -42,19 +43,10 @@ class KnownBug:
         from reference_impl.job import Runtime  # noqa: PLC0415 (collection must not load it)
 
         parts = {
-            name: path if name == AGENT_PART else resolve(path)
+            name: path if name == AGENT_PART else load(path)
             for name, path in self.parts.items()
         }
         return Runtime().with_parts(**parts)
-
-
-def resolve(path: str) -> object:
-    """The object ``module:qualname`` names."""
-    module_name, _, qualname = path.partition(":")
-    found: object = importlib.import_module(module_name)
-    for attribute in qualname.split("."):
-        found = getattr(found, attribute)
-    return found
 
 
 def _bug(slug: str, kb: str, summary: str, **parts: str) -> KnownBug:
@@ -163,4 +155,4 @@ def runtime_for(slug: str | None) -> Runtime:
     return KNOWN_BUGS[slug].runtime()
 
 
-__all__ = ["KNOWN_BUGS", "SUMMARIES", "KnownBug", "resolve", "runtime_for"]
+__all__ = ["KNOWN_BUGS", "SUMMARIES", "KnownBug", "runtime_for"]
