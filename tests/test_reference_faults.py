@@ -154,14 +154,15 @@ def test_the_reference_target_declares_every_catalog_fault_with_its_scopes_and_a
     assert frozenset(AUX_EVENT_AT) == info.faults["aux_event"].at
 
 
-def test_the_child_fault_code_loads_without_pytest() -> None:
+def test_the_child_fault_code_loads_without_pytest_or_the_judge() -> None:
     """It is imported in every training process whose plan needs it."""
     code = (
         "import sys\n"
         "import pytest_flrelia.targets.reference.child_faults\n"
-        "print('pytest' in sys.modules, 'reference_impl.executor' in sys.modules)\n"
+        "print('pytest' in sys.modules, 'reference_impl.executor' in sys.modules,"
+        " any(m.startswith('pytest_flrelia.judge') for m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert done.stdout.split() == ["False", "False"], done.stdout
+    assert done.stdout.split() == ["False", "False", "False"], done.stdout

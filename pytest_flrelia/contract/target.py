@@ -25,6 +25,8 @@ from pytest_flrelia.contract.timeline import EventKind, Timeline
 
 log = logging.getLogger(__name__)
 
+REFERENCE_TARGET = "reference"
+"""The built-in target's name (``--flrelia-target``'s default)."""
 SCOPES = frozenset({"site", "round"})
 HOOKS_WAIT = 10.0
 """How long a second :meth:`Abort.set` waits for the first one's hooks: a stuck hook must
@@ -194,6 +196,7 @@ class Target(Protocol):
 
 
 __all__ = [
+    "REFERENCE_TARGET",
     "SCOPES",
     "Abort",
     "FaultSupport",

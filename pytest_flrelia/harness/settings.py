@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from pytest_flrelia.contract.target import REFERENCE_TARGET
 from pytest_flrelia.contract.units import UnitError, format_duration, parse_duration
-from pytest_flrelia.judge import report
 from pytest_flrelia.scenario.catalog import close_match
 
 if TYPE_CHECKING:
     from pytest_flrelia.targets import Targets
 
-REFERENCE_TARGET = report.REFERENCE_TARGET
 TARGETS_ENTRY_POINT_GROUP = "flrelia.targets"
 DEFAULT_WITHIN = 30.0
 

@@ -27,6 +27,7 @@ from pytest_flrelia.contract.events import (
     lane_of,
     training_lane,
 )
+from pytest_flrelia.contract.target import REFERENCE_TARGET
 from pytest_flrelia.contract.timeline import Event, EventKind
 
 __all__ = [
@@ -43,8 +44,6 @@ __all__ = [
     "write_verdict",
 ]
 
-REFERENCE_TARGET = "reference"
-"""The built-in target's name (``--flrelia-target``'s default)."""
 ELLIPSIS = "…"
 REPORT_WIDTH = 100
 """Width of the swimlane in a failure report: a terminal or a CI log without wrapping."""

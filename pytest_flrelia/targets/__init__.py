@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pytest_flrelia.contract.target import Target
-from pytest_flrelia.judge.report import REFERENCE_TARGET
+from pytest_flrelia.contract.target import REFERENCE_TARGET, Target
 
 MakeTarget = Callable[[str], "Target | None"]
 """Asked first for a target by name (the session's hook); ``None``: not one of its own."""

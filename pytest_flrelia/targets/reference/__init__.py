@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_flrelia.judge.report import REFERENCE_TARGET
+from pytest_flrelia.contract.target import REFERENCE_TARGET
 
 if TYPE_CHECKING:
     from pytest_flrelia.targets.reference.target import ReferenceTarget

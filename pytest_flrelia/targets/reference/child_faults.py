@@ -3,8 +3,9 @@
 Loaded only when a run's plan needs it: the plan names :data:`HOOK` in
 :data:`reference_impl.agent.AGENT_HOOKS_ENV`, and the agent calls it once it is
 built.  It registers the ``call(NAME)`` failpoint actions the faults use and wraps
-the agent's seams; the correct agent knows nothing of either.  (Importing it loads
-the ``pytest_flrelia.targets`` package, and with it pytest, in that process.)
+the agent's seams; the correct agent knows nothing of either.  Importing it loads
+the ``pytest_flrelia.targets`` packages but neither pytest nor the judge in that
+process (``tests/test_reference_faults.py`` checks).
 """
 
 from __future__ import annotations

@@ -10,9 +10,8 @@ from pytest_flrelia.contract import failpoints
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import JobResult
-from pytest_flrelia.contract.target import FaultSupport, RunContext, TargetInfo
+from pytest_flrelia.contract.target import REFERENCE_TARGET, FaultSupport, RunContext, TargetInfo
 from pytest_flrelia.contract.timeline import EventKind, Timeline
-from pytest_flrelia.judge.report import REFERENCE_TARGET
 from pytest_flrelia.scenario.catalog import CATALOG
 from pytest_flrelia.targets.reference.faults import (
     AT_FAILPOINTS,
