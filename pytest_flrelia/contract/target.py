@@ -147,8 +147,10 @@ class Timing:
     """How often the deferred stop looks at its process, in unscaled seconds; ``None``:
     the job's ``stop_poll``.  All three stretch with ``--flrelia-time-scale``."""
 
-    def poll_of(self, job: JobConfig) -> float:
-        return job.timeouts.stop_poll if self.poll is None else self.poll
+    def poll_of(self, job: JobConfig, time_scale: float = 1.0) -> float:
+        """The poll interval in a run of ``job``: the job's timeouts are scaled already,
+        a poll the target declares is scaled here."""
+        return job.timeouts.stop_poll if self.poll is None else self.poll * time_scale
 
 
 class ModelOracle(Protocol):

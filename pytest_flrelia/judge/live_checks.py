@@ -49,7 +49,7 @@ LIVE_READS: dict[str, Reads] = {
     PROMPT_EXIT: Reads(
         frozenset({EventKind.RESULT_RECEIVED, EventKind.DOWNLOAD_DONE}),
         frozenset(
-            {EventKind.SIGNAL_SENT, EventKind.EXIT_SEEN, EventKind.EXIT, EventKind.REAPED}
+            {EventKind.SIGNAL_SENT, EventKind.EXIT_SEEN, EventKind.REAPED}
         ),
     ),
     BOUNDED_STOP: Reads(
@@ -117,8 +117,7 @@ class LiveWatch:
         self._on_violation = on_violation
         self._clock = clock
         self._prompt_exit_seconds = timing.exit_after_release * time_scale
-        self._poll = job.timeouts.stop_poll if timing.poll is None else timing.poll * time_scale
-        """The job's timeouts are scaled already; a poll the target declares is not."""
+        self._poll = timing.poll_of(job, time_scale)
         self._stop_margin = timing.stop_margin * time_scale
         self._prompt_exit = PROMPT_EXIT in invariants and not job.launch_once
         self._bounded_stop = BOUNDED_STOP in invariants
