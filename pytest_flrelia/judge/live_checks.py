@@ -140,6 +140,11 @@ class LiveWatch:
         """Whether any invariant is judged live in this run."""
         return self._prompt_exit or self._bounded_stop
 
+    def pending(self) -> list[Deadline]:
+        """The deadlines armed now, soonest first (what a test or a report may look at)."""
+        with self._cond:
+            return sorted(self._armed.values())
+
     def start(self) -> None:
         if not self.armed:
             return
