@@ -212,6 +212,8 @@ class KnownIssue:
     every item of the scenario."""
     variants: frozenset[str] = frozenset()
     """The target's variants it applies to (``--flrelia-known-bug``); empty: any."""
+    details: str = ""
+    """Markdown for the bug's row in the generated page: what happens, the log lines."""
 
     def __post_init__(self) -> None:
         SpecifierSet(self.versions)  # a malformed specifier fails where it is declared

@@ -84,7 +84,13 @@ def ran(
                 "delivered": list(outcome.delivered) if outcome is not None else None,
                 "known_issue": None
                 if issue is None
-                else {"check": issue.check, "reason": issue.reason, "anchor": issue.anchor},
+                else {
+                    "check": issue.check,
+                    "reason": issue.reason,
+                    "anchor": issue.anchor,
+                    "versions": issue.versions,
+                    "details": issue.details,
+                },
             },
         )
     )
