@@ -1,0 +1,139 @@
+"""The version matrix tool, with the reference target's known-bug variants standing in
+for versions (each "venv" is this interpreter, the variant an extra pytest argument):
+the page and its pin are written from real runs, a check of a version as pinned passes,
+and a check against a pin that differs fails naming the cell."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_flrelia.tools import nvflare_matrix
+from pytest_flrelia.tools.nvflare_matrix import Matrix, cell_of, differences, render
+
+PULL = """\
+- name: pull-late
+  job:
+    sites: 1
+    rounds: 1
+    tensors: {count: 1, size: 16KiB}
+  faults:
+    - {fault: delayed_download, delay: 300ms}
+  expect: {outcome: success, within: 10s}
+- name: never-runs
+  marks: [skip]
+  expect: {outcome: success}
+"""
+
+
+def _entry(name: str, outcome: str, **run: Any) -> dict[str, Any]:
+    return {
+        "name": name, "file": f"/x/scenarios/d/{name}.scenario.yaml", "outcome": outcome,
+        "reason": run.pop("reason", None), "run": run or None,
+    }
+
+
+ISSUE = {
+    "check": "bounded_stop", "reason": "the stop never escalates", "versions": ">=2.7.1,<2.9",
+    "anchor": "docs/nvflare.md#kb12-stop-never-escalates", "details": "log: `stop_task ...`",
+}
+
+
+def _matrix() -> Matrix:
+    matrix = Matrix(["2.7.2rc13", "2.7.2"])
+    matrix.add(
+        "2.7.2rc13",
+        [
+            _entry("late-pull", "failed", leading_check="no_premature_stop"),
+            _entry("stubborn", "xfailed", leading_check="bounded_stop", known_issue=ISSUE),
+            _entry("corrupt", "skipped", reason="target 'nvflare' cannot deliver corrupt_chunk"),
+        ],
+        100.0,
+    )
+    matrix.add(
+        "2.7.2",
+        [
+            _entry("late-pull", "passed", leading_check=None),
+            _entry("stubborn", "xpassed-strict", passed=True, known_issue=ISSUE),
+            _entry("corrupt", "skipped", reason="target 'nvflare' cannot deliver corrupt_chunk"),
+        ],
+        90.0,
+    )
+    return matrix
+
+
+def test_the_page_shows_every_cell_the_known_issues_and_the_skip_reasons() -> None:
+    page = render(_matrix(), Path("scenarios"), "nvflare", "nvflare-matrix.json")
+
+    assert "| `late-pull` | caught (`no_premature_stop`) | passed |" in page
+    assert "| `stubborn` | xfail (`bounded_stop`) | **XPASS** (fixed: remove the known issue) |" in (
+        page
+    )
+    assert '<a id="kb12-stop-never-escalates"></a>' in page
+    assert "reproduced here on 2.7.2rc13; **no longer reproduces on 2.7.2**" in page
+    assert "`pytest 'scenarios/d/stubborn.scenario.yaml::stubborn' --flrelia-target=nvflare`" in (
+        page
+    )
+    assert "| target 'nvflare' cannot deliver corrupt_chunk | 2.7.2rc13, 2.7.2 |" in page
+    assert "[nvflare-wiring.md](nvflare-wiring.md)" in page
+    assert "[nvflare-faults.md](nvflare-faults.md)" in page
+
+
+def test_a_failure_without_a_leading_check_is_a_harness_error_not_a_catch() -> None:
+    assert cell_of(_entry("x", "failed"), "v").kind == nvflare_matrix.ERROR
+
+
+def test_the_check_names_every_cell_unlike_the_pin() -> None:
+    matrix = _matrix()
+    pin = matrix.pin("nvflare")
+    assert differences(pin, matrix, "2.7.2") == []
+
+    pin["cells"]["late-pull"]["2.7.2"] = "caught:no_premature_stop"
+    pin["cells"]["gone"] = {"2.7.2": "pass"}
+    del pin["cells"]["corrupt"]
+    assert differences(pin, matrix, "2.7.2") == [
+        "corrupt on 2.7.2: pinned nothing (a new item), got skipped "
+        "(target 'nvflare' cannot deliver corrupt_chunk)",
+        "gone on 2.7.2: pinned pass, got nothing (the item is gone)",
+        "late-pull on 2.7.2: pinned caught:no_premature_stop, got pass",
+    ]
+    assert differences(pin, matrix, "2.8.3") == [
+        "2.8.3: not a version of the pin (2.7.2rc13, 2.7.2)"
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_write_then_check_with_variants_standing_in_for_versions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "pull.scenario.yaml").write_text(PULL)
+    page = tmp_path / "docs" / "stand-in.md"
+    common = [
+        "--scenarios", str(scenarios), "--target", "reference", "--jobs", "1",
+        "--venv", f"correct={sys.executable}", "--venv", f"sync-stop={sys.executable}",
+        "--extra", "sync-stop=--flrelia-known-bug=sync-stop",
+    ]  # fmt: skip
+
+    assert nvflare_matrix.main([*common, "--write", str(page)]) == 0
+
+    text = page.read_text()
+    assert "| `pull-late` | passed | caught (`no_premature_stop`) |" in text
+    assert "| `never-runs` | skipped | skipped |" in text
+    pin = json.loads((tmp_path / "docs" / "stand-in-matrix.json").read_text())
+    assert pin["cells"]["pull-late"] == {"correct": "pass", "sync-stop": "caught:no_premature_stop"}
+
+    assert nvflare_matrix.main([*common, "--write", str(page), "--check", "sync-stop"]) == 0
+    pin["cells"]["pull-late"]["sync-stop"] = "pass"
+    (tmp_path / "docs" / "stand-in-matrix.json").write_text(json.dumps(pin))
+    capsys.readouterr()
+
+    assert nvflare_matrix.main([*common, "--write", str(page), "--check", "sync-stop"]) == 1
+    err = capsys.readouterr().err
+    assert "differs: pull-late on sync-stop: pinned pass, got caught:no_premature_stop" in err
