@@ -70,9 +70,8 @@ def test_the_page_shows_every_cell_the_known_issues_and_the_skip_reasons() -> No
     page = render(_matrix(), Path("scenarios"), "nvflare", "nvflare-matrix.json")
 
     assert "| `late-pull` | caught (`no_premature_stop`) | passed |" in page
-    assert "| `stubborn` | xfail (`bounded_stop`) | **XPASS** (fixed: remove the known issue) |" in (
-        page
-    )
+    xpass = "**XPASS** (fixed: remove the known issue)"
+    assert f"| `stubborn` | xfail (`bounded_stop`) | {xpass} |" in page
     assert '<a id="kb12-stop-never-escalates"></a>' in page
     assert "reproduced here on 2.7.2rc13; **no longer reproduces on 2.7.2**" in page
     assert "`pytest 'scenarios/d/stubborn.scenario.yaml::stubborn' --flrelia-target=nvflare`" in (
