@@ -155,13 +155,21 @@ def python_of(venv: Path) -> Path:
 
 
 def run_version(
-    version: Version, scenarios: Path, target: str, jobs: int, *, keep: Path | None = None
+    version: Version,
+    scenarios: Path | Sequence[str],
+    target: str,
+    jobs: int,
+    *,
+    keep: Path | None = None,
+    cwd: Path | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
-    """Run the suite in ``version``'s environment; its record's items and the wall time."""
+    """Run the suite (a directory, or node ids) in ``version``'s environment, from ``cwd``;
+    its record's items and the wall time of the whole pytest run."""
+    paths = [str(scenarios)] if isinstance(scenarios, Path) else list(scenarios)
     with tempfile.TemporaryDirectory(prefix="flrelia-matrix-") as tmp:
-        record = (keep or Path(tmp)) / f"{version.name}.json"
+        record = (keep or Path(tmp)) / f"{version.name}-{target}-n{jobs}.json"
         command = [
-            str(version.python), "-m", "pytest", str(scenarios), "-q", "-rfEsx",
+            str(version.python), "-m", "pytest", *paths, "-q", "-rfEsx",
             "-p", "no:randomly", "-p", "no:cacheprovider",
             f"--flrelia-target={target}", f"--flrelia-json={record}",
             *(("-n", str(jobs)) if jobs > 1 else ()),
@@ -169,11 +177,11 @@ def run_version(
         ]  # fmt: skip
         started = time.monotonic()
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+            command, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False, cwd=cwd
         )
         seconds = time.monotonic() - started
         if keep is not None:
-            (keep / f"{version.name}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+            (keep / f"{record.stem}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         if done.returncode not in PYTEST_OK or not record.exists():
             raise RuntimeError(
