@@ -319,8 +319,7 @@ def test_stale_pipe_message_leaves_an_end_in_a_real_file_pipe(
 
 
 def test_a_late_message_goes_through_a_real_cell_pipes_receive_callback() -> None:
-    pipe = CellPipe(Mode.PASSIVE, "site-1", "tok", "tcp://127.0.0.1:1", secure_mode=False,
-                    workspace_dir="", cell_name_prefix="")
+    pipe = CellPipe("PASSIVE", "site-1", "tok", "tcp://127.0.0.1:1", secure_mode=False)
     try:
         assert _leave_message(pipe, "_PEER_GONE_", "late")
         late = pipe.receive()
