@@ -97,13 +97,17 @@ def run(run_file: Path) -> int:
                      str(options.get("pipe", "cell")))
         for site in sites
     }
-    points.load_fault_module(points.PARENT_FAULTS_MODULE)
-    points.start_parent(points.ParentContext(
+    parent = points.ParentContext(
         job=job, faults=faults,
         sites={s: points.SiteParts(s, cj.executor, cj.launcher, cj.pipe, cj.cell, cj.engine,
                                    cj.fl_ctx) for s, cj in cjs.items()},
         server_cell=server.cell, timeline=timeline, server=server,
-    ))
+    )
+    module = points.load_fault_module(points.PARENT_FAULTS_MODULE)
+    install = getattr(module, "install", None)
+    if install is not None:
+        install(parent, list(faults))
+    points.start_parent(parent)
     server.timeline.record(EventKind.JOB_START, sites=job.sites, rounds=job.rounds,
                            launch_once=job.launch_once, pipe=options.get("pipe", "cell"))
     for cj in cjs.values():

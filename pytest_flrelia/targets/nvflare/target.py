@@ -32,9 +32,9 @@ import numpy as np
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import Array, JobResult, RoundOutcome
-from pytest_flrelia.contract.target import FaultSupport, RunContext, TargetInfo, Timing
+from pytest_flrelia.contract.target import RunContext, TargetInfo, Timing
 from pytest_flrelia.contract.timeline import EventKind
-from pytest_flrelia.targets.nvflare import codec, version, wiring
+from pytest_flrelia.targets.nvflare import codec, fault_support, version, wiring
 from pytest_flrelia.targets.nvflare.tail import Tailer
 from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
 
@@ -77,26 +77,23 @@ MAPPING_NOTES: Mapping[str, str] = MappingProxyType({
 """How the job config maps onto NVFlare (what is not mapped, and why)."""
 
 
-def _fault_support() -> tuple[Mapping[str, FaultSupport], Mapping[str, str]]:
-    """The faults the fault code delivers (its ``FAULT_SUPPORT``, if it is there yet)."""
-    from pytest_flrelia.targets.nvflare import points  # noqa: PLC0415
-
-    supports: dict[str, FaultSupport] = {}
-    unsupported: dict[str, str] = {}
-    for name in ("pytest_flrelia.targets.nvflare.fault_support", points.PARENT_FAULTS_MODULE):
-        try:
-            module = points.load_fault_module(name)
-        except ImportError:
-            continue
-        if module is None:
-            continue
-        supports.update(getattr(module, "FAULT_SUPPORT", {}))
-        unsupported.update(getattr(module, "UNSUPPORTED", {}))
-    return MappingProxyType(supports), MappingProxyType(unsupported)
+TIMING = Timing(
+    poll=1.0,
+    gate_lag=5.0,
+    launch=2.0,
+    task_lag=5.0,
+    heartbeat_floor=wiring.HEARTBEAT_MIN_TIMEOUT + wiring.HEARTBEAT_FLOOR,
+)
+"""NVFlare's own intervals, read from its code and measured (docs/nvflare-wiring.md):
+the deferred stop polls every 1 s (``time.sleep(1.0)``); a gate opens only when
+``DownloadService._monitor_tx`` (``time.sleep(5.0)`` per loop) signals FINISHED; a child
+starts in ~1-1.5 s (nvflare import, CellNet connect; 2 s declared); its first task can
+wait one 5 s heartbeat; a silent peer shows after the heartbeat timeout (at least 10 s
+here) plus one 5 s interval."""
 
 
 def _info(installed: version.Installed, pipe: str) -> TargetInfo:
-    faults, unsupported = _fault_support()
+    faults, unsupported = fault_support.declarations(installed.text)
     return TargetInfo(
         name=NAME,
         faults=faults,
@@ -104,7 +101,7 @@ def _info(installed: version.Installed, pipe: str) -> TargetInfo:
         variants=MappingProxyType({
             installed.text: f"the installed {installed.label}, {pipe} pipe",
         }),
-        timing=Timing(poll=1.0),
+        timing=TIMING,
         oracle=ReferenceModelOracle(),
         version=installed.label,
         unsupported=unsupported,

@@ -65,9 +65,28 @@ def install(site: str) -> points.ChildContext:
     _watch_pipe_handler(context)
     _watch_downloadable(context)
     logging.getLogger(CLIENT_LOGGER).addHandler(GateLines(context))
-    points.load_fault_module(points.CHILD_FAULTS_MODULE)
+    _install_faults(context)
     points.boot_child(context)
     return context
+
+
+def _install_faults(context: points.ChildContext) -> None:
+    """The fault code's ``install(context)``, if it is there; what it returns strikes at
+    every ``at:`` point."""
+    module = points.load_fault_module(points.CHILD_FAULTS_MODULE)
+    install = getattr(module, "install", None)
+    if install is None:
+        return
+    faults = install(context)
+    if faults is None:
+        return
+    strike: Callable[[str], None] = faults.strike
+
+    def at(point: str) -> points.Action:
+        return lambda _context: strike(point)
+
+    for point in points.AT_POINTS:
+        context.at(point, at(point))
 
 
 # --- exit -------------------------------------------------------------------------------
