@@ -53,8 +53,9 @@ STATUS_TOPICS = ("_END_", "_ABORT_", "_PEER_GONE_")
 RESERVED_TOPICS = frozenset({*STATUS_TOPICS, "_HEARTBEAT_"})
 
 
-class Stopping(RuntimeError):
-    """The runner is stopping: nothing more is launched."""
+STOPPING = "the runner is stopping: no more launches"
+"""What a launch refused after the abort raises (NVFlare's executor logs it and fails the
+launch, as it does any launcher exception)."""
 
 
 @dataclass
@@ -225,7 +226,7 @@ def _wrap_launcher(obs: Observer) -> None:
         before = self._process
         with LAUNCH_LOCK:
             if obs.stopping.is_set():
-                raise Stopping("the runner is stopping: no more launches")
+                raise RuntimeError(STOPPING)
             os.environ[wiring.ROUND_ENV] = str(obs.sites[site].round)
             real_start(self, fl_ctx)
             after = self._process
@@ -455,4 +456,4 @@ def _install_log_lines(obs: Observer) -> None:
     logging.getLogger("nvflare").addHandler(LogLines(obs))
 
 
-__all__ = ["LAUNCH_LOCK", "Observer", "SiteState", "Stopping", "count_refs", "install", "observer"]
+__all__ = ["LAUNCH_LOCK", "STOPPING", "Observer", "SiteState", "count_refs", "install", "observer"]

@@ -34,6 +34,7 @@ from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import Array, JobResult, RoundOutcome
 from pytest_flrelia.contract.target import RunContext, TargetInfo, Timing
 from pytest_flrelia.contract.timeline import EventKind
+from pytest_flrelia.errors import TargetRunnerError
 from pytest_flrelia.targets.nvflare import codec, fault_support, version, wiring
 from pytest_flrelia.targets.nvflare.tail import Tailer
 from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
@@ -122,8 +123,8 @@ class NVFlareTarget:
         return RunnerProcess(job, tuple(faults), context, self.pipe).run()
 
 
-class RunnerDied(RuntimeError):
-    """The runner ended without a result and nobody aborted it: a defect of this target."""
+RunnerDied = TargetRunnerError
+"""The runner ended without a result and nobody aborted it: a defect of this target."""
 
 
 @dataclass

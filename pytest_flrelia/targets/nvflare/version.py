@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from importlib import metadata
 
+from pytest_flrelia.errors import TargetUnavailableError
+
 DISTRIBUTION = "nvflare"
 MINIMUM = (2, 7, 1)
 BELOW = (2, 9)
@@ -19,8 +21,8 @@ SUPPORTED = ">=2.7.1, <2.9"
 INSTALL = "pip install 'pytest-flrelia[nvflare]'"
 
 
-class NVFlareUnavailable(RuntimeError):
-    """No NVFlare, or one this target cannot drive: the message says what to install."""
+NVFlareUnavailable = TargetUnavailableError
+"""No NVFlare, or one this target cannot drive: the message says what to install."""
 
 
 @dataclass(frozen=True)
