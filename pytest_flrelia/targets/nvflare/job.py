@@ -64,6 +64,11 @@ def heartbeat_timeout(job: JobConfig) -> float:
     return max(job.timeouts.heartbeat, wiring.HEARTBEAT_MIN_TIMEOUT)
 
 
+def pre_init_timeout(job: JobConfig) -> float:
+    """The job's pre-init timeout, raised to what a fresh NVFlare child needs to start."""
+    return max(job.timeouts.pre_init, wiring.PRE_INIT_FLOOR)
+
+
 @dataclass
 class Task:
     round: int
@@ -109,7 +114,7 @@ class SiteCJ:
             pipe_id=PIPE_ID,
             launcher_id=LAUNCHER_ID,
             task_wait_timeout=t.execution,
-            external_pre_init_timeout=t.pre_init,
+            external_pre_init_timeout=pre_init_timeout(job),
             heartbeat_timeout=heartbeat_timeout(job),
             train_task_name=wiring.TRAIN_TASK,
             evaluate_task_name=wiring.VALIDATE_TASK,
@@ -325,4 +330,4 @@ def _copy(shareable: Any) -> Any:
     return copy.deepcopy(shareable)
 
 
-__all__ = ["JOB_ID", "Engine", "Job", "SiteCJ", "Task", "heartbeat_timeout"]
+__all__ = ["JOB_ID", "Engine", "Job", "SiteCJ", "Task", "heartbeat_timeout", "pre_init_timeout"]

@@ -69,6 +69,8 @@ MAPPING_NOTES: Mapping[str, str] = MappingProxyType({
     "heartbeat": f"raised to at least {wiring.HEARTBEAT_MIN_TIMEOUT:g}s: NVFlare's child "
                  f"sends a heartbeat every {wiring.HEARTBEAT_FLOOR:g}s whatever the job says",
     "heartbeat_interval": "not mapped: the child's interval is fixed at 5 s",
+    "pre_init": f"raised to at least {wiring.PRE_INIT_FLOOR:g}s: a fresh child imports "
+                "nvflare and joins CellNet first",
     "chunk_bytes": "not mapped: NVFlare sends one item per array (2 MiB chunks)",
     "stop_grace": "not mapped: SubprocessLauncher terminates and never escalates",
     "stop_poll": "not mapped: the deferred stop polls every 1 s",
@@ -79,18 +81,21 @@ MAPPING_NOTES: Mapping[str, str] = MappingProxyType({
 
 
 TIMING = Timing(
+    exit_after_release=1.5,
     poll=1.0,
     gate_lag=5.0,
-    launch=2.0,
+    launch=3.0,
     task_lag=5.0,
     heartbeat_floor=wiring.HEARTBEAT_MIN_TIMEOUT + wiring.HEARTBEAT_FLOOR,
 )
 """NVFlare's own intervals, read from its code and measured (docs/nvflare-wiring.md):
 the deferred stop polls every 1 s (``time.sleep(1.0)``); a gate opens only when
-``DownloadService._monitor_tx`` (``time.sleep(5.0)`` per loop) signals FINISHED; a child
-starts in ~1-1.5 s (nvflare import, CellNet connect; 2 s declared); its first task can
-wait one 5 s heartbeat; a silent peer shows after the heartbeat timeout (at least 10 s
-here) plus one 5 s interval."""
+``DownloadService._monitor_tx`` (``time.sleep(5.0)`` per loop) signals FINISHED; a
+launch-once child picks its next task up within its agent's ``get_task`` poll (0.5 s)
+after its pipe handler read it (0.5 s); a child starts in ~1-1.5 s unloaded (nvflare
+import, CellNet connect; 3 s declared, up to 8 s measured under load); its first task
+can wait one 5 s heartbeat; a silent peer shows after the heartbeat timeout (at least
+10 s here) plus one 5 s interval."""
 
 
 def _info(installed: version.Installed, pipe: str) -> TargetInfo:

@@ -30,6 +30,10 @@ HEARTBEAT_FLOOR = 5.0
 not above it makes the pipe handler see a live peer as gone."""
 HEARTBEAT_MIN_TIMEOUT = 10.0
 """The heartbeat timeout this target uses at least: two child heartbeats."""
+PRE_INIT_FLOOR = 30.0
+"""The external pre-init timeout this target uses at least: a fresh NVFlare child imports
+nvflare and joins CellNet before its ``init()``; on 2 cores under load (load average 12)
+that import alone took 6 s of wall time, and four children start at once under ``-n 2``."""
 
 
 def events_file(site: str, pid: int) -> str:
