@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +176,7 @@ class RunnerProcess:
                     _kill_group(process)
                     process.wait()
                 tailer.stop()
+        _keep_log(log_path)
         if tailer.broken:
             raise RunnerDied("unreadable events:\n" + "\n".join(tailer.broken[:5]))
         result_path = workdir / wiring.RESULT_FILE
@@ -240,6 +242,16 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
     with contextlib.suppress(ProcessLookupError, PermissionError):
         seams.killpg(process.pid, signal.SIGKILL)
+
+
+def _keep_log(path: Path) -> None:
+    """Copy the runner's log to ``$FLRELIA_NVFLARE_LOGS`` (if set): NVFlare's own lines."""
+    keep = os.environ.get(wiring.LOGS_ENV)
+    if not keep or not path.exists():
+        return
+    target = Path(keep)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, target / f"{path.parent.name}-{wiring.RUNNER_LOG}")
 
 
 def _tail(path: Path) -> str:
