@@ -96,7 +96,7 @@ launch-once child picks its next task up within its agent's ``get_task`` poll (0
 after its pipe handler read it (0.5 s); a child starts in ~1-1.5 s unloaded (nvflare
 import, CellNet connect; 3 s declared, up to 8 s measured under load); its first task
 can wait one 5 s heartbeat; a silent peer shows after the heartbeat timeout (at least
-10 s here) plus one 5 s interval."""
+30 s here) plus one 5 s interval."""
 
 
 def _info(installed: version.Installed, pipe: str) -> TargetInfo:

@@ -30,8 +30,11 @@ TOKEN = "flrelia"
 HEARTBEAT_FLOOR = 5.0
 """NVFlare's child sends a heartbeat every 5 s (hard-coded); a ``heartbeat_timeout``
 not above it makes the pipe handler see a live peer as gone."""
-HEARTBEAT_MIN_TIMEOUT = 10.0
-"""The heartbeat timeout this target uses at least: two child heartbeats."""
+HEARTBEAT_MIN_TIMEOUT = 30.0
+"""The heartbeat timeout this target uses at least.  NVFlare's child sends a heartbeat
+every 5 s, and the CJ's pipe handler counts its timeout from its own start, before the
+child exists: a child slower to start than the timeout is declared gone.  Under load a
+child took 8-15 s to start (2 cores, load average 12-40), so 10 s failed healthy runs."""
 PRE_INIT_FLOOR = 30.0
 """The external pre-init timeout this target uses at least: a fresh NVFlare child imports
 nvflare and joins CellNet before its ``init()``; on 2 cores under load (load average 12)
