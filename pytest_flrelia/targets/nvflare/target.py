@@ -37,6 +37,7 @@ from pytest_flrelia.contract.target import RunContext, TargetInfo, Timing
 from pytest_flrelia.contract.timeline import EventKind
 from pytest_flrelia.errors import TargetRunnerError
 from pytest_flrelia.targets.nvflare import codec, fault_support, version, wiring
+from pytest_flrelia.targets.nvflare.known_issues import KNOWN_ISSUES
 from pytest_flrelia.targets.nvflare.tail import Tailer
 from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
 
@@ -112,6 +113,7 @@ def _info(installed: version.Installed, pipe: str) -> TargetInfo:
         oracle=ReferenceModelOracle(),
         version=installed.label,
         unsupported=unsupported,
+        known_issues=KNOWN_ISSUES,
     )
 
 

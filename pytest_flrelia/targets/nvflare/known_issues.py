@@ -1,0 +1,52 @@
+"""NVFlare's bugs that the shipped scenarios catch, declared per version.
+
+Each is a :class:`~pytest_flrelia.contract.target.KnownIssue`: the plugin reports the
+item as a strict xfail judged on its leading check, so an upstream fix turns into a
+failing XPASS and this list stays true.  Found by running the shipped suite against the
+installed versions (``pytest scenarios/ --flrelia-target=nvflare``); docs/nvflare.md has
+a row per issue with its reproduction.
+"""
+
+from __future__ import annotations
+
+from pytest_flrelia.contract.target import KnownIssue
+
+DOWNLOAD_PATH = ">=2.7.2rc12,<2.9"
+"""The versions with the reverse-PASS_THROUGH download path (the server pulls the arrays)."""
+ALL = ">=2.7.1,<2.9"
+
+KNOWN_ISSUES: tuple[KnownIssue, ...] = (
+    KnownIssue(
+        scenario="stubborn-process-is-killed",
+        check="bounded_stop",
+        reason="SubprocessLauncher's stop sends SIGTERM once and then waits on its log "
+        "thread without a bound: a process that ignores SIGTERM is never killed (KB12)",
+        anchor="docs/nvflare.md#kb12-the-stop-never-escalates",
+        versions=ALL,
+        details=(
+            "`SubprocessLauncher._stop_external_process` calls `terminate()` and then "
+            "`self._log_thread.join()` with no timeout and no SIGKILL: the stop of a "
+            "training process that ignores SIGTERM (or leaves a grandchild holding its "
+            "stdout) never returns, and the CJ's round boundary hangs with it. The runner "
+            "log shows `_stop_external_process: terminating pid=N` and nothing after it."
+        ),
+    ),
+    KnownIssue(
+        scenario="corrupt-chunk",
+        check="all_rounds_complete",
+        reason="a download item whose bytes were corrupted is detected (the npz CRC) but "
+        "never fetched again: the round fails instead of recovering",
+        anchor="docs/nvflare.md#a-corrupted-download-item-is-not-retried",
+        versions=DOWNLOAD_PATH,
+        details=(
+            "NVFlare serves one item per array and keeps no per-chunk digest; the server's "
+            "`ArrayConsumer` fails on the flipped bit (`BadZipFile: Bad CRC-32 for file "
+            "'T0.npy'`), `download_object` gives up, and the server logs `failed to "
+            "download from site-1_flrelia_active ... exception when consuming data: "
+            "BadZipFile`: the round fails."
+        ),
+    ),
+)
+
+
+__all__ = ["ALL", "DOWNLOAD_PATH", "KNOWN_ISSUES"]
