@@ -100,6 +100,23 @@ can wait one 5 s heartbeat; a silent peer shows after the heartbeat timeout (at 
 30 s here) plus one 5 s interval."""
 
 
+_DIED = (
+    r"the task was aborted: (Launcher failed|launcher completed|Launcher already exited|"
+    r"execution exception in TaskExchanger)"
+)
+ERROR_ALIASES: Mapping[str, str] = MappingProxyType({
+    "failed to download from site-1": rf"failed to download from site-1|site-1: {_DIED}",
+    "failed to download from site-2": rf"failed to download from site-2|site-2: {_DIED}",
+    "site-2: training process ended": rf"site-2: {_DIED}",
+    "pipe handler stopped": r"the task was aborted: (.*; )?task pipe stopped",
+})
+"""The scenarios' error patterns in NVFlare's words.  A process that dies before the
+server pulled its tensors: NVFlare's launcher monitor sees the exit first (every 10 ms)
+and aborts the task ("Launcher failed at time ...", then "execution exception in
+TaskExchanger"), so the round fails with the site's aborted task, before any pull.  A
+pipe gone silent: the executor logs "task pipe stopped! aborting task."."""
+
+
 def _info(installed: version.Installed, pipe: str) -> TargetInfo:
     faults, unsupported = fault_support.declarations(installed.text)
     return TargetInfo(
@@ -114,6 +131,7 @@ def _info(installed: version.Installed, pipe: str) -> TargetInfo:
         version=installed.label,
         unsupported=unsupported,
         known_issues=KNOWN_ISSUES,
+        error_aliases=ERROR_ALIASES,
     )
 
 
