@@ -17,6 +17,39 @@ ALL = ">=2.7.1,<2.9"
 
 KNOWN_ISSUES: tuple[KnownIssue, ...] = (
     KnownIssue(
+        scenario="validate-round",
+        check="all_rounds_complete",
+        reason="a one-round process's metrics-only result is lost: it exits right after "
+        "send_to_peer returned and the CJ never hands the result to execute()",
+        anchor="docs/nvflare.md#a-validate-result-is-lost-with-one-process-per-round",
+        versions="==2.7.2",
+        details=(
+            "With `launch_once=False` over CellPipe, a validate task's reply carries no "
+            "tensors, so `FlareAgent._do_submit_result` logs \"no tensors in result — "
+            "proceeding immediately\" and calls `os._exit(0)` at once; the executor then "
+            "logs `task 'validate' timeout after N secs` and the round fails (seen on "
+            "2.7.2: the child's `result_sent` at +36.56 s, its exit 1 ms later, the "
+            "timeout 15 s later)."
+        ),
+    ),
+    KnownIssue(
+        scenario="late-goodbye-at-round-boundary",
+        check="all_rounds_complete",
+        reason="the next round's pipe handler is made (and the pipe cleared) before the "
+        "previous round's deferred stop ends: a late END of the old process stops it",
+        anchor="docs/nvflare.md#a-late-end-stops-the-next-rounds-handler",
+        versions="==2.7.2",
+        details=(
+            "`TaskExchanger.handle_event(BEFORE_TASK_EXECUTION)` clears the pipe and "
+            "starts a new `PipeHandler`; `execute()` then waits for the previous round's "
+            "deferred stop (\"waiting for deferred stop of 'train' to finish\"). An END "
+            "that the old process (same FQCN as the new one) left in the pipe meanwhile "
+            "reaches the new handler as its own status (`pipe status changed to _END_`): "
+            "it stops, the new process's `init()` is never seen, and the round fails with "
+            "`External process has not called flare.init within timeout`."
+        ),
+    ),
+    KnownIssue(
         scenario="stubborn-process-is-killed",
         check="bounded_stop",
         reason="SubprocessLauncher's stop sends SIGTERM once and then waits on its log "
