@@ -101,33 +101,42 @@ class Server:
             key = (site or from_fqcn, round)
             with server._lock:
                 server._downloading.add(key)
+            error: str | None = "did not return"
             try:
                 err, items = real(self, from_fqcn, ref_id, *args, **kwargs)
-            except Exception as exc:
-                err, items = f"{type(exc).__name__}: {exc}", None
-            finally:
-                with server._lock:
-                    server._downloading.discard(key)
-                    server._lock.notify_all()
-            if err:
-                reason = f"failed to download from {from_fqcn}: {err}"
-                server.timeline.record(
-                    EventKind.DOWNLOAD_FAILED, site=site, round=round, reason=reason,
-                    seconds=round_seconds(started),
-                )
-                if site is not None:
-                    with server._lock:
-                        server._download_errors[(site, round)] = reason
-                        server._lock.notify_all()
+                error = str(err) if err else None
+                for name, array in ({} if err else items or {}).items():
+                    server.timeline.record(
+                        EventKind.DOWNLOAD_DONE, site=site, round=round, name=name,
+                        bytes_digest=digest(array), nbytes=int(np.asarray(array).nbytes),
+                    )
                 return err, items
-            for name, array in (items or {}).items():
-                server.timeline.record(
-                    EventKind.DOWNLOAD_DONE, site=site, round=round, name=name,
-                    bytes_digest=digest(array), nbytes=int(np.asarray(array).nbytes),
-                )
-            return err, items
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                server._download_ended(key, from_fqcn, error, started)
 
         cls.download = download
+
+    def _download_ended(
+        self, key: tuple[str, int], from_fqcn: str, error: str | None, started: float
+    ) -> None:
+        """A pull ended: a failure is recorded (NVFlare's words) and becomes the site's
+        error before anyone waiting on the pull is woken."""
+        round = key[1]
+        if error is not None:
+            reason = f"failed to download from {from_fqcn}: {error}"
+            self.timeline.record(
+                EventKind.DOWNLOAD_FAILED, site=wiring.site_of_fqcn(from_fqcn), round=round,
+                reason=reason,
+                seconds=round_seconds(started),
+            )
+        with self._lock:
+            if error is not None:
+                self._download_errors[key] = reason
+            self._downloading.discard(key)
+            self._lock.notify_all()
 
     # -- submissions -----------------------------------------------------------------
 
