@@ -1,0 +1,1 @@
+"""What runs inside a training process the NVFlare launcher started: boot, observation, train."""
