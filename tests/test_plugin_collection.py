@@ -310,7 +310,7 @@ def test_bad_known_bug_is_a_usage_error_with_a_suggestion(pytester: pytest.Pytes
         (
             ["--flrelia-target=refrence"],
             "",
-            "--flrelia-target: unknown target 'refrence'; valid: reference*",
+            "--flrelia-target: unknown target 'refrence'; valid: *reference*",
         ),
         (
             ["--flrelia-report=report.txt"],
