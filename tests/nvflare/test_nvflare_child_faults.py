@@ -16,16 +16,17 @@ import textwrap
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_flrelia.contract.faults import FaultSpec
-from pytest_flrelia.contract.timeline import EventKind
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.scenario.catalog import validate_params
+from pytest_flrelia.targets.nvflare import child_faults
 from pytest_flrelia.targets.nvflare.child_faults import ChildFaults
+from pytest_flrelia.targets.nvflare.points import ChildContext
 
 WAIT = 10.0
 """Upper bound of every wait on a condition here; normally met in milliseconds."""
@@ -43,22 +44,20 @@ def spec(fault: str, *, site: str | None = None, round: int | None = None, index
                      index=index)
 
 
-@dataclass
-class FakeChild:
-    """A ``ChildSeams`` that keeps what the faults record."""
+class FakeChild(ChildContext):
+    """A real :class:`ChildContext` on an in-memory timeline."""
 
-    faults: Sequence[FaultSpec]
-    site: str = "site-1"
-    round: int = 1
-    records: list[tuple[EventKind, dict[str, object]]] = field(default_factory=list)
-    seen: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, faults: Sequence[FaultSpec], site: str = "site-1", round: int = 1
+                 ) -> None:
+        super().__init__(site=site, launched_for=round, faults=tuple(faults),
+                         timeline=Timeline(process=f"train-{site}"))
 
-    def record(self, kind: EventKind, **detail: object) -> None:
-        self.records.append((kind, detail))
-        self.seen.set()
+    @property
+    def records(self) -> list[Event]:
+        return self.timeline.events()
 
     def fault_events(self) -> list[dict[str, object]]:
-        return [d for k, d in self.records if k is EventKind.FAULT]
+        return [e.detail for e in self.timeline.events() if e.kind is EventKind.FAULT]
 
 
 class Calls:
@@ -160,26 +159,22 @@ def test_broken_pipe_without_an_agent_records_nothing() -> None:
 
 _CHILD = textwrap.dedent(
     """
-    import json, os, sys, time
+    import json, os, sys
+    from pathlib import Path
     from pytest_flrelia.contract.faults import FaultSpec
+    from pytest_flrelia.contract.timeline import Timeline
     from pytest_flrelia.scenario.catalog import validate_params
     from pytest_flrelia.targets.nvflare.child_faults import ChildFaults
+    from pytest_flrelia.targets.nvflare.points import ChildContext
 
-    events = open(sys.argv[1], "a", buffering=1)
-
-    class Ctx:
-        site = "site-1"
-        round = int(sys.argv[2])
-        faults = [
-            FaultSpec(f["fault"], f.get("site"), f.get("round"),
-                      validate_params(f["fault"], f["params"], "x"), 1, index=i)
-            for i, f in enumerate(json.loads(sys.argv[3]))
-        ]
-
-        def record(self, kind, **detail):
-            events.write(json.dumps({"kind": kind.value, **detail}) + "\\n")
-
-    faults = ChildFaults(Ctx())
+    specs = tuple(
+        FaultSpec(f["fault"], f.get("site"), f.get("round"),
+                  validate_params(f["fault"], f["params"], "x"), 1, index=i)
+        for i, f in enumerate(json.loads(sys.argv[3]))
+    )
+    ctx = ChildContext("site-1", int(sys.argv[2]), specs,
+                       Timeline("train-site-1", Path(sys.argv[1])))
+    faults = ChildFaults(ctx)
     faults.install()
     print("ready", flush=True)
     action = sys.argv[4]
@@ -214,22 +209,23 @@ def start_child(script: Path, events: Path, round: int, faults: list[dict[str, o
     return proc
 
 
+def events_of(path: Path) -> list[dict[str, Any]]:
+    """The detail of every event the child wrote (all are ``fault`` events here)."""
+    if not path.exists():
+        return []
+    events = [Event.from_json(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert all(e.kind is EventKind.FAULT for e in events)
+    return [dict(e.detail) for e in events]
+
+
 def wait_for_event(path: Path, fault: str) -> dict[str, Any]:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                event = json.loads(line)
-                if event.get("fault") == fault:
-                    return dict(event)
+        for event in events_of(path):
+            if event.get("fault") == fault:
+                return event
         time.sleep(0.01)
     raise AssertionError(f"no {fault} event within {WAIT}s")
-
-
-def events_of(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.usefixtures("no_leftover_children")
@@ -332,3 +328,17 @@ def test_stuck_exit_of_another_round_lets_the_process_exit(
                        [{"fault": "stuck_exit", "round": 2, "params": {}}], "exit")
     assert proc.wait(WAIT) == 0
     assert events_of(events) == []
+
+
+def test_install_registers_the_striking_faults_at_every_point() -> None:
+    """Through the seam the observation calls: :meth:`ChildContext.strike`."""
+    ctx = FakeChild([spec("slow_start", delay="10ms")])
+    assert child_faults.install(ctx) is not None
+    ctx.strike("after_task_received")
+    assert ctx.fault_events() == []
+    ctx.strike("before_init")
+    assert [e["fault"] for e in ctx.fault_events()] == ["slow_start"]
+
+
+def test_install_without_child_faults_installs_nothing() -> None:
+    assert child_faults.install(FakeChild([spec("slow_aggregation", delay="1s")])) is None

@@ -37,12 +37,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from pytest_flrelia.contract import seams
 from pytest_flrelia.contract.faults import LAST_CHUNK, FaultSpec
-from pytest_flrelia.contract.timeline import EventKind
+from pytest_flrelia.targets.nvflare import points
+from pytest_flrelia.targets.nvflare.points import ChildContext
 
 log = logging.getLogger(__name__)
 
@@ -54,30 +55,12 @@ STANDING = ("slow_start", "heartbeat_loss", "corrupt_chunk", "stuck_exit",
 CHILD_FAULTS = frozenset((*STRIKING, *STANDING))
 
 
-class ChildSeams(Protocol):
-    """What the child's boot gives the fault code (``points.ChildContext`` provides it)."""
-
-    @property
-    def site(self) -> str: ...
-
-    @property
-    def round(self) -> int:
-        """The round the process is working on (the one it was launched for, until it
-        receives a later task)."""
-        ...
-
-    @property
-    def faults(self) -> Sequence[FaultSpec]: ...
-
-    def record(self, kind: EventKind, **detail: object) -> None: ...
-
-
 class ChildFaults:
     """The planned faults of one training process, each delivered through its seam."""
 
     def __init__(
         self,
-        ctx: ChildSeams,
+        ctx: ChildContext,
         *,
         kill: seams.KillFn = seams.kill,
         exit_fn: seams.ExitFn = seams.exit_process,
@@ -103,14 +86,7 @@ class ChildFaults:
     def _acted(
         self, spec: FaultSpec, did: str, *, ts: float | None = None, **detail: object
     ) -> None:
-        self.ctx.record(
-            EventKind.FAULT,
-            fault=spec.fault,
-            fault_id=spec.index,
-            did=did,
-            **({} if ts is None else {"started": ts}),
-            **detail,
-        )
+        self.ctx.fault(spec, did, **({} if ts is None else {"started": ts}), **detail)
 
     # -- at: points -----------------------------------------------------------------
 
@@ -291,14 +267,29 @@ FAULTS: ChildFaults | None = None
 """The process's fault code, once :func:`install` ran."""
 
 
-def install(ctx: ChildSeams) -> ChildFaults | None:
-    """Install the faults planned for this process; ``None`` when none is child-side."""
+def install(ctx: ChildContext) -> ChildFaults | None:
+    """Install the faults planned for this process and register :meth:`ChildFaults.strike`
+    at every ``at:`` point; ``None`` when no planned fault is child-side."""
     global FAULTS
     if not any(spec.fault in CHILD_FAULTS for spec in ctx.faults):
         return None
-    FAULTS = ChildFaults(ctx)
-    FAULTS.install()
-    return FAULTS
+    faults = FAULTS = ChildFaults(ctx)
+    faults.install()
+    for point in points.AT_POINTS:
+        ctx.at(point, _striking(faults, point))
+    return faults
 
 
-__all__ = ["CHILD_FAULTS", "STANDING", "STRIKING", "ChildFaults", "ChildSeams", "install"]
+def _striking(faults: ChildFaults, point: str) -> points.Action:
+    def action(ctx: ChildContext) -> None:
+        faults.strike(point)
+
+    return action
+
+
+@points.on_child_boot
+def _boot(ctx: ChildContext) -> None:
+    install(ctx)
+
+
+__all__ = ["CHILD_FAULTS", "STANDING", "STRIKING", "ChildFaults", "install"]

@@ -34,10 +34,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.timeline import Event, EventKind
+from pytest_flrelia.targets.nvflare import points
+from pytest_flrelia.targets.nvflare.points import ParentContext
 
 log = logging.getLogger(__name__)
 
@@ -58,34 +60,10 @@ AUX_EVENT_AT: Mapping[str, tuple[EventKind, str]] = {
 """The runner's event each ``aux_event`` ``at:`` lands on, all inside ``execute()``."""
 
 
-class ParentSeams(Protocol):
-    """What the runner gives the fault code (``points.ParentContext`` provides it)."""
-
-    @property
-    def executors(self) -> Mapping[str, Any]: ...
-
-    @property
-    def launchers(self) -> Mapping[str, Any]: ...
-
-    @property
-    def pipes(self) -> Mapping[str, Any]: ...
-
-    @property
-    def server(self) -> Any: ...
-
-    @property
-    def server_cell(self) -> Any: ...
-
-    def record(self, kind: EventKind, /, *, site: str | None = None,
-               round: int | None = None, **detail: object) -> None: ...
-
-    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]: ...
-
-
 class ParentFaults:
     """The planned parent-side faults of one job."""
 
-    def __init__(self, ctx: ParentSeams, faults: list[FaultSpec]) -> None:
+    def __init__(self, ctx: ParentContext, faults: list[FaultSpec]) -> None:
         self.ctx = ctx
         self.faults = [s for s in faults if s.fault in PARENT_FAULTS]
         self._lock = threading.Lock()
@@ -99,9 +77,8 @@ class ParentFaults:
 
     def acted(self, spec: FaultSpec, did: str, *, site: str | None, round: int | None,
               started: float | None = None, **detail: object) -> None:
-        self.ctx.record(EventKind.FAULT, site=site, round=round, fault=spec.fault,
-                        fault_id=spec.index, did=did,
-                        **({} if started is None else {"started": started}), **detail)
+        self.ctx.fault(spec, did, site=site, round=round,
+                       **({} if started is None else {"started": started}), **detail)
 
     def not_delivered(self, spec: FaultSpec, site: str | None, round: int | None,
                       reason: str) -> None:
@@ -114,10 +91,11 @@ class ParentFaults:
 
     def _track(self, event: Event) -> None:
         if event.kind is EventKind.TASK_SENT and event.site and event.round is not None:
-            executor = self.ctx.executors.get(event.site)
+            parts = self.ctx.sites.get(event.site)
+            handler = None if parts is None else parts.executor.pipe_handler
             with self._lock:
                 self._round[event.site] = event.round
-                self._handlers[(event.site, event.round)] = getattr(executor, "pipe_handler", None)
+                self._handlers[(event.site, event.round)] = handler
 
     def install(self) -> None:
         self._undo.append(self.ctx.subscribe(self._track))
@@ -129,7 +107,7 @@ class ParentFaults:
             self._undo.pop()()
 
     def sites(self, spec: FaultSpec) -> list[str]:
-        return [s for s in self.ctx.launchers if spec.site in (None, s)]
+        return [s for s in self.ctx.sites if spec.site in (None, s)]
 
     def on(self, spec: FaultSpec, kinds: tuple[EventKind, ...], round: int | None,
            act: Callable[[Event], None]) -> None:
@@ -171,7 +149,7 @@ def _delayed_download(faults: ParentFaults, spec: FaultSpec) -> None:
     def delayed_download(decomposer: Any, from_fqcn: str, ref_id: str, *args: Any,
                          **kwargs: Any) -> Any:
         cell = args[1] if len(args) > 1 else kwargs.get("cell")
-        site = _site_of(from_fqcn, list(faults.ctx.launchers))
+        site = _site_of(from_fqcn, list(faults.ctx.sites))
         round = None if site is None else faults.round_of(site)
         if (
             site is not None
@@ -217,7 +195,7 @@ def _wrap_stop_task(faults: ParentFaults, spec: FaultSpec,
     """``before(site, launcher, fl_ctx, task_name, round)`` runs first in the deferred-stop
     thread of a site and round in scope."""
     for site in faults.sites(spec):
-        launcher = faults.ctx.launchers[site]
+        launcher = faults.ctx.sites[site].launcher
         stop_task: Callable[..., Any] = launcher.stop_task
 
         def wrapped(task_name: str, fl_ctx: Any, abort_signal: Any = None, *,
@@ -284,7 +262,7 @@ def _stale_peer_gone(faults: ParentFaults, spec: FaultSpec) -> None:
         message = old._make_event_message("_PEER_GONE_", f"stale: round {from_round}'s handler")
         faults.acted(spec, f"round {from_round}'s handler reports PEER_GONE",
                      site=site, round=event.round, started=started,
-                     current=old is getattr(faults.ctx.executors.get(site), "pipe_handler", None))
+                     current=old is faults.ctx.sites[site].executor.pipe_handler)
         old._add_message(message)
 
     faults.on(spec, (EventKind.TASK_SENT,), spec.round, act)
@@ -292,18 +270,17 @@ def _stale_peer_gone(faults: ParentFaults, spec: FaultSpec) -> None:
 
 def _aux_event(faults: ParentFaults, spec: FaultSpec) -> None:
     from nvflare.apis.event_type import EventType  # noqa: PLC0415
-    from nvflare.apis.fl_context import FLContext  # noqa: PLC0415
 
     kind, when = AUX_EVENT_AT[str(spec.params.get("at") or "during_execute")]
 
     def act(event: Event) -> None:
         site = str(event.site)
-        executor = faults.ctx.executors[site]
+        parts = faults.ctx.sites[site]
         failed: list[BaseException] = []
 
         def fire() -> None:
             try:
-                executor.handle_event(EventType.BEFORE_TASK_EXECUTION, FLContext())
+                parts.executor.handle_event(EventType.BEFORE_TASK_EXECUTION, parts.fl_ctx)
             except Exception as exc:  # handed back to the acting thread
                 failed.append(exc)
 
@@ -325,7 +302,7 @@ def _stale_pipe_message(faults: ParentFaults, spec: FaultSpec) -> None:
 
     def act(event: Event) -> None:
         site = str(event.site)
-        pipe = faults.ctx.pipes[site]
+        pipe = faults.ctx.sites[site].pipe
         try:
             left = _leave_message(pipe, topic, f"late goodbye of round {previous}")
         except Exception as exc:  # a pipe that refuses it: the fault did not act
@@ -376,13 +353,25 @@ _INSTALLERS: Mapping[str, Callable[[ParentFaults, FaultSpec], None]] = {
 }
 
 
-def install(ctx: ParentSeams, faults: list[FaultSpec]) -> ParentFaults | None:
-    """Install the planned parent-side faults; ``None`` when there is none."""
-    planned = ParentFaults(ctx, faults)
+INSTALLED: ParentFaults | None = None
+"""The run's parent-side fault code, once :func:`install` ran."""
+
+
+def install(ctx: ParentContext, faults: list[FaultSpec] | None = None) -> ParentFaults | None:
+    """Install the planned parent-side faults (``ctx.faults`` unless given); ``None`` when
+    there is none."""
+    global INSTALLED
+    planned = ParentFaults(ctx, list(ctx.faults if faults is None else faults))
     if not planned.faults:
         return None
     planned.install()
+    INSTALLED = planned
     return planned
 
 
-__all__ = ["AUX_EVENT_AT", "PARENT_FAULTS", "ParentFaults", "ParentSeams", "install"]
+@points.on_parent_start
+def _start(ctx: ParentContext) -> None:
+    install(ctx)
+
+
+__all__ = ["AUX_EVENT_AT", "PARENT_FAULTS", "ParentFaults", "install"]
