@@ -164,6 +164,17 @@ class UnknownTargetError(LookupError):
     """No built-in target and no ``flrelia.targets`` entry point has this name."""
 
 
+class TargetUnavailableError(RuntimeError):
+    """A plugged-in target cannot run here: what it needs is missing or unsupported (the
+    nvflare target without NVFlare, or with a version outside its range); the message says
+    what to install."""
+
+
+class TargetRunnerError(RuntimeError):
+    """An out-of-process target's runner ended without a result while nobody aborted it:
+    a defect of the target (a harness error), with the runner's last log lines."""
+
+
 __all__ = [
     "HarnessError",
     "ParamError",
@@ -173,5 +184,7 @@ __all__ = [
     "ScenarioFailure",
     "ScenarioTimeoutWarning",
     "ScenarioUnsupported",
+    "TargetRunnerError",
+    "TargetUnavailableError",
     "UnknownTargetError",
 ]

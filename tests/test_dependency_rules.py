@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -108,6 +109,13 @@ RULES: tuple[Rule, ...] = (
             _within(m, PLUGIN) and not _within(m, f"{PLUGIN}.targets.reference", f"{PLUGIN}.tools")
         ),
         lambda i: _within(i.module, RUNTIME),
+    ),
+    Rule(
+        "only-the-nvflare-target-imports-nvflare",
+        "nvflare is imported only by targets/nvflare/ (the plugin, judge, harness, scenario "
+        "language, tools and the reference never do, so nothing changes without it)",
+        lambda m: _within(m, PLUGIN, RUNTIME) and not _within(m, f"{PLUGIN}.targets.nvflare"),
+        lambda i: _top(i.module) == "nvflare",
     ),
     Rule(
         "errors-import-nothing-of-the-plugin",
@@ -337,6 +345,48 @@ def test_importing_a_layer_loads_nothing_it_must_not_know(
     assert any(_within(m, package) for m in loaded)
     bad = [m for m in loaded if _within(m, *forbidden) and not _within(m, *allowed) and m != PLUGIN]
     assert not bad, f"importing {package} loads {bad}"
+
+
+NO_NVFLARE = """
+import json, sys
+import pytest_flrelia.plugin
+from pytest_flrelia.targets import Targets
+from pytest_flrelia.harness import runner
+from pytest_flrelia.judge import invariants
+target = Targets()("reference")
+assert target.info.name == "reference"
+%s
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "nvflare")))
+"""
+"""Import the plugin, the harness and the judge, and load the reference target."""
+
+
+def _nvflare_loaded(tmp_path: Path, extra: str = "") -> list[str]:
+    """What of ``nvflare`` :data:`NO_NVFLARE` loads, with a stand-in ``nvflare`` first on
+    the path: any import of it succeeds and shows, installed or not."""
+    stub = tmp_path / "stub" / "nvflare"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", NO_NVFLARE % extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(stub.parent), str(ROOT)])},
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+def test_the_plugin_and_the_reference_target_load_no_nvflare(tmp_path: Path) -> None:
+    assert _nvflare_loaded(tmp_path) == []
+
+
+def test_the_nvflare_probe_sees_an_import_of_it(tmp_path: Path) -> None:
+    assert _nvflare_loaded(tmp_path, "import nvflare") == ["nvflare"]
 
 
 # --- the checker on synthetic packages ---------------------------------------------

@@ -18,6 +18,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import Array, JobResult
@@ -133,7 +136,9 @@ class FaultSupport:
 
 @dataclass(frozen=True)
 class Timing:
-    """How quickly a target notices what happens; the judge's tolerances derive from it."""
+    """How quickly a target notices what happens; the judge's tolerances and the runner's
+    deadline derive from it.  Every default is the reference's, and every field a real
+    launcher is slower at defaults to 0 s: declaring nothing loosens nothing."""
 
     exit_after_release: float = 0.5
     """After a process's round ended (its gate released), how long it may take to move on:
@@ -145,12 +150,113 @@ class Timing:
     reference: snapshot of descendants, SIGKILL of the group, reap; at most 20 ms)."""
     poll: float | None = None
     """How often the deferred stop looks at its process, in unscaled seconds; ``None``:
-    the job's ``stop_poll``.  All three stretch with ``--flrelia-time-scale``."""
+    the job's ``stop_poll``.  All of these stretch with ``--flrelia-time-scale``."""
+    gate_lag: float = 0.0
+    """After the server downloaded a result's last tensor, how long its process's gate
+    may take to open (nvflare: up to ~5 s, ``DownloadService._monitor_tx`` sleeps 5 s
+    between looks; the reference opens it at once)."""
+    launch: float = 0.0
+    """How much longer than the reference starting one training process takes (nvflare:
+    ~1.5 s, its import and CellNet connect); counted once per launch."""
+    task_lag: float = 0.0
+    """How late a task may reach a freshly started process (nvflare: one 5 s heartbeat,
+    in ~20 % of launches); counted once per launch."""
+    heartbeat_floor: float = 0.0
+    """The soonest the target notices a silent peer, whatever shorter ``heartbeat`` the
+    job asks for (nvflare: its heartbeat timeout must exceed the child's fixed 5 s
+    interval, and a loss shows one interval after it); 0: the job's ``heartbeat``."""
 
     def poll_of(self, job: JobConfig, time_scale: float = 1.0) -> float:
         """The poll interval in a run of ``job``: the job's timeouts are scaled already,
         a poll the target declares is scaled here."""
         return job.timeouts.stop_poll if self.poll is None else self.poll * time_scale
+
+    def release_slack(self, time_scale: float = 1.0) -> float:
+        """How much later than the reference a released process may be seen to exit:
+        its gate opening after the download (``gate_lag``)."""
+        return self.gate_lag * time_scale
+
+    def bound_slack(self, job: JobConfig, time_scale: float = 1.0) -> float:
+        """How much longer than the reference a run of ``job`` (its timeouts scaled
+        already) may take for what this target is slow at: per round the gate lag and a
+        poll longer than the job's, per launch the start and a late first task, and once
+        a heartbeat floor above the job's heartbeat.  The reference's is 0."""
+        launches = 1 if job.launch_once else job.rounds
+        poll = max(0.0, self.poll_of(job, time_scale) - job.timeouts.stop_poll)
+        per_round = self.gate_lag * time_scale + poll
+        per_launch = (self.launch + self.task_lag) * time_scale
+        heartbeat = max(0.0, self.heartbeat_floor * time_scale - job.timeouts.heartbeat)
+        return job.rounds * per_round + launches * per_launch + heartbeat
+
+
+@dataclass(frozen=True)
+class KnownIssue:
+    """A bug of the target that a scenario item catches on some versions: the plugin
+    reports that item as a *strict* xfail judged on ``check``.  Failing with ``check``
+    leading is the expected failure; passing fails the gate (the bug is fixed: remove the
+    entry), and failing with another leading check is a plain failure."""
+
+    scenario: str
+    """The scenario's name (``stubborn-process-is-killed``), as in its file."""
+    check: str
+    """The check that must lead the failure (``bounded_stop``): an invariant or ``expectation``."""
+    reason: str
+    """One line: what the bug is (shown with the xfail)."""
+    anchor: str
+    """Where the bug is written up, ``docs/nvflare.md#kb12-...``."""
+    versions: str = ""
+    """The affected versions, a PEP 440 specifier (``>=2.7.1,<2.9``; pre-releases
+    included); empty: every version."""
+    params: Mapping[str, object] | None = None
+    """The matrix parameters of the affected items (``{"launch_once": False}``); ``None``:
+    every item of the scenario."""
+    variants: frozenset[str] = frozenset()
+    """The target's variants it applies to (``--flrelia-known-bug``); empty: any."""
+    details: str = ""
+    """Markdown for the bug's row in the generated page: what happens, the log lines."""
+
+    def __post_init__(self) -> None:
+        SpecifierSet(self.versions)  # a malformed specifier fails where it is declared
+
+    def applies(
+        self,
+        scenario: str,
+        params: Mapping[str, object],
+        version: str | None,
+        variant: str | None = None,
+    ) -> bool:
+        """Whether this issue is about the item ``scenario`` with ``params``, run against
+        ``version`` (``TargetInfo.version``: its last word is the version number) and
+        ``variant``."""
+        if scenario != self.scenario:
+            return False
+        if self.params is not None and any(
+            k not in params or params[k] != v for k, v in self.params.items()
+        ):
+            return False
+        if self.variants and variant not in self.variants:
+            return False
+        return self.matches_version(version)
+
+    def matches_version(self, version: str | None) -> bool:
+        """Whether ``version`` is one of the affected ones; a target that says no version
+        is affected only by an issue of every version."""
+        if not self.versions:
+            return True
+        number = version_number(version)
+        if number is None:
+            return False
+        return SpecifierSet(self.versions).contains(number, prereleases=True)
+
+
+def version_number(version: str | None) -> Version | None:
+    """The version number in ``TargetInfo.version`` (``nvflare 2.7.2`` -> ``2.7.2``)."""
+    if not version:
+        return None
+    try:
+        return Version(version.split()[-1])
+    except InvalidVersion:
+        return None
 
 
 class ModelOracle(Protocol):
@@ -179,6 +285,21 @@ class TargetInfo:
     """What is installed, for the report header (``nvflare 2.7.2``)."""
     unsupported: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """Fault name -> why it cannot be delivered here (shown when a scenario is skipped)."""
+    known_issues: Sequence[KnownIssue] = ()
+    """Bugs of the target that scenario items catch: each such item is a strict xfail."""
+    error_aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """A scenario's ``expect.error`` pattern -> this target's pattern of the same meaning
+    (the scenarios say it in the reference's words): the expectation matches either and
+    says which one matched."""
+
+    def known_issue(
+        self, scenario: str, params: Mapping[str, object], variant: str | None = None
+    ) -> KnownIssue | None:
+        """The known issue of the item ``scenario`` with ``params`` on this version, if any."""
+        return next(
+            (k for k in self.known_issues if k.applies(scenario, params, self.version, variant)),
+            None,
+        )
 
 
 @runtime_checkable
@@ -202,9 +323,11 @@ __all__ = [
     "SCOPES",
     "Abort",
     "FaultSupport",
+    "KnownIssue",
     "ModelOracle",
     "RunContext",
     "Target",
     "TargetInfo",
     "Timing",
+    "version_number",
 ]

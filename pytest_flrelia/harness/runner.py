@@ -47,7 +47,7 @@ from pytest_flrelia.harness.processes import describe as describe_process
 from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.harness.support import why_unsupported
 from pytest_flrelia.harness.thread_watch import watch_thread_crashes
-from pytest_flrelia.judge.invariants import FAULTS_DELIVERED, Check, RunRecord, Verdict, evaluate
+from pytest_flrelia.judge.invariants import FAULTS_DELIVERED, RunRecord, Verdict, evaluate
 from pytest_flrelia.judge.live_checks import watch_live
 from pytest_flrelia.judge.report import (
     Against,
@@ -159,8 +159,9 @@ def _run_in(
     faults = tuple(  # each with its id: its position, which its ``fault`` events carry
         dataclasses.replace(_scaled_fault(f, scale), index=i) for i, f in enumerate(scenario.faults)
     )
-    within = scenario.expect.within_or(settings.default_within) * scale
     info = target.info
+    slack = info.timing.bound_slack(job, scale)  # what the target declares it is slow at
+    within = scenario.expect.within_or(settings.default_within) * scale + slack
     guard = ProcessGuard()
     timeline = Timeline(server_lane())
     abort = Abort()
@@ -267,6 +268,8 @@ def _run_in(
         faults=faults,
         timing=info.timing,
         job=job,
+        error_aliases=info.error_aliases,
+        within_slack=slack,
     )
     verdict = evaluate(record, invariants, named=scenario.expect.invariants)
     if settings.report_dir is not None:
@@ -389,18 +392,13 @@ def _report(
         scenario_path=str(scenario.path),
         line=scenario.line,
         description=scenario.description,
-        failures=[c.failure() for c in _earliest_first(verdict.failures)],
+        failures=[c.failure() for c in verdict.earliest_first()],
         events=record.events,
         reproduce=nodeid or f"{scenario.path}::{scenario.name}",
         against=_against(scenario, settings, info),
         seconds=record.seconds,
         not_applicable=[(c.name, c.seen) for c in verdict.not_applicable],
     )
-
-
-def _earliest_first(checks: list[Check]) -> list[Check]:
-    """The violation seen first leads the report (and its swimlane)."""
-    return sorted(checks, key=lambda c: (c.at is None, c.at or 0.0))
 
 
 def _scaled_job(job: JobConfig, scale: float) -> JobConfig:

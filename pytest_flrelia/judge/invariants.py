@@ -63,6 +63,10 @@ class RunRecord:
     """The target's declared timing (``TargetInfo.timing``): the tolerances derive from it."""
     job: JobConfig | None = None
     """The job as run (scaled): what the scenario asked for, also of a run with no result."""
+    error_aliases: Mapping[str, str] = field(default_factory=dict)
+    """``TargetInfo.error_aliases``: the scenario's error pattern -> the target's own words."""
+    within_slack: float = 0.0
+    """The part of ``within`` the target's timing added to the scenario's bound."""
 
     @property
     def prompt_exit_seconds(self) -> float:
@@ -154,9 +158,20 @@ def expectation(run: RunRecord) -> Check:
     if run.result.ok:
         return Check("expectation", False, expected, "success", at)
     error = run.result.error or ""
-    if run.error_pattern and not re.search(run.error_pattern, error):
-        return Check("expectation", False, expected, f"failure: {error}", at)
-    return _pass("expectation", expected, f"failure: {error}")
+    if run.error_pattern is None:
+        return _pass("expectation", expected, f"failure: {error}")
+    if re.search(run.error_pattern, error):
+        return _pass("expectation", expected, f"failure: {error} (matched /{run.error_pattern}/)")
+    alias = run.error_aliases.get(run.error_pattern)
+    if alias is not None:
+        expected += f" or the target's /{alias}/ of the same meaning"
+        if re.search(alias, error):
+            return _pass(
+                "expectation",
+                expected,
+                f"failure: {error} (matched the target's alias /{alias}/)",
+            )
+    return Check("expectation", False, expected, f"failure: {error}", at)
 
 
 # -- SPEC §8 invariants -----------------------------------------------------------------
@@ -278,10 +293,15 @@ def _first_difference(got: Array | None, want: Array) -> str:
         EventKind.ROUND_END,
         EventKind.FAILPOINT,
         EventKind.FAULT,
+        EventKind.DOWNLOAD_DONE,
     ),
 )
 def no_premature_stop(run: RunRecord) -> Check:
-    """No stop reaches a process whose published tensors are still being downloaded."""
+    """No stop reaches a process whose published tensors are still being downloaded.
+
+    A process is released by its gate (opened, timed out, closed), by its own end, or
+    once the server has ``download_done`` for every tensor of that result: a stop after
+    that loses nothing, however late the gate opens (nvflare's opens up to 5 s later)."""
     name = "no_premature_stop"
     published = [
         e for e in _of(run.events, EventKind.RESULT_SENT) if int(e.detail.get("tensors", 0))
@@ -310,6 +330,9 @@ def no_premature_stop(run: RunRecord) -> Check:
             and (e.kind in GATE_RELEASES or _ends_process(e))
         ]
         release_ts = released[0].ts if released else None
+        downloaded = _downloaded_at(run.events, sent)
+        if downloaded is not None and (release_ts is None or downloaded < release_ts):
+            release_ts = downloaded
         for stop in stops:
             if stop.detail.get("pid") != sent.pid or stop.ts < sent.ts:
                 continue
@@ -329,6 +352,24 @@ def no_premature_stop(run: RunRecord) -> Check:
                     (sent, stop),
                 )
     return _pass(name, "stops only after downloads", f"{len(published)} results checked")
+
+
+def _downloaded_at(events: Sequence[Event], sent: Event) -> float | None:
+    """When the server had every tensor of the result ``sent`` (``download_done`` of as
+    many distinct tensors of that site and round as it published), or ``None``."""
+    want = int(sent.detail.get("tensors", 0))
+    names: set[object] = set()
+    for e in events:
+        if (
+            e.kind is EventKind.DOWNLOAD_DONE
+            and e.ts >= sent.ts
+            and e.site == sent.site
+            and e.round == sent.round
+        ):
+            names.add(e.detail.get("name"))
+            if len(names) >= want:
+                return e.ts
+    return None
 
 
 def _ends_process(event: Event) -> bool:
@@ -443,7 +484,12 @@ def stale_events_ignored(run: RunRecord) -> Check:
 
 def within_bound(run: RunRecord) -> Check:
     name = "within_bound"
-    expected = f"the run ends within {run.within:g}s"
+    expected = f"the run ends within {run.within:g}s" + (
+        f" (the scenario's {run.within - run.within_slack:g}s + {run.within_slack:g}s the "
+        "target's timing declares)"
+        if run.within_slack
+        else ""
+    )
     if run.timed_out or run.seconds > run.within:
         return Check(
             name, False, expected, f"still running after {run.seconds:.2f}s; stopped by the harness"
@@ -711,6 +757,16 @@ class Verdict:
     @property
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
+
+    def earliest_first(self) -> list[Check]:
+        """The failures, the violation seen first first: it leads the report."""
+        return sorted(self.failures, key=lambda c: (c.at is None, c.at or 0.0))
+
+    @property
+    def leading(self) -> Check | None:
+        """The failure that leads the report (seen first), ``None`` if none failed."""
+        first = self.earliest_first()
+        return first[0] if first else None
 
     @property
     def not_applicable(self) -> list[Check]:

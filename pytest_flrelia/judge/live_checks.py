@@ -8,9 +8,11 @@ ends, so they are not used here):
 * ``prompt_exit`` (one process per round): after a site's round is released
   (its result had no tensors, or the server downloaded the last of them), the
   deferred stop must see that process exit (``exit_seen``, or the launcher's
-  ``reaped``) within the target's ``Timing.exit_after_release`` plus one poll, and
-  without a SIGTERM first: a process the deferred stop had to kill did not
-  exit by itself (KB5, KB9).
+  ``reaped``) within the target's ``Timing.exit_after_release`` plus one poll (plus
+  its ``gate_lag`` after a download), and without a SIGTERM first: a process the
+  deferred stop had to kill did not exit by itself (KB5, KB9).  Once the job's last
+  round ended well (or any round failed) the job is being torn down: a SIGTERM then
+  is the teardown's, not a violation (the deadlines already armed still hold).
 * ``bounded_stop``: every ``stop_requested`` is followed by that pid's ``reaped``
   within ``stop_grace`` plus ``Timing.stop_margin`` (KB12 waits forever).
 
@@ -49,7 +51,7 @@ LIVE_READS: dict[str, Reads] = {
     PROMPT_EXIT: Reads(
         frozenset({EventKind.RESULT_RECEIVED, EventKind.DOWNLOAD_DONE}),
         frozenset(
-            {EventKind.SIGNAL_SENT, EventKind.EXIT_SEEN, EventKind.REAPED}
+            {EventKind.SIGNAL_SENT, EventKind.EXIT_SEEN, EventKind.REAPED, EventKind.ROUND_END}
         ),
     ),
     BOUNDED_STOP: Reads(
@@ -118,6 +120,8 @@ class LiveWatch:
         self._clock = clock
         self._prompt_exit_seconds = timing.exit_after_release * time_scale
         self._poll = timing.poll_of(job, time_scale)
+        self._gate_lag = timing.release_slack(time_scale)
+        self._torn_down = False
         self._stop_margin = timing.stop_margin * time_scale
         self._prompt_exit = PROMPT_EXIT in invariants and not job.launch_once
         self._bounded_stop = BOUNDED_STOP in invariants
@@ -135,6 +139,11 @@ class LiveWatch:
     def armed(self) -> bool:
         """Whether any invariant is judged live in this run."""
         return self._prompt_exit or self._bounded_stop
+
+    def pending(self) -> list[Deadline]:
+        """The deadlines armed now, soonest first (what a test or a report may look at)."""
+        with self._cond:
+            return sorted(self._armed.values())
 
     def start(self) -> None:
         if not self.armed:
@@ -165,6 +174,10 @@ class LiveWatch:
                 self._track_stop(event)
 
     def _track_round(self, event: Event) -> None:
+        if event.kind is EventKind.ROUND_END:
+            if not event.detail.get("ok") or event.round == self._job.rounds:
+                self._torn_down = True  # what stops a process now is the job's teardown
+            return
         site = event.site
         if site is None:
             return
@@ -180,9 +193,15 @@ class LiveWatch:
         if event.kind is EventKind.DOWNLOAD_DONE and event.round == state.round:
             state.downloaded.add(str(event.detail.get("name")))
             if len(state.downloaded) == state.tensors and state.released_at is None:
-                self._release(site, state, event, f"the download of its {state.tensors} tensors")
+                self._release(
+                    site,
+                    state,
+                    event,
+                    f"the download of its {state.tensors} tensors",
+                    self._gate_lag,
+                )
         elif event.kind is EventKind.SIGNAL_SENT and event.detail.get("signal") == "SIGTERM":
-            if state.released_at is not None and not state.exited:
+            if state.released_at is not None and not state.exited and not self._torn_down:
                 # Killed, not exited: the violation is already certain.
                 self._arm(
                     Deadline(
@@ -200,11 +219,13 @@ class LiveWatch:
             state.exited = True
             self._disarm((PROMPT_EXIT, site))
 
-    def _release(self, site: str, state: _SiteRound, event: Event, after: str) -> None:
+    def _release(
+        self, site: str, state: _SiteRound, event: Event, after: str, lag: float = 0.0
+    ) -> None:
         state.released_at = event.ts
         if state.exited:  # the exit was recorded before the release was (a slow recorder)
             return
-        limit = self._prompt_exit_seconds + self._poll
+        limit = self._prompt_exit_seconds + self._poll + lag
         self._arm(
             Deadline(
                 event.ts + limit,

@@ -30,7 +30,7 @@ from pytest_flrelia.harness.settings import (
     StoreOnce,
     settings_from_config,
 )
-from pytest_flrelia.plugin import hooks
+from pytest_flrelia.plugin import hooks, run_record
 from pytest_flrelia.plugin.collect import (
     SCENARIO_MARKER,
     SETTINGS_KEY,
@@ -89,6 +89,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             source.option, dest=source.dest, metavar=metavar, help=help_text, action=StoreOnce
         )
         parser.addini(source.ini, help_text)
+    group.addoption(run_record.OPTION, dest=run_record.DEST, metavar="PATH", help=run_record.HELP)
     group.addoption(
         "--flrelia-known-bugs",
         dest="flrelia_known_bugs",
@@ -118,6 +119,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SCENARIO_COLLECT_ERRORS_KEY] = 0
     if not hasattr(config, "workerinput"):  # xdist workers send their reports to the controller
         config.pluginmanager.register(SummaryReporter(settings, targets), REPORTER_NAME)
+        json_path = config.getoption(run_record.DEST)
+        if json_path:
+            config.pluginmanager.register(
+                run_record.RunRecorder(Path(json_path).resolve()), run_record.RECORDER_NAME
+            )
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

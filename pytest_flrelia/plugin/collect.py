@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_flrelia.contract.target import KnownIssue
 from pytest_flrelia.errors import UnknownTargetError
 from pytest_flrelia.harness.cutoff import CUT_KEY
 from pytest_flrelia.harness.settings import Settings
-from pytest_flrelia.plugin import summary
+from pytest_flrelia.plugin import known_issues, run_record, summary
 from pytest_flrelia.scenario.loader import Scenario, ScenarioError, load_scenarios
 from pytest_flrelia.targets import Targets
 
@@ -89,24 +90,26 @@ class ScenarioFile(pytest.File):
                         ).format(self._shown_path())
                     ) from err
             item.extra_keyword_matches.update(scenario.catches)
-            reason = self._unsupported(scenario)
+            reason, version = self._unsupported(scenario)
             if reason is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+            run_record.describe(item, scenario, self.config.stash[SETTINGS_KEY], version)
             yield item
 
-    def _unsupported(self, scenario: Scenario) -> str | None:
-        """Why the scenario's target cannot run it, from what the target declares."""
+    def _unsupported(self, scenario: Scenario) -> tuple[str | None, str | None]:
+        """Why the scenario's target cannot run it, from what the target declares, and
+        the version the target says it is."""
         runner = importlib.import_module(RUNNER_MODULE)
         settings = self.config.stash[SETTINGS_KEY]
         name = runner.target_name(scenario, settings)
         try:
             target = self.config.stash[TARGETS_KEY](name)
         except UnknownTargetError as err:
-            return f"target {name!r} is not available in this session: {err}"
+            return f"target {name!r} is not available in this session: {err}", None
         except Exception:  # a target that cannot be built: its run shows the traceback
-            return None
+            return None, None
         reason: str | None = runner.unsupported_reason(scenario, settings, target)
-        return reason
+        return reason, target.info.version
 
     def _claim_names(self, scenarios: list[Scenario]) -> None:
         """Refuse a name another file of the session already uses."""
@@ -146,13 +149,15 @@ class ScenarioItem(pytest.Item):
 
     def runtest(self) -> None:
         runner = importlib.import_module(RUNNER_MODULE)
+        settings: Settings = self.config.stash[SETTINGS_KEY]
         verdict: Verdict | None = None
         faults, delivered = len(self.scenario.faults), 0
         ran = True
+        issue, version = self._known_issue(runner, settings)
         try:
             outcome: ScenarioOutcome = runner.run_scenario(
                 self.scenario,
-                self.config.stash[SETTINGS_KEY],
+                settings,
                 nodeid=self.nodeid,
                 cut=self.stash.get(CUT_KEY, None),
                 targets=self.config.stash[TARGETS_KEY],
@@ -164,13 +169,35 @@ class ScenarioItem(pytest.Item):
             verdict = failure.verdict
             if failure.outcome is not None:
                 delivered = len(failure.outcome.delivered)
+            run_record.ran(self, verdict, failure.outcome, issue)
+            if issue is not None:
+                if known_issues.judge_failure(issue, verdict) is not None:
+                    known_issues.expected_failure(issue)
+                lead = verdict.leading if verdict is not None else None
+                note = known_issues.other_check_note(issue, lead.name if lead else None)
+                failure.report = f"{failure.report}\n{note}"
             raise
         else:
             verdict, delivered = outcome.verdict, len(outcome.delivered)
             self.stash[OUTCOME_KEY] = outcome
+            run_record.ran(self, verdict, outcome, issue)
+            if issue is not None:
+                known_issues.fixed(issue, version)
         finally:  # a harness error still ran a scenario: it counts, with no checks
             if ran:
                 summary.record(self, summary.tally(verdict, faults, delivered))
+
+    def _known_issue(
+        self, runner: Any, settings: Settings
+    ) -> tuple[KnownIssue | None, str | None]:
+        """The target's known issue this item reproduces (``None``: none, or the target
+        cannot be built: its run says so), and the target's version."""
+        try:
+            target = self.config.stash[TARGETS_KEY](runner.target_name(self.scenario, settings))
+        except Exception:
+            return None, None
+        issue = known_issues.issue_of(target, self.scenario, settings.known_bug)
+        return issue, target.info.version
 
     def repr_failure(
         self,

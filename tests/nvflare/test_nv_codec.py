@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from types import MappingProxyType
 
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
@@ -28,6 +29,11 @@ def test_a_run_round_trips_with_signals_durations_and_scopes(tmp_path: Path) -> 
     assert got_faults == faults
     assert got_faults[0].params["signal"] is signal.SIGKILL
     assert options == {"pipe": "file"}
+
+
+def test_params_as_the_loader_freezes_them_are_written() -> None:
+    spec = FaultSpec("delayed_download", "site-1", 1, MappingProxyType({"delay": 0.8}), line=3)
+    assert codec.fault_from_json(codec.fault_to_json(spec)).params == {"delay": 0.8}
 
 
 def test_a_plain_dict_param_is_not_taken_for_a_signal() -> None:

@@ -33,9 +33,15 @@ def _param_from_json(value: object) -> object:
 
 
 def fault_to_json(spec: FaultSpec) -> dict[str, Any]:
-    raw = asdict(spec)
-    raw["params"] = {k: _param_to_json(v) for k, v in spec.params.items()}
-    return raw
+    return {
+        "fault": spec.fault,
+        "site": spec.site,
+        "round": spec.round,
+        "params": {k: _param_to_json(v) for k, v in spec.params.items()},
+        "line": spec.line,
+        "optional": spec.optional,
+        "index": spec.index,
+    }
 
 
 def fault_from_json(raw: Mapping[str, Any]) -> FaultSpec:

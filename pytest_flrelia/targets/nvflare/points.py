@@ -13,7 +13,10 @@ own) registers itself here and is handed what it needs, so neither side edits th
   server cell, the runner's timeline to record on and to subscribe to).
 
 The runner and ``boot`` import the fault modules by name (:func:`load_fault_module`), if
-they exist.  Nothing here imports nvflare: the real objects are typed ``Any``.
+they exist, and call their ``install``: ``parent_faults.install(ParentContext, faults)``
+before ``START_RUN``; ``child_faults.install(ChildContext)`` once the child's observation
+is in, whose result's ``strike(point)`` the child then calls at every ``at:`` point.
+Nothing here imports nvflare: the real objects are typed ``Any``.
 """
 
 from __future__ import annotations
@@ -223,6 +226,21 @@ class ParentContext:
         those reach the harness only); returns the unsubscribe function.  It runs in the
         recording thread: be quick."""
         return self.timeline.subscribe(listener)
+
+    @property
+    def executors(self) -> Mapping[str, Any]:
+        """Site -> its ``ClientAPILauncherExecutor``."""
+        return {site: parts.executor for site, parts in self.sites.items()}
+
+    @property
+    def launchers(self) -> Mapping[str, Any]:
+        """Site -> its ``SubprocessLauncher``."""
+        return {site: parts.launcher for site, parts in self.sites.items()}
+
+    @property
+    def pipes(self) -> Mapping[str, Any]:
+        """Site -> its task pipe."""
+        return {site: parts.pipe for site, parts in self.sites.items()}
 
     def specs(self, fault: str) -> list[FaultSpec]:
         """The run's faults named ``fault``."""

@@ -88,4 +88,12 @@ def _check_order(
         raise ValueError(f"round {round}: the server added {name} of unknown sites {sorted(extra)}")
 
 
-__all__ = ["AggregationOrder", "ReferenceModelOracle", "expected_global_model"]
+__all__ = [
+    "AggregationOrder",
+    "ReferenceModelOracle",
+    "expected_global_model",
+    # the rule the oracle recomputes from, for a target whose training runs it (nvflare)
+    "initial_model",
+    "local_update",
+    "site_weight",
+]
