@@ -187,6 +187,7 @@ _CHILD = textwrap.dedent(
     if action == "wait":
         sys.stdin.readline()
         os._exit(0)
+    # "return": the script ends and the interpreter exits normally
     """
 )
 
@@ -317,6 +318,40 @@ def test_stuck_exit_hangs_in_os_exit(child_script: Path, tmp_path: Path) -> None
     finally:
         proc.kill()
         proc.wait(WAIT)
+
+
+@pytest.mark.usefixtures("no_leftover_children")
+def test_stuck_exit_thread_holds_an_interpreter_exit(child_script: Path, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    proc = start_child(child_script, events, 1,
+                       [{"fault": "stuck_exit", "params": {"mode": "thread"}}], "return")
+    try:
+        event = wait_for_event(events, "stuck_exit")
+        assert event["did"] == "a non-daemon thread holds the interpreter's exit"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+
+
+@pytest.mark.usefixtures("no_leftover_children")
+def test_stuck_exit_thread_cannot_hold_os_exit(child_script: Path, tmp_path: Path) -> None:
+    """NVFlare ends a one-round child with ``os._exit``: no thread holds that, and the
+    fault says nothing (it did not act)."""
+    events = tmp_path / "events.jsonl"
+    proc = start_child(child_script, events, 1,
+                       [{"fault": "stuck_exit", "params": {"mode": "thread"}}], "exit")
+    assert proc.wait(WAIT) == 0
+    assert events_of(events) == []
+
+
+@pytest.mark.usefixtures("no_leftover_children")
+def test_orphan_child_of_another_round_starts_nothing(child_script: Path, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    proc = start_child(child_script, events, 1,
+                       [{"fault": "orphan_child", "round": 2, "params": {}}], "exit")
+    assert proc.wait(WAIT) == 0
+    assert events_of(events) == []
 
 
 @pytest.mark.usefixtures("no_leftover_children")

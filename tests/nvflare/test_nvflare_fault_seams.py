@@ -368,3 +368,27 @@ def test_delayed_download_waits_only_for_the_servers_pull(
     assert (event.site, event.round) == ("site-1", 2)
     decomposer.download("site-1_tok_active", "r2", 1.0, server)  # the site's first pull only
     assert len(ctx.faults_acted()) == 1
+
+
+@pytest.mark.parametrize("round", [1, 2])
+def test_slow_aggregation_waits_before_the_servers_average(
+    undo: list[Callable[[], None]], round: int
+) -> None:
+    averaged: list[tuple[int, float]] = []
+
+    class Server:
+        def aggregate(self, round: int, *args: Any) -> str:
+            averaged.append((round, time.monotonic()))
+            return "model"
+
+    server = Server()
+    ctx = Runner([spec("slow_aggregation", round=2, delay="300ms")], sites("site-1"),
+                 server=server)
+    install_parent(ctx, undo)
+    started = time.monotonic()
+    assert server.aggregate(round, {}, {}, None) == "model"
+    if round == 2:
+        assert averaged[0][1] - started >= 0.3
+        assert [(e.site, e.round) for e in ctx.faults_acted()] == [(None, 2)]
+    else:
+        assert averaged[0][1] - started < 0.3 and ctx.faults_acted() == []
