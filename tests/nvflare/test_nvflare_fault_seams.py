@@ -260,6 +260,7 @@ def test_stale_peer_gone_reaches_the_retired_handler(undo: list[Callable[[], Non
     assert statuses == [("_PEER_GONE_", 2)]
     (event,) = ctx.faults_acted()
     assert event.round == 3 and event.detail["current"] is False
+    assert event.detail["affects_round"] == 3 and event.detail["description"]
 
 
 def test_stale_peer_gone_without_the_old_handler_says_so(undo: list[Callable[[], None]]) -> None:
@@ -299,7 +300,9 @@ def test_aux_event_hands_the_executor_the_event_from_another_thread(
     ctx.timeline.record(kind, site="site-2", round=2)
     ctx.timeline.record(kind, site="site-2", round=2)  # once per site and round
     assert calls == [(EventType.BEFORE_TASK_EXECUTION, "aux-event-site-2")]
-    assert [(e.site, e.round) for e in ctx.faults_acted()] == [("site-2", 2)]
+    assert [(e.site, e.round, e.detail["affects_round"]) for e in ctx.faults_acted()] == [
+        ("site-2", 2, 2)
+    ]
 
 
 def test_stale_pipe_message_leaves_an_end_in_a_real_file_pipe(

@@ -5,7 +5,10 @@ its per-site executors, launchers and pipes and its server; the faults planned t
 wrap real NVFlare objects or act *live*, when the runner records the event they are
 aimed at.  Each records its ``fault`` event when it acts, never when it is planned, and
 a live fault that finds nothing to act on records an ``error`` saying why (the
-``faults_delivered`` check then names it).
+``faults_delivered`` check then names it).  The stale ones (``stale_peer_gone``,
+``aux_event``, ``stale_pipe_message``) also name the round they aim at
+(``affects_round``) and what they are (``description``): ``stale_events_ignored`` reads
+them.
 
 * ``delayed_download``: ``NumpyArrayDecomposer.download`` (the server's decode of a
   site's ``LazyDownloadRef``s) sleeps before the real pull, only for the server's cell
@@ -262,7 +265,9 @@ def _stale_peer_gone(faults: ParentFaults, spec: FaultSpec) -> None:
         message = old._make_event_message("_PEER_GONE_", f"stale: round {from_round}'s handler")
         faults.acted(spec, f"round {from_round}'s handler reports PEER_GONE",
                      site=site, round=event.round, started=started,
-                     current=old is faults.ctx.sites[site].executor.pipe_handler)
+                     current=old is faults.ctx.sites[site].executor.pipe_handler,
+                     affects_round=event.round,
+                     description=f"a stale PEER_GONE from round {from_round}'s handler")
         old._add_message(message)
 
     faults.on(spec, (EventKind.TASK_SENT,), spec.round, act)
@@ -285,7 +290,8 @@ def _aux_event(faults: ParentFaults, spec: FaultSpec) -> None:
                 failed.append(exc)
 
         faults.acted(spec, f"handle_event(BEFORE_TASK_EXECUTION) {when}", site=site,
-                     round=event.round)
+                     round=event.round, affects_round=event.round,
+                     description=f"an auxiliary event {when}")
         aux = threading.Thread(target=fire, name=f"aux-event-{site}", daemon=True)
         aux.start()
         aux.join(AUX_THREAD_WAIT)
@@ -312,7 +318,8 @@ def _stale_pipe_message(faults: ParentFaults, spec: FaultSpec) -> None:
             faults.not_delivered(spec, site, event.round, f"the late {topic} is not in the pipe")
             return
         faults.acted(spec, f"a late {topic} sits unread in the pipe", site=site,
-                     round=event.round, affects_round=spec.round)
+                     round=event.round, affects_round=previous + 1,
+                     description=f"a late {topic} left in the pipe before round {previous + 1}")
 
     faults.on(spec, (EventKind.REAPED, EventKind.DEFERRED_STOP_DONE), previous, act)
 
