@@ -365,13 +365,12 @@ def test_stuck_exit_of_another_round_lets_the_process_exit(
     assert events_of(events) == []
 
 
-def test_install_registers_the_striking_faults_at_every_point() -> None:
-    """Through the seam the observation calls: :meth:`ChildContext.strike`."""
+def test_install_is_once_per_context() -> None:
+    """The boot calls ``install``; a second call must not wrap every seam twice."""
     ctx = FakeChild([spec("slow_start", delay="10ms")])
-    assert child_faults.install(ctx) is not None
-    ctx.strike("after_task_received")
-    assert ctx.fault_events() == []
-    ctx.strike("before_init")
+    first = child_faults.install(ctx)
+    assert first is not None and child_faults.install(ctx) is first
+    first.strike("before_init")
     assert [e["fault"] for e in ctx.fault_events()] == ["slow_start"]
 
 

@@ -395,3 +395,10 @@ def test_slow_aggregation_waits_before_the_servers_average(
         assert [(e.site, e.round) for e in ctx.faults_acted()] == [(None, 2)]
     else:
         assert averaged[0][1] - started < 0.3 and ctx.faults_acted() == []
+
+
+def test_parent_install_is_once_per_context(undo: list[Callable[[], None]]) -> None:
+    """The runner calls ``install``; a second call must not wrap every seam twice."""
+    ctx = Runner([spec("stop_error", site="site-1")], sites("site-1"))
+    first = install_parent(ctx, undo)
+    assert parent_faults.install(ctx) is first

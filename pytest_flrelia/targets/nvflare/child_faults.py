@@ -2,7 +2,8 @@
 
 Nothing in NVFlare is edited: the child's boot (``child/boot.py``, after its own
 observation) calls :func:`install`, which wraps a few real NVFlare seams for the faults
-planned for this site and registers :meth:`ChildFaults.strike` for the ``at:`` points.
+planned for this site, and registers the returned :meth:`ChildFaults.strike` at the
+``at:`` points.
 Each fault records its ``fault`` event when it acts, never when it is planned.
 
 Which seam each fault uses (NVFlare 2.7.2 / 2.8.x; 2.7.1 has no download path):
@@ -42,7 +43,6 @@ from typing import Any
 
 from pytest_flrelia.contract import seams
 from pytest_flrelia.contract.faults import LAST_CHUNK, FaultSpec
-from pytest_flrelia.targets.nvflare import points
 from pytest_flrelia.targets.nvflare.points import ChildContext
 
 log = logging.getLogger(__name__)
@@ -268,28 +268,17 @@ FAULTS: ChildFaults | None = None
 
 
 def install(ctx: ChildContext) -> ChildFaults | None:
-    """Install the faults planned for this process and register :meth:`ChildFaults.strike`
-    at every ``at:`` point; ``None`` when no planned fault is child-side."""
+    """Install the faults planned for this process, once per context; ``None`` when no
+    planned fault is child-side.  The caller (``child/boot.py``) registers the returned
+    object's :meth:`ChildFaults.strike` at every ``at:`` point."""
     global FAULTS
+    if FAULTS is not None and FAULTS.ctx is ctx:
+        return FAULTS  # a second install would wrap every seam twice
     if not any(spec.fault in CHILD_FAULTS for spec in ctx.faults):
         return None
-    faults = FAULTS = ChildFaults(ctx)
-    faults.install()
-    for point in points.AT_POINTS:
-        ctx.at(point, _striking(faults, point))
-    return faults
-
-
-def _striking(faults: ChildFaults, point: str) -> points.Action:
-    def action(ctx: ChildContext) -> None:
-        faults.strike(point)
-
-    return action
-
-
-@points.on_child_boot
-def _boot(ctx: ChildContext) -> None:
-    install(ctx)
+    FAULTS = ChildFaults(ctx)
+    FAULTS.install()
+    return FAULTS
 
 
 __all__ = ["CHILD_FAULTS", "STANDING", "STRIKING", "ChildFaults", "install"]

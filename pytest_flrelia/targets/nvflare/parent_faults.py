@@ -41,7 +41,6 @@ from typing import Any
 
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.timeline import Event, EventKind
-from pytest_flrelia.targets.nvflare import points
 from pytest_flrelia.targets.nvflare.points import ParentContext
 
 log = logging.getLogger(__name__)
@@ -365,20 +364,17 @@ INSTALLED: ParentFaults | None = None
 
 
 def install(ctx: ParentContext, faults: list[FaultSpec] | None = None) -> ParentFaults | None:
-    """Install the planned parent-side faults (``ctx.faults`` unless given); ``None`` when
-    there is none."""
+    """Install the planned parent-side faults (``ctx.faults`` unless given), once per
+    context; ``None`` when there is none.  The runner calls it before ``START_RUN``."""
     global INSTALLED
+    if INSTALLED is not None and INSTALLED.ctx is ctx:
+        return INSTALLED  # a second install would wrap every seam twice
     planned = ParentFaults(ctx, list(ctx.faults if faults is None else faults))
     if not planned.faults:
         return None
     planned.install()
     INSTALLED = planned
     return planned
-
-
-@points.on_parent_start
-def _start(ctx: ParentContext) -> None:
-    install(ctx)
 
 
 __all__ = ["AUX_EVENT_AT", "PARENT_FAULTS", "ParentFaults", "install"]
