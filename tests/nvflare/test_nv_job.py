@@ -4,9 +4,9 @@ kept, and an abort mid-round leaves no process behind.  Needs nvflare (slow)."""
 from __future__ import annotations
 
 import threading
-from importlib import metadata
 import time
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ try:
 except metadata.PackageNotFoundError:
     pytest.skip("needs nvflare: pip install 'pytest-flrelia[nvflare]'", allow_module_level=True)
 
-from pytest_flrelia.targets.nvflare.entry import make_target  # noqa: E402
+from pytest_flrelia.targets.nvflare.entry import make_target
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 TAG = "FLRELIA_NVJOB_TEST_TAG"

@@ -38,7 +38,7 @@ def test_a_missing_nvflare_names_the_extra_to_install(monkeypatch: pytest.Monkey
 
 def test_an_unsupported_install_is_refused_by_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(version.metadata, "version", lambda name: "2.9.1")
-    with pytest.raises(TargetUnavailableError, match="2.9.1"):
+    with pytest.raises(TargetUnavailableError, match=r"2\.9\.1"):
         version.installed()
 
 

@@ -187,6 +187,7 @@ class SiteCJ:
         state.round = task.round
         event_type = nv.module("apis.event_type").EventType
         signal = nv.module("apis.signal").Signal(parent=self.run_abort)
+        reasons = _keep_reasons(signal)
         shareable_mod = nv.module("apis.shareable")
         fl_ctx = self.manager.new_context()
         try:
@@ -194,6 +195,8 @@ class SiteCJ:
             reply = self.executor.execute(task.name, task.shareable, fl_ctx, signal)
             if signal.triggered:
                 reply = shareable_mod.make_reply(shareable_mod.ReturnCode.TASK_ABORTED)
+                why = "; ".join(dict.fromkeys(str(r) for r in reasons)) or str(signal.value)
+                self.server.reason(self.site, task.round, f"the task was aborted: {why}")
         except Exception as exc:
             self.server.failed(self.site, task.round, f"{self.site}: execute raised {exc!r}")
             return
@@ -235,6 +238,21 @@ class SiteCJ:
         self.tasks.put(None)
         self.thread.join(timeout)
         self.cell.stop()
+
+
+def _keep_reasons(signal: Any) -> list[object]:
+    """Every value the task's Signal is triggered with, in order: NVFlare triggers it
+    again on the way out ("execution exception in TaskExchanger"), and a Signal keeps
+    only the last, which hides why the task was aborted."""
+    reasons: list[object] = []
+    real_trigger = signal.trigger
+
+    def trigger(value: object) -> None:
+        reasons.append(value)
+        real_trigger(value)
+
+    signal.trigger = trigger
+    return reasons
 
 
 def _supported(cls: Any, **kwargs: Any) -> dict[str, Any]:

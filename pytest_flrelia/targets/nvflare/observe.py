@@ -423,13 +423,17 @@ class LogLines(logging.Handler):
         self.obs = obs
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not record.name.startswith(EXECUTORS_LOGGER):
-            return
         try:
             message = record.getMessage()
         except Exception:
             return
         obs = self.obs
+        if not record.name.startswith(EXECUTORS_LOGGER):
+            if record.levelno >= logging.ERROR and obs.site_of_thread() is None:
+                # the server's side (its cell, the download): NVFlare's own words
+                obs.record(EventKind.ERROR, None, reason=message, logger=record.name,
+                           level=record.levelname)
+            return
         site = obs.site_of_thread()
         if "Ignoring late " in message and "from a previous pipe handler" in message:
             status = getattr(obs._local, "status", None)

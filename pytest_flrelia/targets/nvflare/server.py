@@ -58,6 +58,8 @@ class Server:
         self._lock = threading.Condition()
         self._submissions: dict[tuple[str, int], Submission] = {}
         self._download_errors: dict[tuple[str, int], str] = {}
+        self._downloading: set[tuple[str, int]] = set()
+        self._reasons: dict[tuple[str, int], str] = {}
         cell_mod = nv.module("fuel.f3.cellnet.cell")
         self.cell = cell_mod.Cell(
             fqcn=SERVER_FQCN, root_url=root_url, secure=False, credentials={},
@@ -96,29 +98,45 @@ class Server:
                 EventKind.DOWNLOAD_START, site=site, round=round, source=from_fqcn, ref_id=ref_id
             )
             started = time.monotonic()
+            key = (site or from_fqcn, round)
+            with server._lock:
+                server._downloading.add(key)
+            error: str | None = "did not return"
             try:
                 err, items = real(self, from_fqcn, ref_id, *args, **kwargs)
-            except Exception as exc:
-                err, items = f"{type(exc).__name__}: {exc}", None
-            if err:
-                reason = f"failed to download from {from_fqcn}: {err}"
-                server.timeline.record(
-                    EventKind.DOWNLOAD_FAILED, site=site, round=round, reason=reason,
-                    seconds=round_seconds(started),
-                )
-                if site is not None:
-                    with server._lock:
-                        server._download_errors[(site, round)] = reason
-                        server._lock.notify_all()
+                error = str(err) if err else None
+                for name, array in ({} if err else items or {}).items():
+                    server.timeline.record(
+                        EventKind.DOWNLOAD_DONE, site=site, round=round, name=name,
+                        bytes_digest=digest(array), nbytes=int(np.asarray(array).nbytes),
+                    )
                 return err, items
-            for name, array in (items or {}).items():
-                server.timeline.record(
-                    EventKind.DOWNLOAD_DONE, site=site, round=round, name=name,
-                    bytes_digest=digest(array), nbytes=int(np.asarray(array).nbytes),
-                )
-            return err, items
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                server._download_ended(key, from_fqcn, error, started)
 
         cls.download = download
+
+    def _download_ended(
+        self, key: tuple[str, int], from_fqcn: str, error: str | None, started: float
+    ) -> None:
+        """A pull ended: a failure is recorded (NVFlare's words) and becomes the site's
+        error before anyone waiting on the pull is woken."""
+        round = key[1]
+        if error is not None:
+            reason = f"failed to download from {from_fqcn}: {error}"
+            self.timeline.record(
+                EventKind.DOWNLOAD_FAILED, site=wiring.site_of_fqcn(from_fqcn), round=round,
+                reason=reason,
+                seconds=round_seconds(started),
+            )
+        with self._lock:
+            if error is not None:
+                self._download_errors[key] = reason
+            self._downloading.discard(key)
+            self._lock.notify_all()
 
     # -- submissions -----------------------------------------------------------------
 
@@ -142,15 +160,30 @@ class Server:
     def _submission(self, site: str, round: int, shareable: Any) -> Submission:
         rc = shareable.get_return_code()
         if rc != "OK":
-            return Submission(site, round, ok=False, error=f"{site}: the task failed ({rc})")
+            with self._lock:
+                why = self._reasons.get((site, round), f"the task failed ({rc})")
+            return Submission(site, round, ok=False, error=f"{site}: {why}")
         model = self._fl_model_utils.from_shareable(shareable)
         params = {str(k): np.asarray(v) for k, v in (model.params or {}).items()}
         weight = float((model.meta or {}).get("weight", 0.0))
         return Submission(site, round, ok=True, params=params, weight=weight,
                           metrics=dict(model.metrics or {}))
 
-    def failed(self, site: str, round: int, error: str) -> None:
-        """A site's CJ could not submit (its task failed before a result)."""
+    def reason(self, site: str, round: int, why: str) -> None:
+        """Why ``site``'s task of ``round`` failed, before its failed result is submitted
+        (the reply carries only a return code)."""
+        with self._lock:
+            self._reasons[(site, round)] = why
+
+    def failed(self, site: str, round: int, error: str, wait: float = 60.0) -> None:
+        """A site's CJ could not submit.  If the server is still pulling that site's
+        tensors (the SubmitUpdate timed out while its decode downloads), the download's
+        own failure, when it comes, is the site's error: it says what went wrong."""
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while (site, round) in self._downloading and time.monotonic() < deadline:
+                self._lock.wait(0.1)
+            error = self._download_errors.get((site, round), error)
         self.timeline.record(EventKind.SUBMIT, site=site, round=round, ok=False, error=error)
         with self._lock:
             self._submissions.setdefault((site, round), Submission(site, round, False, error))

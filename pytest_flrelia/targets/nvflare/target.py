@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from pytest_flrelia.contract.target import RunContext, TargetInfo, Timing
 from pytest_flrelia.contract.timeline import EventKind
 from pytest_flrelia.errors import TargetRunnerError
 from pytest_flrelia.targets.nvflare import codec, fault_support, version, wiring
+from pytest_flrelia.targets.nvflare.known_issues import KNOWN_ISSUES
 from pytest_flrelia.targets.nvflare.tail import Tailer
 from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
 
@@ -95,7 +97,24 @@ launch-once child picks its next task up within its agent's ``get_task`` poll (0
 after its pipe handler read it (0.5 s); a child starts in ~1-1.5 s unloaded (nvflare
 import, CellNet connect; 3 s declared, up to 8 s measured under load); its first task
 can wait one 5 s heartbeat; a silent peer shows after the heartbeat timeout (at least
-10 s here) plus one 5 s interval."""
+30 s here) plus one 5 s interval."""
+
+
+_DIED = (
+    r"the task was aborted: (Launcher failed|launcher completed|Launcher already exited|"
+    r"execution exception in TaskExchanger)"
+)
+ERROR_ALIASES: Mapping[str, str] = MappingProxyType({
+    "failed to download from site-1": rf"failed to download from site-1|site-1: {_DIED}",
+    "failed to download from site-2": rf"failed to download from site-2|site-2: {_DIED}",
+    "site-2: training process ended": rf"site-2: {_DIED}",
+    "pipe handler stopped": r"the task was aborted: (.*; )?task pipe stopped",
+})
+"""The scenarios' error patterns in NVFlare's words.  A process that dies before the
+server pulled its tensors: NVFlare's launcher monitor sees the exit first (every 10 ms)
+and aborts the task ("Launcher failed at time ...", then "execution exception in
+TaskExchanger"), so the round fails with the site's aborted task, before any pull.  A
+pipe gone silent: the executor logs "task pipe stopped! aborting task."."""
 
 
 def _info(installed: version.Installed, pipe: str) -> TargetInfo:
@@ -111,6 +130,8 @@ def _info(installed: version.Installed, pipe: str) -> TargetInfo:
         oracle=ReferenceModelOracle(),
         version=installed.label,
         unsupported=unsupported,
+        known_issues=KNOWN_ISSUES,
+        error_aliases=ERROR_ALIASES,
     )
 
 
@@ -175,6 +196,7 @@ class RunnerProcess:
                     _kill_group(process)
                     process.wait()
                 tailer.stop()
+        _keep_log(log_path)
         if tailer.broken:
             raise RunnerDied("unreadable events:\n" + "\n".join(tailer.broken[:5]))
         result_path = workdir / wiring.RESULT_FILE
@@ -240,6 +262,16 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
     with contextlib.suppress(ProcessLookupError, PermissionError):
         seams.killpg(process.pid, signal.SIGKILL)
+
+
+def _keep_log(path: Path) -> None:
+    """Copy the runner's log to ``$FLRELIA_NVFLARE_LOGS`` (if set): NVFlare's own lines."""
+    keep = os.environ.get(wiring.LOGS_ENV)
+    if not keep or not path.exists():
+        return
+    target = Path(keep)
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, target / f"{path.parent.name}-{wiring.RUNNER_LOG}")
 
 
 def _tail(path: Path) -> str:

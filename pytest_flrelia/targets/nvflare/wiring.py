@@ -21,6 +21,8 @@ RESULT_FILE = "result.json"
 MODEL_FILE = "model.npz"
 RUNNER_LOG = "runner.log"
 """Everything the runner and its children print: NVFlare's own log lines."""
+LOGS_ENV = "FLRELIA_NVFLARE_LOGS"
+"""A directory: each run's ``runner.log`` is kept there (the run's own dir is removed)."""
 TRAIN_TASK = "train"
 VALIDATE_TASK = "validate"
 TOKEN = "flrelia"
@@ -28,8 +30,11 @@ TOKEN = "flrelia"
 HEARTBEAT_FLOOR = 5.0
 """NVFlare's child sends a heartbeat every 5 s (hard-coded); a ``heartbeat_timeout``
 not above it makes the pipe handler see a live peer as gone."""
-HEARTBEAT_MIN_TIMEOUT = 10.0
-"""The heartbeat timeout this target uses at least: two child heartbeats."""
+HEARTBEAT_MIN_TIMEOUT = 30.0
+"""The heartbeat timeout this target uses at least.  NVFlare's child sends a heartbeat
+every 5 s, and the CJ's pipe handler counts its timeout from its own start, before the
+child exists: a child slower to start than the timeout is declared gone.  Under load a
+child took 8-15 s to start (2 cores, load average 12-40), so 10 s failed healthy runs."""
 PRE_INIT_FLOOR = 30.0
 """The external pre-init timeout this target uses at least: a fresh NVFlare child imports
 nvflare and joins CellNet before its ``init()``; on 2 cores under load (load average 12)

@@ -1,0 +1,110 @@
+"""NVFlare's bugs that the shipped scenarios catch, declared per version.
+
+Each is a :class:`~pytest_flrelia.contract.target.KnownIssue`: the plugin reports the
+item as a strict xfail judged on its leading check, so an upstream fix turns into a
+failing XPASS and this list stays true.  Found by running the shipped suite against the
+installed versions (``pytest scenarios/ --flrelia-target=nvflare``); docs/nvflare.md has
+a row per issue with its reproduction.
+"""
+
+from __future__ import annotations
+
+from pytest_flrelia.contract.target import KnownIssue
+
+DOWNLOAD_PATH = ">=2.7.2rc12,<2.9"
+"""The versions with the reverse-PASS_THROUGH download path (the server pulls the arrays)."""
+ALL = ">=2.7.1,<2.9"
+
+KNOWN_ISSUES: tuple[KnownIssue, ...] = (
+    KnownIssue(
+        scenario="stop-error-next-round-prompt",
+        check="all_rounds_complete",
+        reason="a deferred stop_task that raises leaves the exited process in the "
+        "launcher: the next round launches nothing and fails its external setup",
+        anchor="docs/nvflare.md#a-failed-deferred-stop-blocks-the-next-launch",
+        versions="==2.7.2",
+        details=(
+            "The deferred-stop thread logs `Deferred stop_task (train) failed: ...` and "
+            "sets its event; `SubprocessLauncher._process` still holds the exited "
+            "process, so the next round's `_start_external_process` launches nothing "
+            "(`launch_skipped` of the dead pid) and `_wait_external_setup` logs "
+            "`External process has not called flare.init and run status becomes "
+            "success.` / `Failed external setup for task (train).`: the round fails."
+        ),
+    ),
+    KnownIssue(
+        scenario="validate-round",
+        check="all_rounds_complete",
+        reason="a one-round process's metrics-only result is lost: it exits right after "
+        "send_to_peer returned and the CJ never hands the result to execute()",
+        anchor="docs/nvflare.md#a-validate-result-is-lost-with-one-process-per-round",
+        versions="==2.7.2",
+        details=(
+            "With `launch_once=False` over CellPipe, a validate task's reply carries no "
+            "tensors, so `FlareAgent._do_submit_result` logs \"no tensors in result — "
+            "proceeding immediately\" and calls `os._exit(0)` at once; the executor then "
+            "logs `task 'validate' timeout after N secs` and the round fails (seen on "
+            "2.7.2: the child's `result_sent` at +36.56 s, its exit 1 ms later, the "
+            "timeout 15 s later)."
+        ),
+    ),
+    KnownIssue(
+        scenario="late-goodbye-at-round-boundary",
+        check="all_rounds_complete",
+        reason="the next round's pipe handler is made (and the pipe cleared) before the "
+        "previous round's deferred stop ends: a late END of the old process stops it",
+        anchor="docs/nvflare.md#a-late-end-stops-the-next-rounds-handler",
+        versions="==2.7.2",
+        details=(
+            "`TaskExchanger.handle_event(BEFORE_TASK_EXECUTION)` clears the pipe and "
+            "starts a new `PipeHandler`; `execute()` then waits for the previous round's "
+            "deferred stop (\"waiting for deferred stop of 'train' to finish\"). An END "
+            "that the old process (same FQCN as the new one) left in the pipe meanwhile "
+            "reaches the new handler as its own status (`pipe status changed to _END_`): "
+            "it stops, the new process's `init()` is never seen, and the round fails with "
+            "`External process has not called flare.init within timeout`."
+        ),
+    ),
+    KnownIssue(
+        scenario="stubborn-process-is-killed",
+        check="bounded_stop",
+        reason="SubprocessLauncher's stop sends SIGTERM once and then waits on its log "
+        "thread without a bound: a process that ignores SIGTERM is never killed (KB12)",
+        anchor="docs/nvflare.md#kb12-the-stop-never-escalates",
+        versions=ALL,
+        details=(
+            "`SubprocessLauncher._stop_external_process` calls `terminate()` and then "
+            "`self._log_thread.join()` with no timeout and no SIGKILL: the stop of a "
+            "training process that ignores SIGTERM (or leaves a grandchild holding its "
+            "stdout) never returns, and the CJ's round boundary hangs with it. The runner "
+            "log shows `_stop_external_process: terminating pid=N` and nothing after it."
+        ),
+    ),
+    KnownIssue(
+        scenario="three-sites-mixed-faults",
+        check="all_rounds_complete",
+        reason="its corrupt_chunk: a corrupted download item is detected but never "
+        "fetched again, so the round fails (as corrupt-chunk)",
+        anchor="docs/nvflare.md#a-corrupted-download-item-is-not-retried",
+        versions=DOWNLOAD_PATH,
+        details="The same failure as corrupt-chunk, on site-3 (`BadZipFile: Bad CRC-32`).",
+    ),
+    KnownIssue(
+        scenario="corrupt-chunk",
+        check="all_rounds_complete",
+        reason="a download item whose bytes were corrupted is detected (the npz CRC) but "
+        "never fetched again: the round fails instead of recovering",
+        anchor="docs/nvflare.md#a-corrupted-download-item-is-not-retried",
+        versions=DOWNLOAD_PATH,
+        details=(
+            "NVFlare serves one item per array and keeps no per-chunk digest; the server's "
+            "`ArrayConsumer` fails on the flipped bit (`BadZipFile: Bad CRC-32 for file "
+            "'T0.npy'`), `download_object` gives up, and the server logs `failed to "
+            "download from site-1_flrelia_active ... exception when consuming data: "
+            "BadZipFile`: the round fails."
+        ),
+    ),
+)
+
+
+__all__ = ["ALL", "DOWNLOAD_PATH", "KNOWN_ISSUES"]
