@@ -52,6 +52,10 @@ EXPECTED: dict[str, dict[str, tuple[str, str | None]]] = {
         "validate-round": (P, None),
         "validate-round-launch-once": (P, None),
     },
+    "nvflare_findings/failed-deferred-stop.scenario.yaml": {
+        "failed-deferred-stop-next-round-launches": (S, "stop_error"),
+    },
+    "nvflare_findings/orphan-child.scenario.yaml": {"orphan-child-is-reaped": (P, None)},
     "pipe_handler/status-events.scenario.yaml": {
         "stale-peer-gone[launch_once=false]": (S, "stale_peer_gone"),
         "stale-peer-gone[launch_once=true]": (S, "stale_peer_gone"),

@@ -16,16 +16,17 @@ import textwrap
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_flrelia.contract.faults import FaultSpec
-from pytest_flrelia.contract.timeline import EventKind
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.scenario.catalog import validate_params
+from pytest_flrelia.targets.nvflare import child_faults
 from pytest_flrelia.targets.nvflare.child_faults import ChildFaults
+from pytest_flrelia.targets.nvflare.points import ChildContext
 
 WAIT = 10.0
 """Upper bound of every wait on a condition here; normally met in milliseconds."""
@@ -43,22 +44,20 @@ def spec(fault: str, *, site: str | None = None, round: int | None = None, index
                      index=index)
 
 
-@dataclass
-class FakeChild:
-    """A ``ChildSeams`` that keeps what the faults record."""
+class FakeChild(ChildContext):
+    """A real :class:`ChildContext` on an in-memory timeline."""
 
-    faults: Sequence[FaultSpec]
-    site: str = "site-1"
-    round: int = 1
-    records: list[tuple[EventKind, dict[str, object]]] = field(default_factory=list)
-    seen: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, faults: Sequence[FaultSpec], site: str = "site-1", round: int = 1
+                 ) -> None:
+        super().__init__(site=site, launched_for=round, faults=tuple(faults),
+                         timeline=Timeline(process=f"train-{site}"))
 
-    def record(self, kind: EventKind, **detail: object) -> None:
-        self.records.append((kind, detail))
-        self.seen.set()
+    @property
+    def records(self) -> list[Event]:
+        return self.timeline.events()
 
     def fault_events(self) -> list[dict[str, object]]:
-        return [d for k, d in self.records if k is EventKind.FAULT]
+        return [e.detail for e in self.timeline.events() if e.kind is EventKind.FAULT]
 
 
 class Calls:
@@ -160,26 +159,22 @@ def test_broken_pipe_without_an_agent_records_nothing() -> None:
 
 _CHILD = textwrap.dedent(
     """
-    import json, os, sys, time
+    import json, os, sys
+    from pathlib import Path
     from pytest_flrelia.contract.faults import FaultSpec
+    from pytest_flrelia.contract.timeline import Timeline
     from pytest_flrelia.scenario.catalog import validate_params
     from pytest_flrelia.targets.nvflare.child_faults import ChildFaults
+    from pytest_flrelia.targets.nvflare.points import ChildContext
 
-    events = open(sys.argv[1], "a", buffering=1)
-
-    class Ctx:
-        site = "site-1"
-        round = int(sys.argv[2])
-        faults = [
-            FaultSpec(f["fault"], f.get("site"), f.get("round"),
-                      validate_params(f["fault"], f["params"], "x"), 1, index=i)
-            for i, f in enumerate(json.loads(sys.argv[3]))
-        ]
-
-        def record(self, kind, **detail):
-            events.write(json.dumps({"kind": kind.value, **detail}) + "\\n")
-
-    faults = ChildFaults(Ctx())
+    specs = tuple(
+        FaultSpec(f["fault"], f.get("site"), f.get("round"),
+                  validate_params(f["fault"], f["params"], "x"), 1, index=i)
+        for i, f in enumerate(json.loads(sys.argv[3]))
+    )
+    ctx = ChildContext("site-1", int(sys.argv[2]), specs,
+                       Timeline("train-site-1", Path(sys.argv[1])))
+    faults = ChildFaults(ctx)
     faults.install()
     print("ready", flush=True)
     action = sys.argv[4]
@@ -192,6 +187,7 @@ _CHILD = textwrap.dedent(
     if action == "wait":
         sys.stdin.readline()
         os._exit(0)
+    # "return": the script ends and the interpreter exits normally
     """
 )
 
@@ -214,22 +210,23 @@ def start_child(script: Path, events: Path, round: int, faults: list[dict[str, o
     return proc
 
 
+def events_of(path: Path) -> list[dict[str, Any]]:
+    """The detail of every event the child wrote (all are ``fault`` events here)."""
+    if not path.exists():
+        return []
+    events = [Event.from_json(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert all(e.kind is EventKind.FAULT for e in events)
+    return [dict(e.detail) for e in events]
+
+
 def wait_for_event(path: Path, fault: str) -> dict[str, Any]:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                event = json.loads(line)
-                if event.get("fault") == fault:
-                    return dict(event)
+        for event in events_of(path):
+            if event.get("fault") == fault:
+                return event
         time.sleep(0.01)
     raise AssertionError(f"no {fault} event within {WAIT}s")
-
-
-def events_of(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.usefixtures("no_leftover_children")
@@ -324,6 +321,40 @@ def test_stuck_exit_hangs_in_os_exit(child_script: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.usefixtures("no_leftover_children")
+def test_stuck_exit_thread_holds_an_interpreter_exit(child_script: Path, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    proc = start_child(child_script, events, 1,
+                       [{"fault": "stuck_exit", "params": {"mode": "thread"}}], "return")
+    try:
+        event = wait_for_event(events, "stuck_exit")
+        assert event["did"] == "a non-daemon thread holds the interpreter's exit"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+
+
+@pytest.mark.usefixtures("no_leftover_children")
+def test_stuck_exit_thread_cannot_hold_os_exit(child_script: Path, tmp_path: Path) -> None:
+    """NVFlare ends a one-round child with ``os._exit``: no thread holds that, and the
+    fault says nothing (it did not act)."""
+    events = tmp_path / "events.jsonl"
+    proc = start_child(child_script, events, 1,
+                       [{"fault": "stuck_exit", "params": {"mode": "thread"}}], "exit")
+    assert proc.wait(WAIT) == 0
+    assert events_of(events) == []
+
+
+@pytest.mark.usefixtures("no_leftover_children")
+def test_orphan_child_of_another_round_starts_nothing(child_script: Path, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    proc = start_child(child_script, events, 1,
+                       [{"fault": "orphan_child", "round": 2, "params": {}}], "exit")
+    assert proc.wait(WAIT) == 0
+    assert events_of(events) == []
+
+
+@pytest.mark.usefixtures("no_leftover_children")
 def test_stuck_exit_of_another_round_lets_the_process_exit(
     child_script: Path, tmp_path: Path
 ) -> None:
@@ -332,3 +363,16 @@ def test_stuck_exit_of_another_round_lets_the_process_exit(
                        [{"fault": "stuck_exit", "round": 2, "params": {}}], "exit")
     assert proc.wait(WAIT) == 0
     assert events_of(events) == []
+
+
+def test_install_is_once_per_context() -> None:
+    """The boot calls ``install``; a second call must not wrap every seam twice."""
+    ctx = FakeChild([spec("slow_start", delay="10ms")])
+    first = child_faults.install(ctx)
+    assert first is not None and child_faults.install(ctx) is first
+    first.strike("before_init")
+    assert [e["fault"] for e in ctx.fault_events()] == ["slow_start"]
+
+
+def test_install_without_child_faults_installs_nothing() -> None:
+    assert child_faults.install(FakeChild([spec("slow_aggregation", delay="1s")])) is None

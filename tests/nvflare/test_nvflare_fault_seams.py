@@ -13,8 +13,8 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -33,11 +33,13 @@ from nvflare.fuel.utils.pipe.pipe import Mode
 from nvflare.fuel.utils.pipe.pipe_handler import PipeHandler
 
 from pytest_flrelia.contract.faults import FaultSpec
+from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.scenario.catalog import validate_params
 from pytest_flrelia.targets.nvflare import parent_faults
 from pytest_flrelia.targets.nvflare.child_faults import ChildFaults
 from pytest_flrelia.targets.nvflare.parent_faults import ParentFaults, _leave_message
+from pytest_flrelia.targets.nvflare.points import ChildContext, ParentContext, SiteParts
 
 WAIT = 10.0
 """Upper bound of every wait on a condition here; normally met in milliseconds."""
@@ -49,18 +51,16 @@ def spec(fault: str, *, site: str | None = None, round: int | None = None, index
                      index=index)
 
 
-@dataclass
-class FakeChild:
-    faults: Sequence[FaultSpec]
-    site: str = "site-1"
-    round: int = 1
-    records: list[tuple[EventKind, dict[str, object]]] = field(default_factory=list)
+class FakeChild(ChildContext):
+    """A real :class:`ChildContext` on an in-memory timeline."""
 
-    def record(self, kind: EventKind, **detail: object) -> None:
-        self.records.append((kind, detail))
+    def __init__(self, faults: Sequence[FaultSpec], site: str = "site-1", round: int = 1
+                 ) -> None:
+        super().__init__(site=site, launched_for=round, faults=tuple(faults),
+                         timeline=Timeline(process=f"train-{site}"))
 
     def fault_events(self) -> list[dict[str, object]]:
-        return [d for k, d in self.records if k is EventKind.FAULT]
+        return [e.detail for e in self.timeline.events() if e.kind is EventKind.FAULT]
 
 
 @pytest.fixture
@@ -148,34 +148,34 @@ def test_heartbeat_loss_delays_a_real_pipe_handlers_heartbeat(
 # -- parent side -----------------------------------------------------------------------
 
 
-@dataclass
-class FakeRunner:
-    """A ``ParentSeams`` over a real :class:`Timeline`: the runner's part is ours."""
+class Runner(ParentContext):
+    """A real :class:`ParentContext` on an in-memory timeline, over the given site parts."""
 
-    launchers: Mapping[str, Any]
-    executors: Mapping[str, Any] = field(default_factory=dict)
-    pipes: Mapping[str, Any] = field(default_factory=dict)
-    server: Any = None
-    server_cell: Any = None
-    timeline: Timeline = field(default_factory=lambda: Timeline(process="client-site-1"))
+    def __init__(self, faults: Sequence[FaultSpec], sites: Mapping[str, SiteParts],
+                 server_cell: Any = None, server: Any = None) -> None:
+        super().__init__(job=JobConfig(), faults=tuple(faults), sites=sites,
+                         server_cell=server_cell, timeline=Timeline(process="runner"),
+                         server=server)
 
-    def record(self, kind: EventKind, /, *, site: str | None = None,
-               round: int | None = None, **detail: object) -> None:
-        self.timeline.record(kind, site=site, round=round, **detail)
-
-    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
-        return self.timeline.subscribe(listener)
-
-    def faults(self) -> list[Event]:
+    def faults_acted(self) -> list[Event]:
         return [e for e in self.timeline.events() if e.kind is EventKind.FAULT]
 
     def errors(self) -> list[Event]:
         return [e for e in self.timeline.events() if e.kind is EventKind.ERROR]
 
 
-def install_parent(ctx: FakeRunner, faults: list[FaultSpec],
-                   undo: list[Callable[[], None]]) -> ParentFaults:
-    installed = parent_faults.install(ctx, faults)
+def parts(site: str, *, executor: Any = None, pipe: Any = None) -> SiteParts:
+    return SiteParts(site=site, executor=executor or SimpleNamespace(pipe_handler=None),
+                     launcher=SubprocessLauncher(script="python3 train.py", launch_once=False),
+                     pipe=pipe, cell=None, engine=None, fl_ctx=FLContext())
+
+
+def sites(*names: str, **kwargs: Any) -> dict[str, SiteParts]:
+    return {name: parts(name, **kwargs) for name in names}
+
+
+def install_parent(ctx: Runner, undo: list[Callable[[], None]]) -> ParentFaults:
+    installed = parent_faults.install(ctx)
     assert installed is not None
     undo.append(installed.uninstall)
     return installed
@@ -197,26 +197,23 @@ def in_thread(name: str, fn: Callable[[], Any]) -> BaseException | None:
     return raised[0] if raised else None
 
 
-def launchers(*sites: str) -> dict[str, Any]:
-    return {s: SubprocessLauncher(script="python3 train.py", launch_once=False) for s in sites}
-
-
 def test_stop_error_raises_once_in_the_deferred_stop_thread(
     undo: list[Callable[[], None]]
 ) -> None:
-    ctx = FakeRunner(launchers("site-1", "site-2"))
-    install_parent(ctx, [spec("stop_error", site="site-1")], undo)
+    ctx = Runner([spec("stop_error", site="site-1")], sites("site-1", "site-2"))
+    install_parent(ctx, undo)
     ctx.timeline.record(EventKind.TASK_SENT, site="site-1", round=1)
-    site1 = ctx.launchers["site-1"]
+    site1 = ctx.sites["site-1"].launcher
     assert in_thread("ClientAPILauncherExecutor_0",
                      lambda: site1.stop_task("train", FLContext(), None)) is None
-    assert ctx.faults() == []
+    assert ctx.faults_acted() == []
+    site2 = ctx.sites["site-2"].launcher
     assert in_thread("deferred-stop-train",
-                     lambda: ctx.launchers["site-2"].stop_task("train", FLContext(), None)) is None
-    assert ctx.faults() == []
+                     lambda: site2.stop_task("train", FLContext(), None)) is None
+    assert ctx.faults_acted() == []
     raised = in_thread("deferred-stop-train", lambda: site1.stop_task("train", FLContext(), None))
     assert isinstance(raised, RuntimeError)
-    assert [(e.site, e.round) for e in ctx.faults()] == [("site-1", 1)]
+    assert [(e.site, e.round) for e in ctx.faults_acted()] == [("site-1", 1)]
     assert in_thread("deferred-stop-train",
                      lambda: site1.stop_task("train", FLContext(), None)) is None  # once
 
@@ -224,20 +221,20 @@ def test_stop_error_raises_once_in_the_deferred_stop_thread(
 def test_slow_stop_lingers_after_the_exit_only_in_the_deferred_thread(
     undo: list[Callable[[], None]]
 ) -> None:
-    ctx = FakeRunner(launchers("site-1"))
-    install_parent(ctx, [spec("slow_stop", round=2, delay="300ms")], undo)
-    site1 = ctx.launchers["site-1"]
+    ctx = Runner([spec("slow_stop", round=2, delay="300ms")], sites("site-1"))
+    install_parent(ctx, undo)
+    site1 = ctx.sites["site-1"].launcher
     ctx.timeline.record(EventKind.TASK_SENT, site="site-1", round=1)
     started = time.monotonic()
     assert in_thread("deferred-stop-train", lambda: site1.stop_task("train", FLContext(), None)) \
         is None
-    assert ctx.faults() == [] and time.monotonic() - started < 0.3  # round 1: out of scope
+    assert ctx.faults_acted() == [] and time.monotonic() - started < 0.3  # round 1: out of scope
     ctx.timeline.record(EventKind.TASK_SENT, site="site-1", round=2)
     started = time.monotonic()
     assert in_thread("deferred-stop-train", lambda: site1.stop_task("train", FLContext(), None)) \
         is None
     assert time.monotonic() - started >= 0.3
-    assert [e.round for e in ctx.faults()] == [2]
+    assert [e.round for e in ctx.faults_acted()] == [2]
 
 
 def test_stale_peer_gone_reaches_the_retired_handler(undo: list[Callable[[], None]],
@@ -250,25 +247,31 @@ def test_stale_peer_gone_reaches_the_retired_handler(undo: list[Callable[[], Non
         pipe_handler: Any = None
 
     executor = Executor()
-    ctx = FakeRunner(launchers("site-1"), executors={"site-1": executor})
-    install_parent(ctx, [spec("stale_peer_gone", site="site-1", round=3)], undo)
+    ctx = Runner([spec("stale_peer_gone", site="site-1", round=3)],
+                 sites("site-1", executor=executor))
+    install_parent(ctx, undo)
     for round in (1, 2, 3):
         handler = PipeHandler(pipe)
         handler.set_status_cb(lambda msg, r=round: statuses.append((msg.topic, r)))
         executor.pipe_handler = handler
         ctx.timeline.record(EventKind.TASK_SENT, site="site-1", round=round)
         if round < 3:
-            assert statuses == [] and ctx.faults() == []
+            assert statuses == [] and ctx.faults_acted() == []
     assert statuses == [("_PEER_GONE_", 2)]
-    (event,) = ctx.faults()
+    (event,) = ctx.faults_acted()
     assert event.round == 3 and event.detail["current"] is False
+    assert event.detail["affects_round"] == 3 and event.detail["description"]
 
 
 def test_stale_peer_gone_without_the_old_handler_says_so(undo: list[Callable[[], None]]) -> None:
-    ctx = FakeRunner(launchers("site-1"), executors={"site-1": object()})
-    install_parent(ctx, [spec("stale_peer_gone", round=2, from_round=1)], undo)
+    class Executor:
+        pipe_handler = None
+
+    ctx = Runner([spec("stale_peer_gone", round=2, from_round=1)],
+                 sites("site-1", executor=Executor()))
+    install_parent(ctx, undo)
     ctx.timeline.record(EventKind.TASK_SENT, site="site-1", round=2)
-    assert ctx.faults() == []
+    assert ctx.faults_acted() == []
     (error,) = ctx.errors()
     assert "no pipe handler of round 1" in str(error.detail["reason"])
 
@@ -288,16 +291,18 @@ def test_aux_event_hands_the_executor_the_event_from_another_thread(
         def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
             calls.append((event_type, threading.current_thread().name))
 
-    ctx = FakeRunner(launchers("site-1", "site-2"),
-                     executors={"site-1": Executor(), "site-2": Executor()})
-    install_parent(ctx, [spec("aux_event", site="site-2", round=2, at=at)], undo)
+    ctx = Runner([spec("aux_event", site="site-2", round=2, at=at)],
+                 {s: parts(s, executor=Executor()) for s in ("site-1", "site-2")})
+    install_parent(ctx, undo)
     for site, round in (("site-1", 2), ("site-2", 1)):
         ctx.timeline.record(kind, site=site, round=round)
-    assert calls == [] and ctx.faults() == []
+    assert calls == [] and ctx.faults_acted() == []
     ctx.timeline.record(kind, site="site-2", round=2)
     ctx.timeline.record(kind, site="site-2", round=2)  # once per site and round
     assert calls == [(EventType.BEFORE_TASK_EXECUTION, "aux-event-site-2")]
-    assert [(e.site, e.round) for e in ctx.faults()] == [("site-2", 2)]
+    assert [(e.site, e.round, e.detail["affects_round"]) for e in ctx.faults_acted()] == [
+        ("site-2", 2, 2)
+    ]
 
 
 def test_stale_pipe_message_leaves_an_end_in_a_real_file_pipe(
@@ -305,13 +310,13 @@ def test_stale_pipe_message_leaves_an_end_in_a_real_file_pipe(
 ) -> None:
     pipe = FilePipe(Mode.PASSIVE, str(tmp_path / "pipe"))
     pipe.open("task")
-    ctx = FakeRunner(launchers("site-1"), pipes={"site-1": pipe})
-    install_parent(ctx, [spec("stale_pipe_message", round=3)], undo)
+    ctx = Runner([spec("stale_pipe_message", round=3)], sites("site-1", pipe=pipe))
+    install_parent(ctx, undo)
     ctx.timeline.record(EventKind.REAPED, site="site-1", round=1)
-    assert pipe.receive() is None and ctx.faults() == []
+    assert pipe.receive() is None and ctx.faults_acted() == []
     ctx.timeline.record(EventKind.REAPED, site="site-1", round=2)
     ctx.timeline.record(EventKind.DEFERRED_STOP_DONE, site="site-1", round=2)
-    (event,) = ctx.faults()
+    (event,) = ctx.faults_acted()
     assert event.detail["affects_round"] == 3
     late = pipe.receive()
     assert late is not None and late.topic == "_END_"
@@ -349,8 +354,9 @@ def test_delayed_download_waits_only_for_the_servers_pull(
     NumpyArrayDecomposer.download = recorded
     undo.append(lambda: setattr(NumpyArrayDecomposer, "download", real))
     server, cj = Cell("server"), Cell("site-1_cj")
-    ctx = FakeRunner(launchers("site-1", "site-11"), server_cell=server)
-    install_parent(ctx, [spec("delayed_download", site="site-1", round=2, delay="300ms")], undo)
+    ctx = Runner([spec("delayed_download", site="site-1", round=2, delay="300ms")],
+                 sites("site-1", "site-11"), server_cell=server)
+    install_parent(ctx, undo)
     decomposer = NumpyArrayDecomposer()
     for round in (1, 2):
         for site in ("site-1", "site-11"):
@@ -358,10 +364,41 @@ def test_delayed_download_waits_only_for_the_servers_pull(
     started = time.monotonic()
     decomposer.download("site-11_tok_active", "r", 1.0, server)
     decomposer.download("site-1_tok_active", "r", 1.0, cj)
-    assert ctx.faults() == [] and time.monotonic() - started < 0.3
+    assert ctx.faults_acted() == [] and time.monotonic() - started < 0.3
     decomposer.download("site-1_tok_active", "r", 1.0, server)
     assert pulled[-1][1] - started >= 0.3
-    (event,) = ctx.faults()
+    (event,) = ctx.faults_acted()
     assert (event.site, event.round) == ("site-1", 2)
     decomposer.download("site-1_tok_active", "r2", 1.0, server)  # the site's first pull only
-    assert len(ctx.faults()) == 1
+    assert len(ctx.faults_acted()) == 1
+
+
+@pytest.mark.parametrize("round", [1, 2])
+def test_slow_aggregation_waits_before_the_servers_average(
+    undo: list[Callable[[], None]], round: int
+) -> None:
+    averaged: list[tuple[int, float]] = []
+
+    class Server:
+        def aggregate(self, round: int, *args: Any) -> str:
+            averaged.append((round, time.monotonic()))
+            return "model"
+
+    server = Server()
+    ctx = Runner([spec("slow_aggregation", round=2, delay="300ms")], sites("site-1"),
+                 server=server)
+    install_parent(ctx, undo)
+    started = time.monotonic()
+    assert server.aggregate(round, {}, {}, None) == "model"
+    if round == 2:
+        assert averaged[0][1] - started >= 0.3
+        assert [(e.site, e.round) for e in ctx.faults_acted()] == [(None, 2)]
+    else:
+        assert averaged[0][1] - started < 0.3 and ctx.faults_acted() == []
+
+
+def test_parent_install_is_once_per_context(undo: list[Callable[[], None]]) -> None:
+    """The runner calls ``install``; a second call must not wrap every seam twice."""
+    ctx = Runner([spec("stop_error", site="site-1")], sites("site-1"))
+    first = install_parent(ctx, undo)
+    assert parent_faults.install(ctx) is first

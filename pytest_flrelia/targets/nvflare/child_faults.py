@@ -2,7 +2,8 @@
 
 Nothing in NVFlare is edited: the child's boot (``child/boot.py``, after its own
 observation) calls :func:`install`, which wraps a few real NVFlare seams for the faults
-planned for this site and registers :meth:`ChildFaults.strike` for the ``at:`` points.
+planned for this site, and registers the returned :meth:`ChildFaults.strike` at the
+``at:`` points.
 Each fault records its ``fault`` event when it acts, never when it is planned.
 
 Which seam each fault uses (NVFlare 2.7.2 / 2.8.x; 2.7.1 has no download path):
@@ -37,12 +38,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from pytest_flrelia.contract import seams
 from pytest_flrelia.contract.faults import LAST_CHUNK, FaultSpec
-from pytest_flrelia.contract.timeline import EventKind
+from pytest_flrelia.targets.nvflare.points import ChildContext
 
 log = logging.getLogger(__name__)
 
@@ -54,30 +55,12 @@ STANDING = ("slow_start", "heartbeat_loss", "corrupt_chunk", "stuck_exit",
 CHILD_FAULTS = frozenset((*STRIKING, *STANDING))
 
 
-class ChildSeams(Protocol):
-    """What the child's boot gives the fault code (``points.ChildContext`` provides it)."""
-
-    @property
-    def site(self) -> str: ...
-
-    @property
-    def round(self) -> int:
-        """The round the process is working on (the one it was launched for, until it
-        receives a later task)."""
-        ...
-
-    @property
-    def faults(self) -> Sequence[FaultSpec]: ...
-
-    def record(self, kind: EventKind, **detail: object) -> None: ...
-
-
 class ChildFaults:
     """The planned faults of one training process, each delivered through its seam."""
 
     def __init__(
         self,
-        ctx: ChildSeams,
+        ctx: ChildContext,
         *,
         kill: seams.KillFn = seams.kill,
         exit_fn: seams.ExitFn = seams.exit_process,
@@ -103,14 +86,7 @@ class ChildFaults:
     def _acted(
         self, spec: FaultSpec, did: str, *, ts: float | None = None, **detail: object
     ) -> None:
-        self.ctx.record(
-            EventKind.FAULT,
-            fault=spec.fault,
-            fault_id=spec.index,
-            did=did,
-            **({} if ts is None else {"started": ts}),
-            **detail,
-        )
+        self.ctx.fault(spec, did, **({} if ts is None else {"started": ts}), **detail)
 
     # -- at: points -----------------------------------------------------------------
 
@@ -291,9 +267,13 @@ FAULTS: ChildFaults | None = None
 """The process's fault code, once :func:`install` ran."""
 
 
-def install(ctx: ChildSeams) -> ChildFaults | None:
-    """Install the faults planned for this process; ``None`` when none is child-side."""
+def install(ctx: ChildContext) -> ChildFaults | None:
+    """Install the faults planned for this process, once per context; ``None`` when no
+    planned fault is child-side.  The caller (``child/boot.py``) registers the returned
+    object's :meth:`ChildFaults.strike` at every ``at:`` point."""
     global FAULTS
+    if FAULTS is not None and FAULTS.ctx is ctx:
+        return FAULTS  # a second install would wrap every seam twice
     if not any(spec.fault in CHILD_FAULTS for spec in ctx.faults):
         return None
     FAULTS = ChildFaults(ctx)
@@ -301,4 +281,4 @@ def install(ctx: ChildSeams) -> ChildFaults | None:
     return FAULTS
 
 
-__all__ = ["CHILD_FAULTS", "STANDING", "STRIKING", "ChildFaults", "ChildSeams", "install"]
+__all__ = ["CHILD_FAULTS", "STANDING", "STRIKING", "ChildFaults", "install"]

@@ -63,8 +63,8 @@ _MECHANICS: Mapping[str, str] = {
     "nor retry: the npz CRC fails the server's decode.",
     "slow_aggregation": "The server stand-in's `aggregate` waits `delay` before it averages.",
     "aux_event": "`executor.handle_event(BEFORE_TASK_EXECUTION)` from another thread at "
-    "`task_sent` (`during_execute`), `pipe_cleared` (`launch`) or `init_seen` (`init`): "
-    "the #4314 trigger." + _LIVE,
+    "`task_sent` (`during_execute`) or `pipe_cleared` (`launch`): the #4314 trigger; not "
+    "at `init` (no `init_seen` is recorded)." + _LIVE,
     "stop_error": "The site's `SubprocessLauncher.stop_task` raises once when NVFlare's "
     "`deferred-stop-<task>` thread calls it.",
     "slow_stop": "The site's `SubprocessLauncher.stop_task` waits `delay` when NVFlare's "
@@ -81,16 +81,33 @@ _MECHANICS: Mapping[str, str] = {
 }
 
 
+AUX_EVENT_DETAIL: Mapping[str, str] = MappingProxyType(
+    {
+        "during_execute": "at the CJ's `task_sent` (the parent's `PipeHandler.send_to_peer` "
+        "of the task)",
+        "launch": "at the CJ's `pipe_cleared` (`CellPipe.clear` / `FilePipe.clear`)",
+    }
+)
+"""Where ``aux_event`` lands.  Not ``init``: the target records no ``init_seen`` (the
+moment the CJ sees the child's first message is inside NVFlare's
+``_wait_external_setup``), so a scenario asking for it is skipped."""
+
+
 def _support(name: str, at: frozenset[str] | None = None) -> FaultSupport:
     fault = CATALOG[name]
     points = None
+    detail: Mapping[str, str] = {}
     if "at" in fault.params and fault.params["at"].choices == AT_POINTS:
         points = at if at is not None else frozenset(AT_POINTS)
+        detail = {p: AT_DETAIL[p] for p in sorted(points)}
+    elif name == "aux_event":
+        points = frozenset(AUX_EVENT_DETAIL)
+        detail = AUX_EVENT_DETAIL
     return FaultSupport(
         scopes=frozenset(fault.scopes),
         at=points,
         mechanics=_MECHANICS[name],
-        at_detail=MappingProxyType({p: AT_DETAIL[p] for p in sorted(points or ())}),
+        at_detail=MappingProxyType(dict(detail)),
     )
 
 
@@ -112,6 +129,10 @@ _LEGACY_UNSUPPORTED = {
 }
 
 
+_STRIKING_AT = frozenset(n for n, f in CATALOG.items()
+                         if "at" in f.params and f.params["at"].choices == AT_POINTS)
+
+
 def has_download_path(version: str) -> bool:
     """Whether ``version`` has the download path (2.7.2rc12 and later)."""
     return Version(version) >= Version("2.7.2rc12")
@@ -123,7 +144,7 @@ def declarations(version: str) -> tuple[Mapping[str, FaultSupport], Mapping[str,
         return FAULT_SUPPORT, UNSUPPORTED
     supported = {
         name: _support(name, frozenset(AT_POINTS) - NO_DOWNLOAD_POINTS)
-        if "at" in CATALOG[name].params and CATALOG[name].params["at"].choices == AT_POINTS
+        if name in _STRIKING_AT
         else support
         for name, support in FAULT_SUPPORT.items()
         if name not in _LEGACY_UNSUPPORTED
@@ -132,4 +153,11 @@ def declarations(version: str) -> tuple[Mapping[str, FaultSupport], Mapping[str,
     return MappingProxyType(supported), MappingProxyType(reasons)
 
 
-__all__ = ["AT_DETAIL", "FAULT_SUPPORT", "UNSUPPORTED", "declarations", "has_download_path"]
+__all__ = [
+    "AT_DETAIL",
+    "AUX_EVENT_DETAIL",
+    "FAULT_SUPPORT",
+    "UNSUPPORTED",
+    "declarations",
+    "has_download_path",
+]

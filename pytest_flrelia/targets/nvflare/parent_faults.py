@@ -5,7 +5,10 @@ its per-site executors, launchers and pipes and its server; the faults planned t
 wrap real NVFlare objects or act *live*, when the runner records the event they are
 aimed at.  Each records its ``fault`` event when it acts, never when it is planned, and
 a live fault that finds nothing to act on records an ``error`` saying why (the
-``faults_delivered`` check then names it).
+``faults_delivered`` check then names it).  The stale ones (``stale_peer_gone``,
+``aux_event``, ``stale_pipe_message``) also name the round they aim at
+(``affects_round``) and what they are (``description``): ``stale_events_ignored`` reads
+them.
 
 * ``delayed_download``: ``NumpyArrayDecomposer.download`` (the server's decode of a
   site's ``LazyDownloadRef``s) sleeps before the real pull, only for the server's cell
@@ -34,10 +37,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.timeline import Event, EventKind
+from pytest_flrelia.targets.nvflare.points import ParentContext
 
 log = logging.getLogger(__name__)
 
@@ -58,34 +62,10 @@ AUX_EVENT_AT: Mapping[str, tuple[EventKind, str]] = {
 """The runner's event each ``aux_event`` ``at:`` lands on, all inside ``execute()``."""
 
 
-class ParentSeams(Protocol):
-    """What the runner gives the fault code (``points.ParentContext`` provides it)."""
-
-    @property
-    def executors(self) -> Mapping[str, Any]: ...
-
-    @property
-    def launchers(self) -> Mapping[str, Any]: ...
-
-    @property
-    def pipes(self) -> Mapping[str, Any]: ...
-
-    @property
-    def server(self) -> Any: ...
-
-    @property
-    def server_cell(self) -> Any: ...
-
-    def record(self, kind: EventKind, /, *, site: str | None = None,
-               round: int | None = None, **detail: object) -> None: ...
-
-    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]: ...
-
-
 class ParentFaults:
     """The planned parent-side faults of one job."""
 
-    def __init__(self, ctx: ParentSeams, faults: list[FaultSpec]) -> None:
+    def __init__(self, ctx: ParentContext, faults: list[FaultSpec]) -> None:
         self.ctx = ctx
         self.faults = [s for s in faults if s.fault in PARENT_FAULTS]
         self._lock = threading.Lock()
@@ -99,9 +79,8 @@ class ParentFaults:
 
     def acted(self, spec: FaultSpec, did: str, *, site: str | None, round: int | None,
               started: float | None = None, **detail: object) -> None:
-        self.ctx.record(EventKind.FAULT, site=site, round=round, fault=spec.fault,
-                        fault_id=spec.index, did=did,
-                        **({} if started is None else {"started": started}), **detail)
+        self.ctx.fault(spec, did, site=site, round=round,
+                       **({} if started is None else {"started": started}), **detail)
 
     def not_delivered(self, spec: FaultSpec, site: str | None, round: int | None,
                       reason: str) -> None:
@@ -114,10 +93,11 @@ class ParentFaults:
 
     def _track(self, event: Event) -> None:
         if event.kind is EventKind.TASK_SENT and event.site and event.round is not None:
-            executor = self.ctx.executors.get(event.site)
+            parts = self.ctx.sites.get(event.site)
+            handler = None if parts is None else parts.executor.pipe_handler
             with self._lock:
                 self._round[event.site] = event.round
-                self._handlers[(event.site, event.round)] = getattr(executor, "pipe_handler", None)
+                self._handlers[(event.site, event.round)] = handler
 
     def install(self) -> None:
         self._undo.append(self.ctx.subscribe(self._track))
@@ -129,7 +109,7 @@ class ParentFaults:
             self._undo.pop()()
 
     def sites(self, spec: FaultSpec) -> list[str]:
-        return [s for s in self.ctx.launchers if spec.site in (None, s)]
+        return [s for s in self.ctx.sites if spec.site in (None, s)]
 
     def on(self, spec: FaultSpec, kinds: tuple[EventKind, ...], round: int | None,
            act: Callable[[Event], None]) -> None:
@@ -171,7 +151,7 @@ def _delayed_download(faults: ParentFaults, spec: FaultSpec) -> None:
     def delayed_download(decomposer: Any, from_fqcn: str, ref_id: str, *args: Any,
                          **kwargs: Any) -> Any:
         cell = args[1] if len(args) > 1 else kwargs.get("cell")
-        site = _site_of(from_fqcn, list(faults.ctx.launchers))
+        site = _site_of(from_fqcn, list(faults.ctx.sites))
         round = None if site is None else faults.round_of(site)
         if (
             site is not None
@@ -217,7 +197,7 @@ def _wrap_stop_task(faults: ParentFaults, spec: FaultSpec,
     """``before(site, launcher, fl_ctx, task_name, round)`` runs first in the deferred-stop
     thread of a site and round in scope."""
     for site in faults.sites(spec):
-        launcher = faults.ctx.launchers[site]
+        launcher = faults.ctx.sites[site].launcher
         stop_task: Callable[..., Any] = launcher.stop_task
 
         def wrapped(task_name: str, fl_ctx: Any, abort_signal: Any = None, *,
@@ -284,7 +264,9 @@ def _stale_peer_gone(faults: ParentFaults, spec: FaultSpec) -> None:
         message = old._make_event_message("_PEER_GONE_", f"stale: round {from_round}'s handler")
         faults.acted(spec, f"round {from_round}'s handler reports PEER_GONE",
                      site=site, round=event.round, started=started,
-                     current=old is getattr(faults.ctx.executors.get(site), "pipe_handler", None))
+                     current=old is faults.ctx.sites[site].executor.pipe_handler,
+                     affects_round=event.round,
+                     description=f"a stale PEER_GONE from round {from_round}'s handler")
         old._add_message(message)
 
     faults.on(spec, (EventKind.TASK_SENT,), spec.round, act)
@@ -292,23 +274,23 @@ def _stale_peer_gone(faults: ParentFaults, spec: FaultSpec) -> None:
 
 def _aux_event(faults: ParentFaults, spec: FaultSpec) -> None:
     from nvflare.apis.event_type import EventType  # noqa: PLC0415
-    from nvflare.apis.fl_context import FLContext  # noqa: PLC0415
 
     kind, when = AUX_EVENT_AT[str(spec.params.get("at") or "during_execute")]
 
     def act(event: Event) -> None:
         site = str(event.site)
-        executor = faults.ctx.executors[site]
+        parts = faults.ctx.sites[site]
         failed: list[BaseException] = []
 
         def fire() -> None:
             try:
-                executor.handle_event(EventType.BEFORE_TASK_EXECUTION, FLContext())
+                parts.executor.handle_event(EventType.BEFORE_TASK_EXECUTION, parts.fl_ctx)
             except Exception as exc:  # handed back to the acting thread
                 failed.append(exc)
 
         faults.acted(spec, f"handle_event(BEFORE_TASK_EXECUTION) {when}", site=site,
-                     round=event.round)
+                     round=event.round, affects_round=event.round,
+                     description=f"an auxiliary event {when}")
         aux = threading.Thread(target=fire, name=f"aux-event-{site}", daemon=True)
         aux.start()
         aux.join(AUX_THREAD_WAIT)
@@ -325,7 +307,7 @@ def _stale_pipe_message(faults: ParentFaults, spec: FaultSpec) -> None:
 
     def act(event: Event) -> None:
         site = str(event.site)
-        pipe = faults.ctx.pipes[site]
+        pipe = faults.ctx.sites[site].pipe
         try:
             left = _leave_message(pipe, topic, f"late goodbye of round {previous}")
         except Exception as exc:  # a pipe that refuses it: the fault did not act
@@ -335,7 +317,8 @@ def _stale_pipe_message(faults: ParentFaults, spec: FaultSpec) -> None:
             faults.not_delivered(spec, site, event.round, f"the late {topic} is not in the pipe")
             return
         faults.acted(spec, f"a late {topic} sits unread in the pipe", site=site,
-                     round=event.round, affects_round=spec.round)
+                     round=event.round, affects_round=previous + 1,
+                     description=f"a late {topic} left in the pipe before round {previous + 1}")
 
     faults.on(spec, (EventKind.REAPED, EventKind.DEFERRED_STOP_DONE), previous, act)
 
@@ -376,13 +359,22 @@ _INSTALLERS: Mapping[str, Callable[[ParentFaults, FaultSpec], None]] = {
 }
 
 
-def install(ctx: ParentSeams, faults: list[FaultSpec]) -> ParentFaults | None:
-    """Install the planned parent-side faults; ``None`` when there is none."""
-    planned = ParentFaults(ctx, faults)
+INSTALLED: ParentFaults | None = None
+"""The run's parent-side fault code, once :func:`install` ran."""
+
+
+def install(ctx: ParentContext, faults: list[FaultSpec] | None = None) -> ParentFaults | None:
+    """Install the planned parent-side faults (``ctx.faults`` unless given), once per
+    context; ``None`` when there is none.  The runner calls it before ``START_RUN``."""
+    global INSTALLED
+    if INSTALLED is not None and INSTALLED.ctx is ctx:
+        return INSTALLED  # a second install would wrap every seam twice
+    planned = ParentFaults(ctx, list(ctx.faults if faults is None else faults))
     if not planned.faults:
         return None
     planned.install()
+    INSTALLED = planned
     return planned
 
 
-__all__ = ["AUX_EVENT_AT", "PARENT_FAULTS", "ParentFaults", "ParentSeams", "install"]
+__all__ = ["AUX_EVENT_AT", "PARENT_FAULTS", "ParentFaults", "install"]
