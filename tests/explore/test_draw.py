@@ -19,8 +19,12 @@ def _minimal() -> str:
     seen: list[str] = []
 
     @hypothesis_seed(12345)
-    @settings(database=None, max_examples=1, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        database=None,
+        max_examples=1,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(schedules(INFO))
     def first(schedule: Schedule) -> None:
         seen.append(render(schedule.mapping))

@@ -65,8 +65,9 @@ def test_a_failure_shrinks_to_the_smallest_schedule_with_the_same_leading_check(
         return RunResult(None)
 
     index = _first_index(
-        lambda m: "slow_start" in _faults(m) and len(m.get("faults", [])) > 1
-        and m["job"]["sites"] > 1
+        lambda m: (
+            "slow_start" in _faults(m) and len(m.get("faults", [])) > 1 and m["job"]["sites"] > 1
+        )
     )
     _install(monkeypatch, rule)
     result = _explore(index, tmp_path)
