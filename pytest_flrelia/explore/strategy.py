@@ -107,7 +107,11 @@ def _shape(draw: Draw) -> tuple[Shape, dict[str, Any]]:
     tensors = draw(st.integers(0, MAX_TENSORS))
     kib = draw(st.integers(1, MAX_TENSOR_KIB))
     chunks = draw(st.integers(1, 4))
-    validate = tuple(r for r in range(1, rounds + 1) if draw(st.booleans()))
+    # With tensors, round 1 trains: a job whose completed rounds all validated records no
+    # download_done, which tensors_intact reads as lost downloads (a correct run failed
+    # it; reported).
+    first = 2 if tensors else 1
+    validate = tuple(r for r in range(first, rounds + 1) if draw(st.booleans()))
     wait_ms = draw(st.integers(1500, 3000))
     shape = Shape(sites, rounds, launch_once, tensors, chunks, validate, wait_ms / 1000)
     job: dict[str, Any] = {"sites": sites, "rounds": rounds}
@@ -375,7 +379,11 @@ EXCLUSIVE: tuple[frozenset[str], ...] = (
 
 
 def _excluded(name: str, drawn: Sequence[str]) -> bool:
-    return any(name in group and any(d in group for d in drawn) for group in EXCLUSIVE)
+    """One fault of a name per schedule (two share one failpoint: one of them never acts,
+    found with two slow_aggregation), and one of each :data:`EXCLUSIVE` group."""
+    return name in drawn or any(
+        name in group and any(d in group for d in drawn) for group in EXCLUSIVE
+    )
 
 
 @st.composite
