@@ -33,6 +33,8 @@ class ScheduleResult:
     """The minimal failing scenario written to the output directory (``failed`` only)."""
     seconds: float = 0.0
     """Wall time spent on it: the run, the rerun and the shrink."""
+    shrink_seconds: float = 0.0
+    """Of ``seconds``, the part spent shrinking (the rest found it: the run and rerun)."""
     runs: int = 0
     """How many times a schedule was run for it (1 for a pass; more when shrinking)."""
     faults: int = 0
