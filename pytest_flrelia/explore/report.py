@@ -98,6 +98,17 @@ class ExploreReport:
         """The failure with the lowest index (the one a serial run finds first)."""
         return self.failures[0] if self.failures else None
 
+    def time_to_find(self) -> float | None:
+        """Seconds of exploring until the first failure was confirmed, shrink excluded:
+        every schedule before it, plus its own run and rerun.  Exact for a serial run
+        (``jobs=1``); with workers it is the work done, not the wall time."""
+        spent = 0.0
+        for schedule in self.schedules:
+            if schedule.verdict == "failed":
+                return spent + schedule.seconds - schedule.shrink_seconds
+            spent += schedule.seconds
+        return None
+
     def summary_lines(self) -> list[str]:
         """The summary table: one row per schedule that did not simply hold, then totals."""
         rows = [

@@ -70,3 +70,19 @@ def test_schedules_run_under_xdist_with_progress_and_a_summary(inner: pytest.Pyt
     assert re.search(r"\[2/2\] s21-\d", out), out
     assert "explored 2 schedules" in out and "seed 21" in out
     result.assert_outcomes(passed=2)
+
+
+def test_help_lists_the_explore_options_and_their_ini_twins(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_inprocess(*PLUGIN_ARGS, *QUIET_ARGS, "--help")
+    result.stdout.fnmatch_lines_random(
+        [
+            "*--flrelia-explore=N*",
+            "*--flrelia-explore-budget=DURATION*",
+            "*--flrelia-explore-seed=SEED*",
+            "*--flrelia-explore-out=DIR*",
+            "*flrelia_explore (string)*",
+            "*flrelia_explore_budget (string)*",
+            "*flrelia_explore_seed (string)*",
+            "*flrelia_explore_out (string)*",
+        ]
+    )
