@@ -11,7 +11,7 @@ draw of one ``(s, i)``, and different schedules across ``i``.
 
 Shrinking is Hypothesis's own: when the drawn schedule fails, and fails again with the
 same leading check on a rerun (otherwise it is *flaky*, and not shrunk), the body raises
-:class:`SameFailure`; from then on it raises only for a candidate that fails with that
+:class:`ScenarioFailure`; from then on it raises only for a candidate that fails with that
 same leading check, so the shrinker ends on the smallest schedule that still does.
 Every outcome is cached by the rendered schedule, so the shrinker's repeats and its
 final replay cost nothing; once the budget is spent an unseen candidate counts as
@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, assume, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from pytest_flrelia.contract.target import Target, TargetInfo
+from pytest_flrelia.errors import ScenarioFailure
 from pytest_flrelia.explore.report import ScheduleResult, schedule_id
 from pytest_flrelia.explore.run import RunResult, render, run_schedule
 from pytest_flrelia.explore.strategy import Schedule, schedules
@@ -41,19 +42,20 @@ MAX_SHRINK_SECONDS = 60.0
 """And for at most this long: one item stays well inside pytest-timeout's 120 s."""
 
 
-class SameFailure(Exception):
-    """Raised by the body for a schedule that fails with the drawn one's leading check."""
+@dataclass(frozen=True)
+class Failing:
+    """A schedule that failed with the drawn one's leading check."""
 
-    def __init__(self, schedule: Schedule, result: RunResult) -> None:
-        super().__init__(result.leading_check)
-        self.schedule = schedule
-        self.result = result
+    schedule: Schedule
+    result: RunResult
 
 
-def _fail(schedule: Schedule, result: RunResult) -> None:
+def _fail(state: _State, schedule: Schedule, result: RunResult) -> None:
     """The one place the body raises: Hypothesis tells failures apart by where they were
-    raised, and every one of ours is the same failure (the same leading check)."""
-    raise SameFailure(schedule, result)
+    raised, and every one of ours is the same failure (the same leading check).  The last
+    one raised is Hypothesis's final replay of the minimal example."""
+    state.raised = Failing(schedule, result)
+    raise ScenarioFailure(result.report)
 
 
 def item_seed(seed: int, index: int) -> int:
@@ -71,6 +73,7 @@ class _State:
     check: str | None = None
     runs: int = 0
     shrink_runs: int = 0
+    raised: Failing | None = None
     found: float = 0.0
     """When the drawn schedule's failure was confirmed (``time.monotonic()``)."""
     cache: dict[str, RunResult] = field(default_factory=dict)
@@ -157,7 +160,7 @@ def explore_one(
             state.check = result.leading_check
             state.found = time.monotonic()
             state.cache[key] = result
-            _fail(schedule, result)
+            _fail(state, schedule, result)
         result_or_none = state.cache.get(key)
         if result_or_none is None:
             if time.monotonic() >= shrink_until or state.shrink_runs >= MAX_SHRINK_RUNS:
@@ -166,13 +169,13 @@ def explore_one(
             result_or_none = attempt(schedule)
             state.cache[key] = result_or_none
         if result_or_none.leading_check == state.check:
-            _fail(schedule, result_or_none)
+            _fail(state, schedule, result_or_none)
 
-    minimal: SameFailure | None = None
+    minimal: Failing | None = None
     try:
         _given(info, seed, index, body, shrink=True)()
-    except SameFailure as failure:
-        minimal = failure
+    except ScenarioFailure:
+        minimal = state.raised
     drawn = state.drawn
     assert drawn is not None and state.first is not None
     seconds = time.monotonic() - started
@@ -215,7 +218,7 @@ def schedule_name(run_settings: Settings, seed: int, index: int) -> str:
 
 
 def finding_text(
-    failure: SameFailure, run_settings: Settings, seed: int, index: int, info: TargetInfo
+    failure: Failing, run_settings: Settings, seed: int, index: int, info: TargetInfo
 ) -> str:
     """The minimal failing schedule as a scenario file, with a header naming how it was
     found (seed, target, variant, leading check) and how to replay it."""
@@ -242,7 +245,7 @@ def finding_text(
 
 
 __all__ = [
-    "SameFailure",
+    "Failing",
     "draw_schedule",
     "explore_one",
     "finding_text",

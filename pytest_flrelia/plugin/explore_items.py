@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from pytest_flrelia.contract.units import UnitError, format_duration, parse_duration
+from pytest_flrelia.errors import ScenarioFailure
 from pytest_flrelia.harness.settings import StoreOnce
 from pytest_flrelia.plugin.collect import SETTINGS_KEY, TARGETS_KEY
 
@@ -235,27 +236,22 @@ class ExploreItem(pytest.Item):
         if result.verdict == "flaky":
             pytest.skip(f"FLAKY, not a finding: {result.detail}")
         if result.verdict == "failed":
-            raise ExploredFailure(result.report, result.scenario, result.scenario_path)
+            where = (
+                f"written to {result.scenario_path}"
+                if result.scenario_path is not None
+                else "pass --flrelia-explore-out=DIR to write it"
+            )
+            raise ScenarioFailure(
+                f"{result.report}\n\nminimal failing schedule ({where}):\n{result.scenario}"
+            )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, ExploredFailure):
-            return str(excinfo.value)
+        if isinstance(excinfo.value, ScenarioFailure):
+            return excinfo.value.report
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
-
-
-class ExploredFailure(AssertionError):
-    """A schedule failed, reproduced, and was shrunk: its report and the minimal file."""
-
-    def __init__(self, report: str, scenario: str, path: Path | None) -> None:
-        where = (
-            f"written to {path}"
-            if path is not None
-            else "pass --flrelia-explore-out=DIR to write it"
-        )
-        super().__init__(f"{report}\n\nminimal failing schedule ({where}):\n{scenario}")
 
 
 def configure(config: pytest.Config) -> None:
@@ -265,4 +261,4 @@ def configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Exploration(config, count), PLUGIN_NAME)
 
 
-__all__ = ["Exploration", "ExploreItem", "ExploredFailure", "addoption", "configure"]
+__all__ = ["Exploration", "ExploreItem", "addoption", "configure"]
