@@ -118,6 +118,26 @@ RULES: tuple[Rule, ...] = (
         lambda i: _top(i.module) == "nvflare",
     ),
     Rule(
+        "explore-sits-below-the-plugin",
+        "explore/ never imports plugin/ (the plugin imports it), and nothing of "
+        "contract/, scenario/, judge/, harness/ nor targets/ imports explore/",
+        lambda m: _within(m, PLUGIN),
+        lambda i: (
+            _within(i.importer, f"{PLUGIN}.explore") and _within(i.module, f"{PLUGIN}.plugin")
+        )
+        or (
+            _within(
+                i.importer,
+                f"{PLUGIN}.contract",
+                f"{PLUGIN}.scenario",
+                f"{PLUGIN}.judge",
+                f"{PLUGIN}.harness",
+                f"{PLUGIN}.targets",
+            )
+            and _within(i.module, f"{PLUGIN}.explore")
+        ),
+    ),
+    Rule(
         "errors-import-nothing-of-the-plugin",
         "errors.py imports nothing of pytest_flrelia at runtime (type-checking imports only), "
         "so every layer can raise its errors",
@@ -319,6 +339,8 @@ FORBIDDEN_AT_RUNTIME: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         (),
     ),
     ("pytest_flrelia.judge", (RUNTIME, f"{PLUGIN}.targets"), ()),
+    # The explorer reaches the runtime through targets only when it runs a schedule.
+    ("pytest_flrelia.explore", (RUNTIME, f"{PLUGIN}.plugin"), ()),
 ]
 
 
@@ -418,6 +440,9 @@ CLEAN = {
     "from pytest_flrelia.judge import invariants\n",
     "pytest_flrelia/targets/reference/__init__.py": "from reference_impl.job import run_job\n",
     "pytest_flrelia/tools/zoo.py": "import reference_impl.job\n",
+    "pytest_flrelia/explore/api.py": "from pytest_flrelia.harness import runner\n"
+    "from pytest_flrelia.scenario import loader\n",
+    "pytest_flrelia/plugin/explore_items.py": "from pytest_flrelia.explore import api\n",
     "reference_impl/job.py": "import numpy\nfrom pytest_flrelia.contract.timeline import x\n"
     "from . import download\n",
     "reference_impl/download.py": "from pytest_flrelia.contract.faults import LAST_CHUNK\n",
@@ -498,6 +523,18 @@ BROKEN: list[tuple[str, str, str, int]] = [
         "import reference_impl.job as job\n",
         "only-the-reference-target-and-tools-import-the-runtime",
         1,
+    ),
+    (
+        "pytest_flrelia/explore/api.py",
+        "from pytest_flrelia.plugin import collect\n",
+        "explore-sits-below-the-plugin",
+        1,
+    ),
+    (
+        "pytest_flrelia/harness/runner.py",
+        "import json\nfrom pytest_flrelia.explore import api\n",
+        "explore-sits-below-the-plugin",
+        2,
     ),
     (
         "pytest_flrelia/errors.py",

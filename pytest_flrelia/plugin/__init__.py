@@ -30,7 +30,7 @@ from pytest_flrelia.harness.settings import (
     StoreOnce,
     settings_from_config,
 )
-from pytest_flrelia.plugin import hooks, run_record
+from pytest_flrelia.plugin import explore_items, hooks, run_record
 from pytest_flrelia.plugin.collect import (
     SCENARIO_MARKER,
     SETTINGS_KEY,
@@ -96,6 +96,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help=KNOWN_BUGS_HELP,
     )
+    explore_items.addoption(parser)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -124,6 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(
                 run_record.RunRecorder(Path(json_path).resolve()), run_record.RECORDER_NAME
             )
+    explore_items.configure(config)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
