@@ -1,0 +1,104 @@
+"""The planted bugs: slug -> what it is, the parts it replaces, and a schedule that shows it.
+
+Each ``case`` is the smallest hand-written scenario (a file under ``cases/``) that
+fails on the bug, led by ``leading``, and passes on the correct runtime; the tests
+pin both, and that every shipped scenario passes on every planted variant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from pytest_flrelia.contract.import_path import load
+
+CASES = Path(__file__).resolve().parent / "cases"
+_BUGS = "planted.bugs"
+
+
+@dataclass(frozen=True)
+class PlantedBug:
+    """One planted variant: the correct runtime with ``parts`` replaced."""
+
+    slug: str
+    summary: str
+    parts: Mapping[str, str]
+    """:class:`~reference_impl.job.Runtime` field -> ``module:Class`` replacing it."""
+    trigger: str
+    """What a schedule needs to show it (for people and docs/explore.md)."""
+
+    @property
+    def case(self) -> Path:
+        """The hand-written scenario that fails on it and passes on the correct runtime."""
+        return CASES / f"{self.slug}.yaml"
+
+    def parts_loaded(self) -> dict[str, object]:
+        return {field: load(path) for field, path in self.parts.items()}
+
+
+def _bug(slug: str, summary: str, trigger: str, **parts: str) -> PlantedBug:
+    return PlantedBug(
+        slug, summary, MappingProxyType({k: f"{_BUGS}:{v}" for k, v in parts.items()}), trigger
+    )
+
+
+PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
+    {
+        bug.slug: bug
+        for bug in (
+            _bug(
+                "escalates-once",
+                "only a launcher's first stop that needs SIGKILL sends it; later ones wait on "
+                "SIGTERM for ever",
+                "ignore_sigterm + stuck_exit on two rounds' processes (launch_once: false)",
+                stop_strategy="EscalatesOnceStopStrategy",
+            ),
+            _bug(
+                "aux-before-task",
+                "the busy window starts at the task: an aux event after init replaces the "
+                "handler execute() holds",
+                "aux_event at: init",
+                executor_class="LateBusyWindowExecutor",
+                exchanger_class="AuxReplacesExchanger",
+            ),
+            _bug(
+                "keeps-late-peer-gone",
+                "the round boundary drops a late END but keeps a late PEER_GONE, which stops "
+                "the new round's handler",
+                "stale_pipe_message topic: PEER_GONE",
+                exchanger_class="KeepsPeerGoneExchanger",
+            ),
+            _bug(
+                "older-handler-obeyed",
+                "only the previous round's handler is ignored: a stale status from two rounds "
+                "back stops the current one",
+                "stale_peer_gone with from_round <= round - 2 (rounds >= 3)",
+                exchanger_class="LastRetiredOnlyExchanger",
+            ),
+            _bug(
+                "init-wait-blind",
+                "the wait for init() watches the pipe only: a script that dies before init() "
+                "costs the whole pre_init wait",
+                "crash or early_sigterm at: before_init",
+                executor_class="InitWaitBlindExecutor",
+            ),
+            _bug(
+                "heartbeats-not-heard",
+                "heartbeats do not count as heard: a client handler whose peer only "
+                "heartbeats for heartbeat_timeout reports it gone",
+                "only heartbeats for twice the heartbeat timeout: a pull or an aggregation "
+                "that late (or a heartbeat timeout scaled down to below it)",
+                exchanger_class="HeartbeatsNotHeardExchanger",
+            ),
+        )
+    }
+)
+"""Slug -> the planted bug."""
+
+SUMMARIES: Mapping[str, str] = MappingProxyType(
+    {slug: bug.summary for slug, bug in PLANTED.items()}
+)
+
+__all__ = ["CASES", "PLANTED", "SUMMARIES", "PlantedBug"]
