@@ -28,6 +28,11 @@ class PlantedBug:
     """:class:`~reference_impl.job.Runtime` field -> ``module:Class`` replacing it."""
     trigger: str
     """What a schedule needs to show it (for people and docs/explore.md)."""
+    shows: str
+    """The check its case fails with (among others), the one that names the defect."""
+    neighbours: tuple[str, ...]
+    """Shipped scenarios that exercise the part it breaks (the suite runs these on it;
+    ``check_shipped`` runs all of them)."""
 
     @property
     def case(self) -> Path:
@@ -38,9 +43,16 @@ class PlantedBug:
         return {field: load(path) for field, path in self.parts.items()}
 
 
-def _bug(slug: str, summary: str, trigger: str, **parts: str) -> PlantedBug:
+def _bug(
+    slug: str, summary: str, trigger: str, shows: str, neighbours: tuple[str, ...], **parts: str
+) -> PlantedBug:
     return PlantedBug(
-        slug, summary, MappingProxyType({k: f"{_BUGS}:{v}" for k, v in parts.items()}), trigger
+        slug,
+        summary,
+        MappingProxyType({k: f"{_BUGS}:{v}" for k, v in parts.items()}),
+        trigger,
+        shows,
+        neighbours,
     )
 
 
@@ -53,6 +65,8 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "only a launcher's first stop that needs SIGKILL sends it; later ones wait on "
                 "SIGTERM for ever",
                 "ignore_sigterm + stuck_exit on two rounds' processes (launch_once: false)",
+                "bounded_stop",
+                ("stubborn-process-is-killed", "stuck-exit-forced-stop[launch_once=false]"),
                 stop_strategy="EscalatesOnceStopStrategy",
             ),
             _bug(
@@ -60,6 +74,8 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "the busy window starts at the task: an aux event after init replaces the "
                 "handler execute() holds",
                 "aux_event at: init",
+                "stale_events_ignored",
+                ("aux-event-mid-execute",),
                 executor_class="LateBusyWindowExecutor",
                 exchanger_class="AuxReplacesExchanger",
             ),
@@ -68,6 +84,8 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "the round boundary drops a late END but keeps a late PEER_GONE, which stops "
                 "the new round's handler",
                 "stale_pipe_message topic: PEER_GONE",
+                "stale_events_ignored",
+                ("late-goodbye-at-round-boundary",),
                 exchanger_class="KeepsPeerGoneExchanger",
             ),
             _bug(
@@ -75,6 +93,11 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "only the previous round's handler is ignored: a stale status from two rounds "
                 "back stops the current one",
                 "stale_peer_gone with from_round <= round - 2 (rounds >= 3)",
+                "stale_events_ignored",
+                (
+                    "stale-peer-gone[launch_once=false]",
+                    "three-sites-mixed-faults[launch_once=false]",
+                ),
                 exchanger_class="LastRetiredOnlyExchanger",
             ),
             _bug(
@@ -82,6 +105,8 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "the wait for init() watches the pipe only: a script that dies before init() "
                 "costs the whole pre_init wait",
                 "crash or early_sigterm at: before_init",
+                "within_bound",
+                ("crash-mid-training[launch_once=false]", "slow-start"),
                 executor_class="InitWaitBlindExecutor",
             ),
             _bug(
@@ -90,6 +115,8 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "heartbeats for heartbeat_timeout reports it gone",
                 "only heartbeats for twice the heartbeat timeout: a pull or an aggregation "
                 "that late (or a heartbeat timeout scaled down to below it)",
+                "no_premature_stop",
+                ("late-pull", "late-pull-launch-once", "slow-aggregation[launch_once=true]"),
                 exchanger_class="HeartbeatsNotHeardExchanger",
             ),
         )

@@ -7,7 +7,6 @@ from types import MappingProxyType
 
 from planted.registry import PLANTED
 from planted.registry import SUMMARIES as PLANTED_SUMMARIES
-
 from pytest_flrelia.targets.reference.target import ReferenceTarget
 from pytest_flrelia.targets.reference.variants import SUMMARIES as KNOWN_BUG_SUMMARIES
 from reference_impl.job import Runtime
