@@ -203,3 +203,22 @@ class HeartbeatsNotHeardExchanger(TaskExchanger):
     """Builds :class:`HeartbeatsNotHeardHandler` handlers (``heartbeats-not-heard``)."""
 
     handler_class = HeartbeatsNotHeardHandler
+
+
+# -- launch-once-unreaped ---------------------------------------------------------
+
+
+class UnreapedLaunchOnceExecutor(ClientAPILauncherExecutor):
+    """``launch-once-unreaped``: the end of a launch-once job stops the process only when
+    it did not exit by itself after END, so one that did is never reaped and the workers
+    it started (a data loader in its process group) outlive the job."""
+
+    def finalize(self) -> None:
+        self._await_round_boundary()
+        exited = False
+        if self.launcher.launch_once and self.exchanger.handler is not None:
+            self.exchanger.handler.send(Message(Topic.END, {"site": self.site}))
+            exited = self._wait_for_exit(self.stop_wait)
+        if not exited:  # the bug: "it exited, nothing to stop"
+            self.launcher.stop_task()
+        self.exchanger.close()

@@ -13,9 +13,11 @@ from pathlib import Path
 from types import MappingProxyType
 
 from pytest_flrelia.contract.import_path import load
+from pytest_flrelia.targets.reference.variants import AGENT_PART
 
 CASES = Path(__file__).resolve().parent / "cases"
 _BUGS = "planted.bugs"
+_CHILD_BUGS = "planted.child_bugs"
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,12 @@ class PlantedBug:
         return CASES / f"{self.slug}.yaml"
 
     def parts_loaded(self) -> dict[str, object]:
-        return {field: load(path) for field, path in self.parts.items()}
+        """The parts as :meth:`Runtime.with_parts` takes them: classes, except the agent,
+        which stays an import path (the training subprocess resolves it)."""
+        return {
+            field: path if field == AGENT_PART else load(path)
+            for field, path in self.parts.items()
+        }
 
 
 def _bug(
@@ -49,7 +56,9 @@ def _bug(
     return PlantedBug(
         slug,
         summary,
-        MappingProxyType({k: f"{_BUGS}:{v}" for k, v in parts.items()}),
+        MappingProxyType(
+            {k: f"{_CHILD_BUGS if k == AGENT_PART else _BUGS}:{v}" for k, v in parts.items()}
+        ),
         trigger,
         shows,
         neighbours,
@@ -118,6 +127,30 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "no_premature_stop",
                 ("late-pull", "late-pull-launch-once", "slow-aggregation[launch_once=true]"),
                 exchanger_class="HeartbeatsNotHeardExchanger",
+            ),
+            _bug(
+                "launch-once-unreaped",
+                "a launch-once process that exits by itself at the end of the job is never "
+                "reaped: the workers in its group outlive the job",
+                "orphan_child with launch_once: true",
+                "no_orphans",
+                (
+                    "launch-once-serves-every-round",
+                    "late-pull-launch-once",
+                    "stuck-exit-forced-stop[launch_once=true]",
+                    "three-sites-mixed-faults[launch_once=true]",
+                ),
+                executor_class="UnreapedLaunchOnceExecutor",
+            ),
+            _bug(
+                "resume-last-chunk-early",
+                "a download resumed at a tensor's last chunk is served from one chunk "
+                "earlier: a corrupt last chunk is never repaired",
+                "corrupt_chunk at the last chunk (chunk: last, or its number) of a tensor "
+                "of two chunks or more",
+                "all_rounds_complete",
+                ("corrupt-chunk", "three-sites-mixed-faults[launch_once=false]"),
+                agent_class="EarlyResumeAgent",
             ),
         )
     }
