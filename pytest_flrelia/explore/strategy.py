@@ -112,7 +112,9 @@ def _shape(draw: Draw) -> tuple[Shape, dict[str, Any]]:
     if launch_once:
         job["launch_once"] = True
     job["tensors"] = {"count": tensors, "size": f"{kib}KiB"}
-    job["chunk_size"] = math.ceil(kib * 1024 / chunks)
+    # A whole number of float64 elements: the reference's sink cannot take a chunk that
+    # splits an element (found by exploring; reported, not drawn).
+    job["chunk_size"] = math.ceil(kib * 1024 / chunks / 8) * 8
     if validate:
         job["validate_rounds"] = list(validate)
     job["download_retries"] = DOWNLOAD_RETRIES
@@ -189,9 +191,15 @@ def _benign(
                         required_round=True)
     elif name == "aux_event":
         entry["at"] = draw(st.sampled_from(("during_execute", "launch", "init")))
-        launches = entry["at"] != "during_execute"
-        scoped = _scope(draw, entry, shape, window,
-                        rounds=_launch_rounds(shape) if launches else None)
+        if entry["at"] == "during_execute":
+            # A validate round's process says END right after its result: the judge reads
+            # that handler stop as the auxiliary event's (stale_events_ignored fails on a
+            # correct runtime; reported), so it lands in training rounds with tensors only.
+            if not shape.downloads:
+                return None
+            scoped = _scope(draw, entry, shape, window, rounds=shape.train_rounds)
+        else:
+            scoped = _scope(draw, entry, shape, window, rounds=_launch_rounds(shape))
     elif name == "stop_error":
         scoped = _scope(draw, entry, shape, window)
     elif name == "slow_stop":

@@ -1,0 +1,238 @@
+"""One schedule, drawn, run, rerun and shrunk by Hypothesis.
+
+Why Hypothesis can draw schedule ``i`` of seed ``s`` (measured with hypothesis 6.170):
+with ``@seed(x)`` and ``database=None`` the examples of a ``@given`` run are a function of
+``x``, but the first one is always the minimal draw (all choices zero), the same for every
+seed.  The body therefore rejects its first call with ``assume(False)`` (Hypothesis then
+draws the next example, at random from the seed) and runs the second: ``max_examples=1``
+counts valid examples only, so that one is the schedule of the item, a pure function of
+``(s, i)``.  ``tests/explore/test_draw.py`` checks both halves: the same schedule on every
+draw of one ``(s, i)``, and different schedules across ``i``.
+
+Shrinking is Hypothesis's own: when the drawn schedule fails, and fails again with the
+same leading check on a rerun (otherwise it is *flaky*, and not shrunk), the body raises
+:class:`SameFailure`; from then on it raises only for a candidate that fails with that
+same leading check, so the shrinker ends on the smallest schedule that still does.
+Every outcome is cached by the rendered schedule, so the shrinker's repeats and its
+final replay cost nothing; once the budget is spent an unseen candidate counts as
+passing (it is not run), which ends the shrink on the best schedule found so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, Verbosity, assume, given, settings
+from hypothesis import seed as hypothesis_seed
+
+from pytest_flrelia.contract.target import Target, TargetInfo
+from pytest_flrelia.explore.report import ScheduleResult, schedule_id
+from pytest_flrelia.explore.run import RunResult, render, run_schedule
+from pytest_flrelia.explore.strategy import Schedule, schedules
+from pytest_flrelia.harness.settings import Settings
+
+MAX_SHRINK_RUNS = 80
+"""A shrink runs at most this many candidates (each is a real run), budget permitting."""
+
+
+class SameFailure(Exception):
+    """Raised by the body for a schedule that fails with the drawn one's leading check."""
+
+    def __init__(self, schedule: Schedule, result: RunResult) -> None:
+        super().__init__(result.leading_check)
+        self.schedule = schedule
+        self.result = result
+
+
+def _fail(schedule: Schedule, result: RunResult) -> None:
+    """The one place the body raises: Hypothesis tells failures apart by where they were
+    raised, and every one of ours is the same failure (the same leading check)."""
+    raise SameFailure(schedule, result)
+
+
+def item_seed(seed: int, index: int) -> int:
+    """The Hypothesis seed of schedule ``index`` of session ``seed`` (stable everywhere)."""
+    digest = hashlib.blake2b(f"flrelia-explore:{seed}:{index}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big")
+
+
+@dataclass
+class _State:
+    calls: int = 0
+    drawn: Schedule | None = None
+    first: RunResult | None = None
+    flaky: RunResult | None = None
+    check: str | None = None
+    runs: int = 0
+    shrink_runs: int = 0
+    cache: dict[str, RunResult] = field(default_factory=dict)
+
+
+def draw_schedule(info: TargetInfo, seed: int, index: int) -> Schedule:
+    """Schedule ``index`` of ``seed`` without running it (replay, tests, docs)."""
+    box: list[Schedule] = []
+
+    def keep(schedule: Schedule) -> None:
+        box.append(schedule)
+
+    _given(info, seed, index, keep)()
+    return box[-1]
+
+
+def _given(
+    info: TargetInfo,
+    seed: int,
+    index: int,
+    body: Callable[[Schedule], None],
+    *,
+    shrink: bool = False,
+) -> Callable[[], None]:
+    calls = [0]
+
+    @hypothesis_seed(item_seed(seed, index))
+    @settings(
+        database=None,
+        max_examples=1,
+        deadline=None,
+        derandomize=False,
+        phases=(Phase.generate, Phase.shrink) if shrink else (Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+        verbosity=Verbosity.quiet,
+    )
+    @given(schedules(info))
+    def run(schedule: Schedule) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            assume(False)  # the minimal draw: the same for every seed (see the module doc)
+        body(schedule)
+
+    return run
+
+
+def explore_one(
+    info: TargetInfo,
+    run_settings: Settings,
+    seed: int,
+    index: int,
+    *,
+    deadline: float,
+    out_dir: Path | None,
+    targets: Callable[[str], Target] | None = None,
+) -> ScheduleResult:
+    """Draw schedule ``index`` of ``seed``, run it, and shrink it if it fails; the
+    minimal failing scenario goes to ``out_dir``.  ``deadline`` (``time.monotonic()``)
+    ends the shrink, never the drawn schedule's own run."""
+    started = time.monotonic()
+    state = _State()
+
+    def attempt(schedule: Schedule) -> RunResult:
+        state.runs += 1
+        return run_schedule(schedule.named(schedule_name(run_settings, seed, index)),
+                            run_settings, targets)
+
+    def body(schedule: Schedule) -> None:
+        key = render(schedule.mapping)
+        if state.drawn is None:  # the item's own schedule
+            state.drawn = schedule
+            result = attempt(schedule)
+            state.first = result
+            if result.ok:
+                return
+            again = attempt(schedule)
+            if again.leading_check != result.leading_check:
+                state.flaky = again
+                return
+            state.check = result.leading_check
+            state.cache[key] = result
+            _fail(schedule, result)
+        result_or_none = state.cache.get(key)
+        if result_or_none is None:
+            if time.monotonic() >= deadline or state.shrink_runs >= MAX_SHRINK_RUNS:
+                return  # budget spent: an unseen candidate counts as passing
+            state.shrink_runs += 1
+            result_or_none = attempt(schedule)
+            state.cache[key] = result_or_none
+        if result_or_none.leading_check == state.check:
+            _fail(schedule, result_or_none)
+
+    minimal: SameFailure | None = None
+    try:
+        _given(info, seed, index, body, shrink=True)()
+    except SameFailure as failure:
+        minimal = failure
+    drawn = state.drawn
+    assert drawn is not None and state.first is not None
+    seconds = time.monotonic() - started
+    base = ScheduleResult(seed, index, "ok", seconds=seconds, runs=state.runs, faults=drawn.faults)
+    if state.flaky is not None:
+        return replace(
+            base,
+            verdict="flaky",
+            leading_check=state.first.leading_check,
+            detail=f"failed with {state.first.leading_check}, then "
+            + (f"with {state.flaky.leading_check}" if state.flaky.leading_check else "held"),
+        )
+    if minimal is None:
+        return base
+    path = None
+    if out_dir is not None:
+        path = write_finding(out_dir, minimal, run_settings, seed, index, info)
+    return replace(
+        base,
+        verdict="failed",
+        leading_check=state.check,
+        scenario_path=path,
+        seconds=time.monotonic() - started,
+        shrunk_faults=minimal.schedule.faults,
+        detail=f"shrunk in {state.shrink_runs} runs",
+    )
+
+
+def schedule_name(run_settings: Settings, seed: int, index: int) -> str:
+    """``explore-<variant or correct>-s<seed>-<index>``: a valid, unique scenario name."""
+    variant = run_settings.known_bug or "correct"
+    return f"explore-{variant}-{schedule_id(seed, index)}".lower()
+
+
+def write_finding(
+    out_dir: Path,
+    failure: SameFailure,
+    run_settings: Settings,
+    seed: int,
+    index: int,
+    info: TargetInfo,
+) -> Path:
+    """The minimal failing schedule as ``<out_dir>/<name>.scenario.yaml``, with a header
+    naming how it was found and how to replay it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = schedule_name(run_settings, seed, index)
+    variant = run_settings.known_bug
+    header = "\n".join(
+        (
+            f"Found by pytest-flrelia exploration: seed {seed}, schedule {index} "
+            f"(item explore[{schedule_id(seed, index)}]).",
+            f"target: {info.name}; variant: {variant or 'none (the correct runtime)'}; "
+            f"leading check: {failure.result.leading_check}.",
+            "Shrunk by Hypothesis to the smallest schedule failing with that check.",
+            "Replay the search: pytest --flrelia-explore=N "
+            f"--flrelia-explore-seed={seed} -k '{schedule_id(seed, index)}'"
+            + (f" --flrelia-known-bug={variant}" if variant else ""),
+            "Keep it: copy this file under scenarios/ (add `catches:` for a known bug).",
+        )
+    )
+    description = (
+        f"explored schedule {schedule_id(seed, index)}, minimal failing "
+        f"{failure.result.leading_check}"
+    )
+    path = out_dir / f"{name}.scenario.yaml"
+    path.write_text(render(failure.schedule.named(name, description), header), encoding="utf-8")
+    return path
+
+
+__all__ = ["SameFailure", "draw_schedule", "explore_one", "item_seed", "schedule_name"]
