@@ -182,29 +182,6 @@ class InitWaitBlindExecutor(ClientAPILauncherExecutor):
                 )
 
 
-# -- heartbeats-not-heard --------------------------------------------------------
-
-
-class HeartbeatsNotHeardHandler(PipeHandler):
-    """``heartbeats-not-heard``: a heartbeat no longer refreshes "last heard" (the refresh
-    moved below the early return for heartbeats), so a client handler whose peer sends
-    nothing but heartbeats for ``heartbeat_timeout`` (a long gate, a long gap between
-    rounds) reports it gone, stops, and stops heartbeating: the training process then
-    takes its client for dead and exits."""
-
-    def _take(self, message: Message, status: list[Message]) -> None:
-        heard = self._last_heard
-        super()._take(message, status)
-        if message.topic == Topic.HEARTBEAT:
-            self._last_heard = heard
-
-
-class HeartbeatsNotHeardExchanger(TaskExchanger):
-    """Builds :class:`HeartbeatsNotHeardHandler` handlers (``heartbeats-not-heard``)."""
-
-    handler_class = HeartbeatsNotHeardHandler
-
-
 # -- launch-once-unreaped ---------------------------------------------------------
 
 

@@ -119,16 +119,6 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 executor_class="InitWaitBlindExecutor",
             ),
             _bug(
-                "heartbeats-not-heard",
-                "heartbeats do not count as heard: a client handler whose peer only "
-                "heartbeats for heartbeat_timeout reports it gone",
-                "only heartbeats for twice the heartbeat timeout: a pull or an aggregation "
-                "that late (or a heartbeat timeout scaled down to below it)",
-                "no_premature_stop",
-                ("late-pull", "late-pull-launch-once", "slow-aggregation[launch_once=true]"),
-                exchanger_class="HeartbeatsNotHeardExchanger",
-            ),
-            _bug(
                 "launch-once-unreaped",
                 "a launch-once process that exits by itself at the end of the job is never "
                 "reaped: the workers in its group outlive the job",
