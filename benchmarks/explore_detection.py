@@ -6,8 +6,9 @@ every known bug KB1-KB12 (target ``reference``): explore that variant with a bud
 
 - *time to find*: wall time from the start of the exploration until the progress
   line of the first failing schedule (that line comes after its rerun and shrink, so
-  the figure includes them: it is the time until a user holds the minimal file);
-- *drawn*: schedules drawn up to and including it (its index + 1);
+  the figure includes them: it is the time until a user holds the minimal file); the
+  exploration stops there;
+- *drawn*: schedules finished up to and including it;
 - *shrunk faults*: faults in the minimal scenario (goal: at most 2);
 - the minimal ``.scenario.yaml`` the explorer wrote is loaded and run again: it must
   fail on the variant and pass on the correct runtime (``replay`` says whether both held).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -36,7 +38,7 @@ from benchmarks import REPO_ROOT
 from benchmarks.figure import Figure, Goal, render_table
 from pytest_flrelia.contract.units import parse_duration
 from pytest_flrelia.errors import ScenarioFailure, ScenarioUnsupported
-from pytest_flrelia.explore import ExploreReport, explore
+from pytest_flrelia.explore import explore
 from pytest_flrelia.harness.runner import run_scenario
 from pytest_flrelia.harness.settings import Settings
 from pytest_flrelia.scenario.loader import load_scenarios
@@ -75,44 +77,45 @@ class Finding:
     replay: str
     """``fails on variant, passes on correct`` when both held; what did not otherwise."""
     flaky: int
+    false_findings: tuple[str, ...] = ()
+    """Failures of the variant that also fail on the correct runtime (a harness or generator
+    defect, not the bug): each is the kept file's name and the checks it failed there."""
 
     @property
     def found(self) -> bool:
         return self.kept is not None
 
 
-def time_to_find(report: ExploreReport, stamps: Sequence[tuple[float, str]]) -> float:
-    """When the first failure's progress line came (seconds since the start)."""
-    first = report.first_failure()
-    if first is None:
-        return float("inf")
-    for at, line in stamps:
-        if first.item_id in line:
-            return at
-    return report.seconds  # no line named it: the whole exploration is the upper bound
+class FirstFailure(Exception):
+    """Raised by the progress callback at the first failed schedule: the benchmark stops
+    there, as a user stops a session once it found something (``explore`` has no such
+    option; it runs every schedule it was asked for)."""
+
+    def __init__(self, at: float, line: str, drawn: int, kept: Path) -> None:
+        super().__init__(line)
+        self.at = at
+        self.line = line
+        self.drawn = drawn
+        self.kept = kept
 
 
-def replay(target: str, variant: str, path: Path, targets: Callable[[str], Any]) -> str:
-    """Run the kept scenario on the variant (must fail) and on the correct runtime (must pass)."""
-    scenarios = load_scenarios(path)
-    problems: list[str] = []
-    for scenario in scenarios:
-        try:
+FAILED_LINE = re.compile(r"^\[(\d+)/\d+\] (s\d+-\d+) failed \((\w+)\)")
+"""The progress line of a failed schedule (``pytest_flrelia.explore.api.progress_line``)."""
+
+
+def fails_on(target: str, variant: str | None, path: Path,
+             targets: Callable[[str], Any]) -> str | None:
+    """The checks the kept scenario fails on ``variant`` (``None``: the correct runtime),
+    comma-separated; ``None`` when it passes (a skip says so instead)."""
+    try:
+        for scenario in load_scenarios(path):
             run_scenario(scenario, Settings(target=target, known_bug=variant), targets=targets)
-            problems.append(f"{scenario.name} passes on {variant}")
-        except ScenarioFailure:
-            pass
-        except ScenarioUnsupported as skip:
-            problems.append(f"{scenario.name} skipped: {skip}")
-        try:
-            run_scenario(scenario, Settings(target=target), targets=targets)
-        except ScenarioFailure as failure:
-            checks = [] if failure.verdict is None else failure.verdict.failures
-            problems.append(
-                f"{scenario.name} fails on the correct runtime: "
-                f"{', '.join(c.name for c in checks)}"
-            )
-    return "; ".join(problems) or "fails on variant, passes on correct"
+    except ScenarioFailure as failure:
+        checks = [] if failure.verdict is None else failure.verdict.failures
+        return ", ".join(c.name for c in checks) or "harness error"
+    except ScenarioUnsupported as skip:
+        return f"skipped: {skip}"
+    return None
 
 
 def hunt(
@@ -126,44 +129,85 @@ def hunt(
     out: Path,
     targets: Callable[[str], Any],
 ) -> Finding:
-    stamps: list[tuple[float, str]] = []
+    """Explore ``variant`` until its first failure that passes on the correct runtime (or
+    until ``count`` / ``budget``).  The time spent checking a failure on the correct
+    runtime is not counted in the time to find."""
     started = time.monotonic()
+    paused = [0.0]
+    done = [0]
+    false_findings: list[str] = []
+    where = out / variant
 
     def progress(line: str) -> None:
-        stamps.append((time.monotonic() - started, line))
+        done[0] += 1
+        match = FAILED_LINE.match(line)
+        if match is None:
+            return
+        found_at = time.monotonic() - started - paused[0]
+        kept = sorted(where.glob(f"*{match.group(2)}.scenario.yaml"))
+        if not kept:
+            false_findings.append(f"{match.group(2)}: no file written")
+            return
+        checking = time.monotonic()
+        on_correct = fails_on(target, None, kept[0], targets)
+        paused[0] += time.monotonic() - checking
+        if on_correct is not None:
+            false_findings.append(f"{kept[0].name} fails on the correct runtime: {on_correct}")
+            return
+        raise FirstFailure(found_at, line, done[0], kept[0])
 
-    report = explore(
-        target, variant=variant, count=count, budget=budget, seed=seed,
-        out_dir=out / variant, jobs=jobs, progress=progress,
-    )
-    first = report.first_failure()
-    kept = None if first is None else first.scenario_path
+    try:
+        report = explore(
+            target, variant=variant, count=count, budget=budget, seed=seed,
+            out_dir=where, jobs=jobs, progress=progress,
+        )
+    except FirstFailure as first:
+        match = FAILED_LINE.match(first.line)
+        assert match is not None
+        on_variant = fails_on(target, variant, first.kept, targets)
+        return Finding(
+            target=target,
+            variant=variant,
+            seconds_to_find=first.at,
+            drawn=first.drawn,
+            shrunk_faults=faults_in(first.kept),
+            leading_check=match.group(3),
+            kept=first.kept,
+            replay=(
+                "fails on variant, passes on correct"
+                if on_variant is not None and not on_variant.startswith("skipped")
+                else f"kept file on the variant: {on_variant or 'passes'}"
+            ),
+            flaky=0,
+            false_findings=tuple(false_findings),
+        )
     return Finding(
-        target=target,
-        variant=variant,
-        seconds_to_find=time_to_find(report, stamps),
-        drawn=len(report.ran) if first is None else first.index + 1,
-        shrunk_faults=None if first is None else first.shrunk_faults,
-        leading_check=None if first is None else first.leading_check,
-        kept=kept,
-        replay="not found" if kept is None else replay(target, variant, kept, targets),
-        flaky=len(report.flaky),
+        target=target, variant=variant, seconds_to_find=float("inf"), drawn=len(report.ran),
+        shrunk_faults=None, leading_check=None, kept=None, replay="not found",
+        flaky=len(report.flaky), false_findings=tuple(false_findings),
     )
+
+
+def faults_in(path: Path) -> int:
+    """How many faults the kept scenario file holds."""
+    (scenario,) = load_scenarios(path)
+    return len(scenario.faults)
 
 
 def table(findings: Sequence[Finding]) -> str:
     """The proof table of docs/explore.md: one row per variant."""
     rows = [
         "| variant | target | found? | time to find | drawn | shrunk faults | leading check "
-        "| kept file | replay |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| kept file | replay | not counted |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in findings:
         rows.append(
             f"| `{f.variant}` | {f.target} | {'yes' if f.found else '**no**'} "
             f"| {'-' if not f.found else f'{f.seconds_to_find:.0f} s'} | {f.drawn} "
             f"| {'-' if f.shrunk_faults is None else f.shrunk_faults} "
-            f"| {f.leading_check or '-'} | {f.kept.name if f.kept else '-'} | {f.replay} |"
+            f"| {f.leading_check or '-'} | {f.kept.name if f.kept else '-'} | {f.replay} "
+            f"| {len(f.false_findings)} |"
         )
     return "\n".join(rows)
 
@@ -211,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{finding.seconds_to_find:.0f}s drawn={finding.drawn} "
               f"shrunk={finding.shrunk_faults} leading={finding.leading_check} "
               f"kept={finding.kept} replay={finding.replay}", flush=True)
+        for line in finding.false_findings:
+            print(f"  not counted: {line}", flush=True)
     print(table(findings))
     found = figures(findings)
     for figure in found:
