@@ -28,10 +28,4 @@ class EarlyResumeService(DownloadService):
 class EarlyResumeAgent(Agent):
     """Serves its tensors from an :class:`EarlyResumeService` (``resume-last-chunk-early``)."""
 
-    def init(self) -> None:
-        super().init()
-        correct, self._service = self._service, EarlyResumeService(
-            site=self.site, chunk_bytes=self.settings.chunk_bytes, timeline=self._timeline
-        )
-        if correct is not None:  # nothing was published on it yet
-            correct.close()
+    service_class = EarlyResumeService
