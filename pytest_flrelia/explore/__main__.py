@@ -17,13 +17,24 @@ from pytest_flrelia.explore.api import explore
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pytest_flrelia.explore", description=__doc__)
     p.add_argument("--target", default="reference", help="the target (default: reference)")
-    p.add_argument("--known-bug", "--variant", dest="variant", default=None, metavar="SLUG",
-                   help="the target's variant (a known-bug slug for the reference)")
+    p.add_argument(
+        "--known-bug",
+        "--variant",
+        dest="variant",
+        default=None,
+        metavar="SLUG",
+        help="the target's variant (a known-bug slug for the reference)",
+    )
     p.add_argument("-n", "--count", type=int, default=100, help="schedules to draw (100)")
     p.add_argument("--budget", default="5m", help="stop drawing after this long (5m)")
     p.add_argument("--seed", type=int, default=0, help="the session seed (0)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="where the minimal failing scenarios are written")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the minimal failing scenarios are written",
+    )
     p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (1)")
     return p
 

@@ -78,8 +78,9 @@ def _one(
 ) -> ScheduleResult:
     settings = Settings(target=name, known_bug=variant)
     info = find(name).info
-    return explore_one(info, settings, seed, index, deadline=deadline, out_dir=out_dir,
-                       targets=find)
+    return explore_one(
+        info, settings, seed, index, deadline=deadline, out_dir=out_dir, targets=find
+    )
 
 
 def _worker(
@@ -132,8 +133,11 @@ class _Tally:
         self.done += 1
         self.failed += result.verdict == "failed"
         if self.progress is not None:
-            self.progress(progress_line(result, self.done, self.count,
-                                        time.monotonic() - self.started, self.failed))
+            self.progress(
+                progress_line(
+                    result, self.done, self.count, time.monotonic() - self.started, self.failed
+                )
+            )
 
 
 def progress_line(

@@ -37,6 +37,8 @@ from pytest_flrelia.harness.settings import Settings
 
 MAX_SHRINK_RUNS = 80
 """A shrink runs at most this many candidates (each is a real run), budget permitting."""
+MAX_SHRINK_SECONDS = 60.0
+"""And for at most this long: one item stays well inside pytest-timeout's 120 s."""
 
 
 class SameFailure(Exception):
@@ -130,11 +132,13 @@ def explore_one(
     ends the shrink, never the drawn schedule's own run."""
     started = time.monotonic()
     state = _State()
+    shrink_until = min(deadline, started + MAX_SHRINK_SECONDS)
 
     def attempt(schedule: Schedule) -> RunResult:
         state.runs += 1
-        return run_schedule(schedule.named(schedule_name(run_settings, seed, index)),
-                            run_settings, targets)
+        return run_schedule(
+            schedule.named(schedule_name(run_settings, seed, index)), run_settings, targets
+        )
 
     def body(schedule: Schedule) -> None:
         key = render(schedule.mapping)
@@ -153,7 +157,7 @@ def explore_one(
             _fail(schedule, result)
         result_or_none = state.cache.get(key)
         if result_or_none is None:
-            if time.monotonic() >= deadline or state.shrink_runs >= MAX_SHRINK_RUNS:
+            if time.monotonic() >= shrink_until or state.shrink_runs >= MAX_SHRINK_RUNS:
                 return  # budget spent: an unseen candidate counts as passing
             state.shrink_runs += 1
             result_or_none = attempt(schedule)
@@ -177,12 +181,16 @@ def explore_one(
             leading_check=state.first.leading_check,
             detail=f"failed with {state.first.leading_check}, then "
             + (f"with {state.flaky.leading_check}" if state.flaky.leading_check else "held"),
+            report=state.first.report,
         )
     if minimal is None:
         return base
+    text = finding_text(minimal, run_settings, seed, index, info)
     path = None
     if out_dir is not None:
-        path = write_finding(out_dir, minimal, run_settings, seed, index, info)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{schedule_name(run_settings, seed, index)}.scenario.yaml"
+        path.write_text(text, encoding="utf-8")
     return replace(
         base,
         verdict="failed",
@@ -191,6 +199,8 @@ def explore_one(
         seconds=time.monotonic() - started,
         shrunk_faults=minimal.schedule.faults,
         detail=f"shrunk in {state.shrink_runs} runs",
+        report=state.first.report,
+        scenario=text,
     )
 
 
@@ -200,17 +210,11 @@ def schedule_name(run_settings: Settings, seed: int, index: int) -> str:
     return f"explore-{variant}-{schedule_id(seed, index)}".lower()
 
 
-def write_finding(
-    out_dir: Path,
-    failure: SameFailure,
-    run_settings: Settings,
-    seed: int,
-    index: int,
-    info: TargetInfo,
-) -> Path:
-    """The minimal failing schedule as ``<out_dir>/<name>.scenario.yaml``, with a header
-    naming how it was found and how to replay it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def finding_text(
+    failure: SameFailure, run_settings: Settings, seed: int, index: int, info: TargetInfo
+) -> str:
+    """The minimal failing schedule as a scenario file, with a header naming how it was
+    found (seed, target, variant, leading check) and how to replay it."""
     name = schedule_name(run_settings, seed, index)
     variant = run_settings.known_bug
     header = "\n".join(
@@ -220,7 +224,7 @@ def write_finding(
             f"target: {info.name}; variant: {variant or 'none (the correct runtime)'}; "
             f"leading check: {failure.result.leading_check}.",
             "Shrunk by Hypothesis to the smallest schedule failing with that check.",
-            "Replay the search: pytest --flrelia-explore=N "
+            f"Replay the search: pytest --flrelia-explore={index + 1} "
             f"--flrelia-explore-seed={seed} -k '{schedule_id(seed, index)}'"
             + (f" --flrelia-known-bug={variant}" if variant else ""),
             "Keep it: copy this file under scenarios/ (add `catches:` for a known bug).",
@@ -230,9 +234,14 @@ def write_finding(
         f"explored schedule {schedule_id(seed, index)}, minimal failing "
         f"{failure.result.leading_check}"
     )
-    path = out_dir / f"{name}.scenario.yaml"
-    path.write_text(render(failure.schedule.named(name, description), header), encoding="utf-8")
-    return path
+    return render(failure.schedule.named(name, description), header)
 
 
-__all__ = ["SameFailure", "draw_schedule", "explore_one", "item_seed", "schedule_name"]
+__all__ = [
+    "SameFailure",
+    "draw_schedule",
+    "explore_one",
+    "finding_text",
+    "item_seed",
+    "schedule_name",
+]

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 KILLING_SIGNALS: tuple[str, ...] = (
-    "SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT", "SIGABRT", "SIGUSR1", "SIGUSR2",
+    "SIGTERM",
+    "SIGKILL",
+    "SIGINT",
+    "SIGHUP",
+    "SIGQUIT",
+    "SIGABRT",
+    "SIGUSR1",
+    "SIGUSR2",
     "SIGALRM",
 )
 """Signals that end a training process (SIGSTOP freezes it instead: not drawn)."""
@@ -79,8 +86,7 @@ NOT_DRAWN: Mapping[str, str] = MappingProxyType(
         "ignore_sigterm without a stuck_exit on the same site and round": "only a forced "
         "stop sends SIGTERM; a process that exits by itself never shows it ignores it",
         "download faults in a validate round or with no tensors": "nothing is downloaded",
-        "heartbeat_loss forever": "whether the round ends before the heartbeat timeout "
-        "is a race",
+        "heartbeat_loss forever": "whether the round ends before the heartbeat timeout is a race",
     }
 )
 """Combinations the generator never draws, and why (docs/explore.md lists them)."""

@@ -41,6 +41,10 @@ class ScheduleResult:
     """Faults in the minimal failing schedule (``failed`` only)."""
     detail: str = ""
     """A line for people: the skip reason, the flaky run's checks, the shrink's end."""
+    report: str = ""
+    """The drawn schedule's failure report, the normal one (``failed`` and ``flaky``)."""
+    scenario: str = ""
+    """The minimal failing scenario file's text (``failed``), written or not."""
 
     @property
     def item_id(self) -> str:

@@ -48,6 +48,8 @@ MAX_TENSOR_KIB = 64
 DOWNLOAD_RETRIES = 2
 CONNECT = 1.0
 """``download_connect`` of every schedule (seconds)."""
+SUBMIT_MARGIN_MS = 6000
+"""``submit_update`` is the stop wait plus this much (stop_grace 1 s and the round)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,10 @@ def _shape(draw: Draw) -> tuple[Shape, dict[str, Any]]:
         "download_complete": f"{wait_ms}ms",
         "stop_wait": f"{wait_ms}ms",
         "download_connect": f"{int(CONNECT * 1000)}ms",
+        # The server's wait for a round's result covers a boundary held by a forced stop
+        # (stop_wait, then stop_grace) and the round itself: found by exploring, when a
+        # fast 5 s submit_update failed a correct run whose previous round was stuck.
+        "submit_update": f"{wait_ms + SUBMIT_MARGIN_MS}ms",
     }
     return shape, job
 
@@ -183,12 +189,14 @@ def _benign(
     elif name == "orphan_child":
         scoped = _scope(draw, entry, shape, window, rounds=_launch_rounds(shape))
     elif name == "stale_peer_gone":
-        scoped = _scope(draw, entry, shape, window, rounds=range(2, shape.rounds + 1),
-                        required_round=True)
+        scoped = _scope(
+            draw, entry, shape, window, rounds=range(2, shape.rounds + 1), required_round=True
+        )
     elif name == "stale_pipe_message":
         entry["topic"] = draw(st.sampled_from(("END", "PEER_GONE")))
-        scoped = _scope(draw, entry, shape, window, rounds=range(2, shape.rounds + 1),
-                        required_round=True)
+        scoped = _scope(
+            draw, entry, shape, window, rounds=range(2, shape.rounds + 1), required_round=True
+        )
     elif name == "aux_event":
         entry["at"] = draw(st.sampled_from(("during_execute", "launch", "init")))
         if entry["at"] == "during_execute":
@@ -270,8 +278,11 @@ def _fatal(draw: Draw, shape: Shape, names: set[str], info: TargetInfo) -> tuple
     for name in ("crash", "early_sigterm"):
         if name in names:
             points = info.faults[name].at
-            options += [(name, at) for at, effect in KILL_AT.items()
-                        if effect is not None and (points is None or at in points)]
+            options += [
+                (name, at)
+                for at, effect in KILL_AT.items()
+                if effect is not None and (points is None or at in points)
+            ]
     if "broken_pipe" in names:
         points = info.faults["broken_pipe"].at
         if points is None or "after_task_received" in points:

@@ -30,7 +30,7 @@ from pytest_flrelia.harness.settings import (
     StoreOnce,
     settings_from_config,
 )
-from pytest_flrelia.plugin import hooks
+from pytest_flrelia.plugin import explore_items, hooks
 from pytest_flrelia.plugin.collect import (
     SCENARIO_MARKER,
     SETTINGS_KEY,
@@ -95,6 +95,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help=KNOWN_BUGS_HELP,
     )
+    explore_items.addoption(parser)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -118,6 +119,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SCENARIO_COLLECT_ERRORS_KEY] = 0
     if not hasattr(config, "workerinput"):  # xdist workers send their reports to the controller
         config.pluginmanager.register(SummaryReporter(settings, targets), REPORTER_NAME)
+    explore_items.configure(config)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
