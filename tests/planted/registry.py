@@ -33,8 +33,8 @@ class PlantedBug:
     shows: str
     """The check its case fails with (among others), the one that names the defect."""
     neighbours: tuple[str, ...]
-    """Shipped scenarios that exercise the part it breaks (the suite runs these on it;
-    ``check_shipped`` runs all of them)."""
+    """The shipped scenario nearest the part it breaks (the suite runs it on the bug;
+    ``check_shipped`` runs every shipped scenario on it)."""
 
     @property
     def case(self) -> Path:
@@ -75,7 +75,7 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "SIGTERM for ever",
                 "ignore_sigterm + stuck_exit on two rounds' processes (launch_once: false)",
                 "bounded_stop",
-                ("stubborn-process-is-killed", "stuck-exit-forced-stop[launch_once=false]"),
+                ("stubborn-process-is-killed",),
                 stop_strategy="EscalatesOnceStopStrategy",
             ),
             _bug(
@@ -103,10 +103,7 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "back stops the current one",
                 "stale_peer_gone with from_round <= round - 2 (rounds >= 3)",
                 "stale_events_ignored",
-                (
-                    "stale-peer-gone[launch_once=false]",
-                    "three-sites-mixed-faults[launch_once=false]",
-                ),
+                ("stale-peer-gone[launch_once=false]",),
                 exchanger_class="LastRetiredOnlyExchanger",
             ),
             _bug(
@@ -115,7 +112,7 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "costs the whole pre_init wait",
                 "crash or early_sigterm at: before_init",
                 "within_bound",
-                ("crash-mid-training[launch_once=false]", "slow-start"),
+                ("crash-mid-training[launch_once=false]",),
                 executor_class="InitWaitBlindExecutor",
             ),
             _bug(
@@ -124,12 +121,7 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "reaped: the workers in its group outlive the job",
                 "orphan_child with launch_once: true",
                 "no_orphans",
-                (
-                    "launch-once-serves-every-round",
-                    "late-pull-launch-once",
-                    "stuck-exit-forced-stop[launch_once=true]",
-                    "three-sites-mixed-faults[launch_once=true]",
-                ),
+                ("late-pull-launch-once",),
                 executor_class="UnreapedLaunchOnceExecutor",
             ),
             _bug(
@@ -139,7 +131,7 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 "corrupt_chunk at the last chunk (chunk: last, or its number) of a tensor "
                 "of two chunks or more",
                 "all_rounds_complete",
-                ("corrupt-chunk", "three-sites-mixed-faults[launch_once=false]"),
+                ("corrupt-chunk",),
                 agent_class="EarlyResumeAgent",
             ),
         )
