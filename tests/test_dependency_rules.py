@@ -331,6 +331,8 @@ FORBIDDEN_AT_RUNTIME: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         (),
     ),
     ("pytest_flrelia.judge", (RUNTIME, f"{PLUGIN}.targets"), ()),
+    # The explorer reaches the runtime through targets only when it runs a schedule.
+    ("pytest_flrelia.explore", (RUNTIME, f"{PLUGIN}.plugin"), ()),
 ]
 
 

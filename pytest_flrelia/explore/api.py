@@ -145,6 +145,8 @@ def progress_line(
 ) -> str:
     """``[12/200] s1-11 failed (no_premature_stop) 3.1s | 34s elapsed, 1 failure``."""
     what = result.verdict + (f" ({result.leading_check})" if result.leading_check else "")
+    if result.verdict == "failed":
+        what += f", shrunk in {result.shrink_seconds:.1f}s"
     return (
         f"[{done}/{count}] {schedule_id(result.seed, result.index)} {what} "
         f"{result.seconds:.1f}s | {elapsed:.0f}s elapsed, {failed} "

@@ -71,6 +71,8 @@ class _State:
     check: str | None = None
     runs: int = 0
     shrink_runs: int = 0
+    found: float = 0.0
+    """When the drawn schedule's failure was confirmed (``time.monotonic()``)."""
     cache: dict[str, RunResult] = field(default_factory=dict)
 
 
@@ -153,6 +155,7 @@ def explore_one(
                 state.flaky = again
                 return
             state.check = result.leading_check
+            state.found = time.monotonic()
             state.cache[key] = result
             _fail(schedule, result)
         result_or_none = state.cache.get(key)
@@ -198,6 +201,7 @@ def explore_one(
         scenario_path=path,
         seconds=time.monotonic() - started,
         shrunk_faults=minimal.schedule.faults,
+        shrink_seconds=time.monotonic() - state.found,
         detail=f"shrunk in {state.shrink_runs} runs",
         report=state.first.report,
         scenario=text,

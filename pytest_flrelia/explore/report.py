@@ -33,6 +33,8 @@ class ScheduleResult:
     """The minimal failing scenario written to the output directory (``failed`` only)."""
     seconds: float = 0.0
     """Wall time spent on it: the run, the rerun and the shrink."""
+    shrink_seconds: float = 0.0
+    """Of ``seconds``, the part spent shrinking (the rest found it: the run and rerun)."""
     runs: int = 0
     """How many times a schedule was run for it (1 for a pass; more when shrinking)."""
     faults: int = 0
@@ -95,6 +97,17 @@ class ExploreReport:
     def first_failure(self) -> ScheduleResult | None:
         """The failure with the lowest index (the one a serial run finds first)."""
         return self.failures[0] if self.failures else None
+
+    def time_to_find(self) -> float | None:
+        """Seconds of exploring until the first failure was confirmed, shrink excluded:
+        every schedule before it, plus its own run and rerun.  Exact for a serial run
+        (``jobs=1``); with workers it is the work done, not the wall time."""
+        spent = 0.0
+        for schedule in self.schedules:
+            if schedule.verdict == "failed":
+                return spent + schedule.seconds - schedule.shrink_seconds
+            spent += schedule.seconds
+        return None
 
     def summary_lines(self) -> list[str]:
         """The summary table: one row per schedule that did not simply hold, then totals."""

@@ -1,0 +1,118 @@
+"""The driver's logic with the run replaced by a rule: shrinking, the same leading
+check, flakiness, the budget, the written file.  No process is started here; the real
+runs are in ``test_explore_runs.py``."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_flrelia.explore import driver
+from pytest_flrelia.explore.run import RunResult
+from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.scenario.loader import load_scenarios
+from pytest_flrelia.targets.reference.target import ReferenceTarget
+
+INFO = ReferenceTarget.info
+Rule = Callable[[Mapping[str, Any]], RunResult]
+
+
+def _faults(mapping: Mapping[str, Any]) -> list[str]:
+    return [entry["fault"] for entry in mapping.get("faults", [])]
+
+
+def _install(monkeypatch: pytest.MonkeyPatch, rule: Rule) -> list[Mapping[str, Any]]:
+    runs: list[Mapping[str, Any]] = []
+
+    def fake(mapping: Mapping[str, Any], *_: object) -> RunResult:
+        runs.append(mapping)
+        return rule(mapping)
+
+    monkeypatch.setattr(driver, "run_schedule", fake)
+    return runs
+
+
+def _first_index(predicate: Callable[[Mapping[str, Any]], bool], seed: int = 3) -> int:
+    for index in itertools.count():
+        if predicate(driver.draw_schedule(INFO, seed, index).mapping):
+            return index
+    raise AssertionError("unreachable")
+
+
+def _explore(index: int, out: Path | None, seed: int = 3, budget: float = 60.0) -> Any:
+    return driver.explore_one(
+        INFO, Settings(), seed, index, deadline=time.monotonic() + budget, out_dir=out
+    )
+
+
+def test_a_failure_shrinks_to_the_smallest_schedule_with_the_same_leading_check(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Rule: a schedule with a slow_start fails ``prompt_exit``; one with two or more
+    sites fails ``no_orphans`` instead.  The shrink must keep ``prompt_exit``: one fault,
+    and the smallest job (the shrinker prefers one site, one round)."""
+
+    def rule(mapping: Mapping[str, Any]) -> RunResult:
+        if "slow_start" in _faults(mapping):
+            return RunResult("prompt_exit", ("prompt_exit",), "report")
+        if mapping["job"]["sites"] > 1:
+            return RunResult("no_orphans", ("no_orphans",), "other")
+        return RunResult(None)
+
+    index = _first_index(
+        lambda m: (
+            "slow_start" in _faults(m) and len(m.get("faults", [])) > 1 and m["job"]["sites"] > 1
+        )
+    )
+    _install(monkeypatch, rule)
+    result = _explore(index, tmp_path)
+
+    assert result.verdict == "failed" and result.leading_check == "prompt_exit"
+    assert result.shrunk_faults == 1 < result.faults
+    (scenario,) = load_scenarios(result.scenario_path)
+    assert [f.fault for f in scenario.faults] == ["slow_start"]
+    assert (scenario.job.sites, scenario.job.rounds) == (1, 1)
+    assert scenario.faults[0].params["delay"] == 0.05  # the shortest delay drawn
+    text = result.scenario_path.read_text()
+    assert "seed 3" in text and "leading check: prompt_exit" in text and "target: reference" in text
+
+
+def test_a_failure_that_does_not_reproduce_is_flaky_and_not_shrunk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    verdicts = iter([RunResult("bounded_stop", ("bounded_stop",), "r"), RunResult(None)])
+    runs = _install(monkeypatch, lambda _: next(verdicts))
+    result = _explore(0, tmp_path)
+
+    assert result.verdict == "flaky" and result.leading_check == "bounded_stop"
+    assert "then held" in result.detail
+    assert len(runs) == 2 and result.scenario_path is None and not list(tmp_path.iterdir())
+
+
+def test_a_different_check_on_the_rerun_is_flaky_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    verdicts = iter([RunResult("bounded_stop", ("bounded_stop",)), RunResult("no_orphans")])
+    _install(monkeypatch, lambda _: next(verdicts))
+    assert _explore(0, None).verdict == "flaky"
+
+
+def test_a_spent_budget_ends_the_shrink_on_the_drawn_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = _install(monkeypatch, lambda _: RunResult("prompt_exit", ("prompt_exit",)))
+    result = _explore(1, None, budget=0.0)
+
+    assert result.verdict == "failed"
+    assert len(runs) == 2  # the drawn schedule and its rerun: no candidate was run
+    assert result.shrunk_faults == result.faults
+
+
+def test_a_passing_schedule_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _install(monkeypatch, lambda _: RunResult(None))
+    result = _explore(4, None)
+    assert (result.verdict, result.runs, len(runs)) == ("ok", 1, 1)
+    assert runs[0] == driver.draw_schedule(INFO, 3, 4).named("explore-correct-s3-4")

@@ -1,0 +1,80 @@
+"""The schedule strategy: valid by construction, bounded by the target's declarations.
+
+Each property is a Hypothesis test over the strategy itself: every drawn schedule is
+rendered as YAML and loaded by the scenario loader (the three passes a file goes through),
+and the harness's own support check finds nothing the target does not declare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from pytest_flrelia.contract.target import TargetInfo
+from pytest_flrelia.errors import ScenarioError
+from pytest_flrelia.explore.run import load, render
+from pytest_flrelia.explore.strategy import Schedule, schedules
+from pytest_flrelia.harness.runner import applicable_invariants
+from pytest_flrelia.harness.support import why_unsupported
+from pytest_flrelia.targets.reference.target import ReferenceTarget
+
+REFERENCE = ReferenceTarget.info
+FEW = dataclasses.replace(
+    REFERENCE,
+    name="few",
+    faults=MappingProxyType(
+        {name: REFERENCE.faults[name] for name in ("delayed_download", "crash", "stop_error")}
+    ),
+)
+"""A target declaring three faults only: nothing else may be drawn for it."""
+DRAWS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _check_valid(schedule: Schedule, info: TargetInfo, directory: Path, name: str) -> None:
+    scenario = load(schedule.named(name), directory)
+    assert why_unsupported(scenario, info, applicable_invariants(scenario)) is None
+    assert len(scenario.faults) == schedule.faults
+    if scenario.expect.outcome == "failure":
+        assert scenario.expect.error
+        fatal = scenario.faults[-1]
+        assert fatal.site is not None and fatal.round is not None
+        # Everything else is due before the fatal round: nothing waits on a dead job.
+        assert all(f.round is not None and f.round < fatal.round for f in scenario.faults[:-1])
+    else:
+        assert scenario.expect.error is None
+
+
+@DRAWS
+@given(schedules(REFERENCE))
+def test_every_schedule_loads_and_the_reference_supports_it(
+    tmp_path: Path, schedule: Schedule
+) -> None:
+    _check_valid(schedule, REFERENCE, tmp_path, "drawn")
+
+
+@DRAWS
+@given(schedules(FEW))
+def test_a_target_s_declarations_bound_what_is_drawn(tmp_path: Path, schedule: Schedule) -> None:
+    _check_valid(schedule, FEW, tmp_path, "drawn-few")
+    drawn = {entry["fault"] for entry in schedule.mapping.get("faults", [])}
+    assert drawn <= set(FEW.faults)
+
+
+def test_the_check_fails_on_a_schedule_the_loader_refuses(tmp_path: Path) -> None:
+    """The property above can fail: a mapping outside the language is refused by load()."""
+    bad = Schedule(
+        {"job": {"sites": 1}, "faults": [{"fault": "heartbeat_loss", "round": 1}]}, faults=1
+    )
+    with pytest.raises(ScenarioError, match="does not take 'round'"):
+        _check_valid(bad, REFERENCE, tmp_path, "bad")
+
+
+def test_a_schedule_renders_as_a_file_that_names_itself_first() -> None:
+    text = render(Schedule({"job": {"sites": 1}}, 0).named("x", "d"), "seed 1\nline two")
+    assert text.splitlines()[:4] == ["# seed 1", "# line two", "name: x", "description: d"]
