@@ -28,7 +28,7 @@ SHRINK_BUDGET = 25.0
 SEEDS = {
     # slug: (seed whose schedule 0 reaches it, the fault it needs, its leading check)
     "aux-before-task": (17, "aux_event", "stale_events_ignored"),
-    "launch-once-unreaped": (37, "orphan_child", "no_orphans"),
+    "launch-once-unreaped": (48, "orphan_child", "no_orphans"),
 }
 
 
