@@ -98,6 +98,9 @@ class Agent:
     while ``is_running()``.  ``send()`` returns only after the gate.
     """
 
+    service_class: type[DownloadService] = DownloadService
+    """The download service it publishes on (a seam: a variant may serve differently)."""
+
     def __init__(
         self,
         pipe: Pipe,
@@ -165,7 +168,7 @@ class Agent:
             timeline=self._timeline,
             site=self.site,
         )
-        self._service = DownloadService(
+        self._service = self.service_class(
             site=self.site, chunk_bytes=self.settings.chunk_bytes, timeline=self._timeline
         )
         self._running.set()

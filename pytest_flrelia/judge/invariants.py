@@ -430,7 +430,12 @@ def no_orphans(run: RunRecord) -> Check:
     return _pass(name, "no process of the run remains", "none remained")
 
 
-@reads(EventKind.FAULT, EventKind.HANDLER_STOPPED, EventKind.RESULT_RECEIVED)
+@reads(
+    EventKind.FAULT,
+    EventKind.HANDLER_STOPPED,
+    EventKind.RESULT_RECEIVED,
+    optional=(EventKind.RESULT_SENT,),
+)
 def stale_events_ignored(run: RunRecord) -> Check:
     name = "stale_events_ignored"
     planned = [spec for spec in run.faults if spec.fault in STALE_FAULTS]
@@ -461,6 +466,16 @@ def stale_events_ignored(run: RunRecord) -> Check:
             for e in _of(run.events, EventKind.RESULT_RECEIVED)
             if e.site == site and e.round == round
         ]
+        # A handler stopped once its process had sent the result was stopped by that
+        # process's own goodbye (a round without tensors says END at once), not by the
+        # stale event; the result is not lost (the executor reads what it left).
+        sent = [
+            e
+            for e in _of(run.events, EventKind.RESULT_SENT)
+            if e.site == site and e.round == round
+        ]
+        if stopped and sent and sent[0].ts < stopped[0].ts:
+            stopped = []
         if stopped and (not result or stopped[0].ts < result[0].ts):
             return Check(
                 name,

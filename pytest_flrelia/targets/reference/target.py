@@ -24,7 +24,7 @@ from pytest_flrelia.targets.reference.mechanics import MECHANICS
 from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
 from pytest_flrelia.targets.reference.variants import SUMMARIES, runtime_for
 from reference_impl.executor import LauncherExecutor
-from reference_impl.job import run_job
+from reference_impl.job import Runtime, run_job
 
 
 def _support(name: str) -> FaultSupport:
@@ -85,7 +85,7 @@ class ReferenceTarget:
             with failpoints.scoped(plan.local_spec()):
                 return run_job(
                     job,
-                    runtime=runtime_for(known_bug),
+                    runtime=self.runtime_for(known_bug),
                     timeline=timeline,
                     abort=abort,
                     subprocess_env={**plan.subprocess_env(), **env},
@@ -93,6 +93,14 @@ class ReferenceTarget:
                 )
         finally:
             detach()
+
+
+    def runtime_for(self, variant: str | None) -> Runtime:
+        """The runtime of ``variant`` (a known-bug slug; ``None``: the correct one).
+
+        A subclass with variants of its own (the test suite's planted bugs) overrides
+        this one step."""
+        return runtime_for(variant)
 
 
 def _ready(
