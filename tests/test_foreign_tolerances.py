@@ -106,6 +106,29 @@ def test_a_stop_while_a_tensor_is_still_pending_is_premature(downloaded: list[st
     assert "stop requested while the download gate was still closed" in check.seen
 
 
+@pytest.mark.parametrize(
+    ("dead_pid", "released"), [(7, True), (8, False)], ids=["its-own", "another-pid"]
+)
+def test_a_stop_after_the_launcher_saw_the_process_die_is_not_premature(
+    dead_pid: int, released: bool
+) -> None:
+    """nvflare's monitor sees a SIGKILLed child die, then stops it: nothing is cut short."""
+    events = _stop_before_gate([])
+    events.insert(1, Event(10.2, EventKind.EXIT_SEEN, client_lane("site-1"), 2, "site-1", 1,
+                           {"pid": dead_pid}))
+    check = no_premature_stop(_record(events))
+    assert check.ok is released, check.seen
+
+
+@pytest.mark.parametrize(("did", "released"), [("signal(SIGKILL)", True), ("sleeps", False)])
+def test_a_fault_that_ends_its_process_releases_it(did: str, released: bool) -> None:
+    events = _stop_before_gate([])
+    events.insert(1, Event(10.2, EventKind.FAULT, training_lane("site-1"), 7, "site-1", 1,
+                           {"fault": "early_sigterm", "fault_id": 0, "did": did}))
+    check = no_premature_stop(_record(events))
+    assert check.ok is released, check.seen
+
+
 def test_another_sites_downloads_do_not_release_a_process() -> None:
     events = _stop_before_gate([])
     server = server_lane()

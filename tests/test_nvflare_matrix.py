@@ -120,7 +120,23 @@ def test_write_then_check_with_variants_standing_in_for_versions(
         "--extra", "sync-stop=--flrelia-known-bug=sync-stop",
     ]  # fmt: skip
 
-    assert nvflare_matrix.main([*common, "--write", str(page)]) == 0
+    keep = tmp_path / "keep"
+    assert nvflare_matrix.main([*common, "--write", str(page), "--keep", str(keep)]) == 0
+    written = (tmp_path / "docs" / "stand-in-matrix.json").read_text()
+
+    # the page rebuilt from the kept records runs nothing: the "venvs" do not even exist
+    gone = tmp_path / "no-such-venv"
+    reused = [
+        "--scenarios", str(scenarios), "--target", "reference", "--jobs", "1",
+        "--venv", f"correct={gone}", "--venv", f"sync-stop={gone}", "--keep", str(keep),
+        "--reuse", "correct", "--reuse", "sync-stop", "--write", str(page),
+    ]  # fmt: skip
+    assert nvflare_matrix.main(reused) == 0
+    assert (tmp_path / "docs" / "stand-in-matrix.json").read_text() == written
+    assert "| `pull-late` | passed | caught (`no_premature_stop`) |" in page.read_text()
+    with pytest.raises(SystemExit, match="no kept record"):
+        nvflare_matrix.main(["--venv", f"other={gone}", "--keep", str(keep), "--reuse", "other",
+                             "--target", "reference", "--write", str(page)])
 
     text = page.read_text()
     assert "| `pull-late` | passed | caught (`no_premature_stop`) |" in text

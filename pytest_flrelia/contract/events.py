@@ -220,7 +220,9 @@ CONTRACT: Mapping[EventKind, EventSpec] = MappingProxyType({
     EventKind.FAULT: _spec(
         _ANY,
         "Planned fault `fault_id` (`fault`) acted: `did` says what it did, recorded by the "
-        "process that delivered it; `child_pid`, if any, is a process the fault started.",
+        "process that delivered it (a fault that signals or ends its own process says so "
+        "in the failpoint action words, `signal(SIGKILL)`, `exit(3)`: the judge reads them); "
+        "`child_pid`, if any, is a process the fault started.",
         "fault", "fault_id", "did",
     ),
     EventKind.ERROR: _spec(

@@ -294,12 +294,14 @@ def _first_difference(got: Array | None, want: Array) -> str:
         EventKind.FAILPOINT,
         EventKind.FAULT,
         EventKind.DOWNLOAD_DONE,
+        EventKind.EXIT_SEEN,
     ),
 )
 def no_premature_stop(run: RunRecord) -> Check:
     """No stop reaches a process whose published tensors are still being downloaded.
 
-    A process is released by its gate (opened, timed out, closed), by its own end, or
+    A process is released by its gate (opened, timed out, closed), by its own end (a
+    fault that signals or ends it, or the launcher seeing it exit), or
     once the server has ``download_done`` for every tensor of that result: a stop after
     that loses nothing, however late the gate opens (nvflare's opens up to 5 s later)."""
     name = "no_premature_stop"
@@ -328,7 +330,12 @@ def no_premature_stop(run: RunRecord) -> Check:
             and e.ts >= sent.ts
             and is_training(e)
             and (e.kind in GATE_RELEASES or _ends_process(e))
+        ] + [
+            e  # the launcher saw it die: a stop after that cannot cut a download short
+            for e in _of(run.events, EventKind.EXIT_SEEN)
+            if e.detail.get("pid") == sent.pid and e.ts >= sent.ts
         ]
+        released.sort(key=lambda e: e.ts)
         release_ts = released[0].ts if released else None
         downloaded = _downloaded_at(run.events, sent)
         if downloaded is not None and (release_ts is None or downloaded < release_ts):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -191,16 +192,35 @@ def run_version(
         return run_record.load(record), seconds
 
 
+def kept_run(
+    version: str, target: str, jobs: int, keep: Path
+) -> tuple[list[dict[str, Any]], float]:
+    """A version's record and wall as a previous ``--keep`` run left them (the wall is
+    pytest's own, read off the kept log's last line): rebuilding the page after one
+    version was rerun needs no rerun of the others."""
+    record = keep / f"{version}-{target}-n{jobs}.json"
+    log = record.with_suffix(".log")
+    if not record.exists() or not log.exists():
+        raise SystemExit(f"--reuse {version}: no kept record {record} (and its .log)")
+    lines = log.read_text(encoding="utf-8").strip().splitlines()
+    found = re.search(r" in ([0-9.]+)s", lines[-1]) if lines else None
+    return run_record.load(record), float(found.group(1)) if found else 0.0
+
+
 def build(
     versions: Sequence[Version],
     scenarios: Path,
     target: str,
     jobs: int,
     keep: Path | None = None,
+    reuse: frozenset[str] = frozenset(),
 ) -> Matrix:
     matrix = Matrix([v.name for v in versions])
     for version in versions:
-        entries, seconds = run_version(version, scenarios, target, jobs, keep=keep)
+        if version.name in reuse and keep is not None:
+            entries, seconds = kept_run(version.name, target, jobs, keep)
+        else:
+            entries, seconds = run_version(version, scenarios, target, jobs, keep=keep)
         matrix.add(version.name, entries, seconds)
     return matrix
 
@@ -364,9 +384,14 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--target", default=DEFAULT_TARGET)
     parser.add_argument("--jobs", type=int, default=2, help="pytest -n (default 2)")
     parser.add_argument("--keep", type=Path, help="keep each version's record and log here")
+    parser.add_argument("--reuse", action="append", default=[], metavar="VERSION",
+                        help="with --write: take VERSION's column from the record --keep "
+                        "holds instead of running it again; repeatable")
     args = parser.parse_args(None if argv is None else list(argv))
     if not args.venv or (args.write is None and args.check is None):
         parser.error("give --venv VERSION=PATH and --write PAGE or --check VERSION")
+    if args.reuse and (args.keep is None or args.check is not None):
+        parser.error("--reuse needs --keep DIR and --write PAGE")
     return args
 
 
@@ -402,7 +427,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             + (f"{len(found)} unlike {pin_file}" if found else f"all as pinned in {pin_file}")
         )
         return 1 if found else 0
-    matrix = build(versions, args.scenarios, args.target, args.jobs, args.keep)
+    matrix = build(versions, args.scenarios, args.target, args.jobs, args.keep,
+                   frozenset(args.reuse))
     page: Path = args.write
     page.parent.mkdir(parents=True, exist_ok=True)
     pin_file = args.pin or pin_path(page)

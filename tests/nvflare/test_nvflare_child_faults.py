@@ -111,7 +111,7 @@ def test_crash_exits_with_its_code_at_its_point() -> None:
     assert calls.exits == []
     faults.strike("after_task_received")
     assert calls.exits == [3]
-    assert [e["did"] for e in ctx.fault_events()] == ["exits with code 3 at after_task_received"]
+    assert [e["did"] for e in ctx.fault_events()] == ["exit(3)"]
 
 
 def test_slow_start_sleeps_before_init_of_its_round_only() -> None:

@@ -105,11 +105,11 @@ class ChildFaults:
             if spec.fault == "early_sigterm":
                 given = spec.params.get("signal")
                 sig = given if isinstance(given, signal.Signals) else signal.SIGTERM
-                self._acted(spec, f"sends itself {sig.name} at {point}")
+                self._acted(spec, f"signal({sig.name})", at=point)
                 self._kill(os.getpid(), sig)
             elif spec.fault == "crash":
                 code = int(str(spec.params.get("code", 1)))
-                self._acted(spec, f"exits with code {code} at {point}")
+                self._acted(spec, f"exit({code})", at=point)
                 self._exit(code)
             else:
                 self._break_pipe(spec, point)

@@ -85,7 +85,9 @@ class Server:
 
     def _wrap_download(self) -> None:
         cls = nv.module("app_common.decomposers.numpy_decomposers").NumpyArrayDecomposer
-        real = cls.download
+        real = getattr(cls, "download", None)
+        if real is None:  # 2.7.1: arrays travel inline with the result, nothing is pulled
+            return
         server = self
 
         def download(self: Any, from_fqcn: str, ref_id: str, *args: Any, **kwargs: Any) -> Any:
