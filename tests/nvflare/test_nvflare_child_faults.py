@@ -15,18 +15,15 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _nv_fakes import FakeChild, spec
 
-from pytest_flrelia.contract.faults import FaultSpec
-from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
-from pytest_flrelia.scenario.catalog import validate_params
+from pytest_flrelia.contract.timeline import Event, EventKind
 from pytest_flrelia.targets.nvflare import child_faults
 from pytest_flrelia.targets.nvflare.child_faults import ChildFaults
-from pytest_flrelia.targets.nvflare.points import ChildContext
 
 WAIT = 10.0
 """Upper bound of every wait on a condition here; normally met in milliseconds."""
@@ -36,28 +33,6 @@ def needs_nvflare() -> None:
     """Skip without nvflare: ``importorskip("nvflare")`` would find ``tests/nvflare``
     itself (a namespace package on the rootdir path), so ask for a real subpackage."""
     pytest.importorskip("nvflare.apis")
-
-
-def spec(fault: str, *, site: str | None = None, round: int | None = None, index: int = 0,
-         **params: object) -> FaultSpec:
-    return FaultSpec(fault, site, round, validate_params(fault, params, fault), line=1,
-                     index=index)
-
-
-class FakeChild(ChildContext):
-    """A real :class:`ChildContext` on an in-memory timeline."""
-
-    def __init__(self, faults: Sequence[FaultSpec], site: str = "site-1", round: int = 1
-                 ) -> None:
-        super().__init__(site=site, launched_for=round, faults=tuple(faults),
-                         timeline=Timeline(process=f"train-{site}"))
-
-    @property
-    def records(self) -> list[Event]:
-        return self.timeline.events()
-
-    def fault_events(self) -> list[dict[str, object]]:
-        return [e.detail for e in self.timeline.events() if e.kind is EventKind.FAULT]
 
 
 class Calls:

@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("nvflare.apis")  # "nvflare" alone would find tests/nvflare
 
+from _nv_fakes import FakeChild, spec
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.decomposers.numpy_decomposers import NumpyArrayDecomposer
@@ -35,32 +36,13 @@ from nvflare.fuel.utils.pipe.pipe_handler import PipeHandler
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
-from pytest_flrelia.scenario.catalog import validate_params
 from pytest_flrelia.targets.nvflare import parent_faults
 from pytest_flrelia.targets.nvflare.child_faults import ChildFaults
 from pytest_flrelia.targets.nvflare.parent_faults import ParentFaults, _leave_message
-from pytest_flrelia.targets.nvflare.points import ChildContext, ParentContext, SiteParts
+from pytest_flrelia.targets.nvflare.points import ParentContext, SiteParts
 
 WAIT = 10.0
 """Upper bound of every wait on a condition here; normally met in milliseconds."""
-
-
-def spec(fault: str, *, site: str | None = None, round: int | None = None, index: int = 0,
-         **params: object) -> FaultSpec:
-    return FaultSpec(fault, site, round, validate_params(fault, params, fault), line=1,
-                     index=index)
-
-
-class FakeChild(ChildContext):
-    """A real :class:`ChildContext` on an in-memory timeline."""
-
-    def __init__(self, faults: Sequence[FaultSpec], site: str = "site-1", round: int = 1
-                 ) -> None:
-        super().__init__(site=site, launched_for=round, faults=tuple(faults),
-                         timeline=Timeline(process=f"train-{site}"))
-
-    def fault_events(self) -> list[dict[str, object]]:
-        return [e.detail for e in self.timeline.events() if e.kind is EventKind.FAULT]
 
 
 @pytest.fixture
