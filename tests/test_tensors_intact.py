@@ -117,3 +117,37 @@ def test_without_an_oracle_the_model_is_not_judged_and_the_check_says_so() -> No
         assert check.ok, check  # ... without one, nothing can
         assert says in check.seen
         assert "global model exact" not in check.seen
+
+
+def _as_sent_inline(result: JobResult, tensors: int = 0) -> RunRecord:
+    """``result``'s run as a launcher that sends arrays inside the result records it
+    (NVFlare 2.7.1): results publish ``tensors`` for the server to pull, nothing is pulled."""
+    kept = [
+        e if e.kind is not EventKind.RESULT_SENT else replace(e, detail={**e.detail,
+                                                                          "tensors": tensors})
+        for e in result.timeline.events()
+        if e.kind not in (EventKind.DOWNLOAD_DONE, EventKind.TENSOR_SERVED)
+    ]
+    return RunRecord(result, kept, [], result.seconds, 60.0, False, "success", None,
+                     oracle=ORACLE)
+
+
+def test_results_sent_inline_are_judged_by_the_global_model_alone() -> None:
+    result = run_job(replace(CONFIG, sites=1, rounds=1))
+    assert result.ok, (result.error, result.site_errors)
+    check = tensors_intact(_as_sent_inline(result))
+    assert check.ok and check.applicable, check
+    assert "carried its tensors inline" in check.seen and "global model exact" in check.seen
+
+    model = dict(result.global_model)
+    layer = model["layer-1"].copy()
+    layer[0] = np.nextafter(layer[0], np.inf)
+    off = replace(result, global_model={**model, "layer-1": layer})
+    assert not tensors_intact(_as_sent_inline(off)).ok  # the model still shows the loss
+
+
+def test_results_that_publish_tensors_no_one_pulled_are_not_inline() -> None:
+    result = run_job(replace(CONFIG, sites=1, rounds=1))
+    check = tensors_intact(_as_sent_inline(result, tensors=2))
+    assert not check.ok
+    assert "no download_done was recorded" in check.seen

@@ -128,6 +128,14 @@ def _silent(run: RunRecord, name: str, *kinds: EventKind) -> Check | None:
     )
 
 
+def _all_inline(run: RunRecord) -> bool:
+    """Whether results were sent and none published a tensor for the server to pull
+    (``result_sent.tensors`` 0: the arrays travel inside the result, as NVFlare 2.7.1
+    sends them); then only the global model can show a lost or corrupted tensor."""
+    sent = _of(run.events, EventKind.RESULT_SENT)
+    return bool(sent) and all(int(e.detail.get("tensors", 0)) == 0 for e in sent)
+
+
 def _publishes_tensors(run: RunRecord) -> bool:
     """Whether the job asks its sites to publish tensors in some training round."""
     config = run.config
@@ -200,7 +208,7 @@ def all_rounds_complete(run: RunRecord) -> Check:
     )
 
 
-@reads(EventKind.TENSOR_SERVED, EventKind.DOWNLOAD_DONE)
+@reads(EventKind.TENSOR_SERVED, EventKind.DOWNLOAD_DONE, optional=(EventKind.RESULT_SENT,))
 def tensors_intact(run: RunRecord) -> Check:
     """Every tensor reached the server byte for byte, and the global model is exact.
 
@@ -219,8 +227,9 @@ def tensors_intact(run: RunRecord) -> Check:
     if not downloads:
         if not _publishes_tensors(run):
             return _na(name, "the job publishes no tensors")
-        silent = _silent(run, name, EventKind.DOWNLOAD_DONE)
-        return silent or _na(name, "no round got as far as a download")
+        if not _all_inline(run):
+            silent = _silent(run, name, EventKind.DOWNLOAD_DONE)
+            return silent or _na(name, "no round got as far as a download")
     by_bytes = 0
     for done in downloads:
         key = (done.site, done.round, done.detail.get("name"))
@@ -240,7 +249,11 @@ def tensors_intact(run: RunRecord) -> Check:
                 done.ts,
                 (done,),
             )
-    verified = f"{len(downloads)} tensors verified, {by_bytes} by the digest of their bytes"
+    verified = (
+        f"{len(downloads)} tensors verified, {by_bytes} by the digest of their bytes"
+        if downloads
+        else "nothing was pulled: every result carried its tensors inline"
+    )
     if run.result is not None and run.result.ok:
         if run.oracle is None:
             return _pass(
