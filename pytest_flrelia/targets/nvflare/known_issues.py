@@ -14,6 +14,9 @@ from pytest_flrelia.contract.target import KnownIssue
 DOWNLOAD_PATH = ">=2.7.2rc12,<2.9"
 """The versions with the reverse-PASS_THROUGH download path (the server pulls the arrays)."""
 ALL = ">=2.7.1,<2.9"
+DEFERRED_STOP = ">=2.7.2,<2.9"
+"""The released versions with the deferred stop (#4275's fix); each issue declared for them
+was seen on both 2.7.2 and 2.8.3 (rc13 fails those scenarios earlier, on the pull)."""
 
 KNOWN_ISSUES: tuple[KnownIssue, ...] = (
     KnownIssue(
@@ -22,7 +25,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         reason="a deferred stop_task that raises leaves the exited process in the "
         "launcher: the next round launches nothing and fails its external setup",
         anchor="docs/nvflare.md#a-failed-deferred-stop-blocks-the-next-launch",
-        versions="==2.7.2",
+        versions=DEFERRED_STOP,
         details=(
             "The deferred-stop thread logs `Deferred stop_task (train) failed: ...` and "
             "sets its event; `SubprocessLauncher._process` still holds the exited "
@@ -38,7 +41,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         reason="a one-round process's metrics-only result is lost: it exits right after "
         "send_to_peer returned and the CJ never hands the result to execute()",
         anchor="docs/nvflare.md#a-validate-result-is-lost-with-one-process-per-round",
-        versions="==2.7.2",
+        versions=DEFERRED_STOP,
         details=(
             "With `launch_once=False` over CellPipe, a validate task's reply carries no "
             "tensors, so `FlareAgent._do_submit_result` logs \"no tensors in result — "
@@ -54,7 +57,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         reason="the next round's pipe handler is made (and the pipe cleared) before the "
         "previous round's deferred stop ends: a late END of the old process stops it",
         anchor="docs/nvflare.md#a-late-end-stops-the-next-rounds-handler",
-        versions="==2.7.2",
+        versions=DEFERRED_STOP,
         details=(
             "`TaskExchanger.handle_event(BEFORE_TASK_EXECUTION)` clears the pipe and "
             "starts a new `PipeHandler`; `execute()` then waits for the previous round's "
@@ -110,7 +113,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         reason="a deferred stop_task that raises leaves the exited process held in "
         "SubprocessLauncher._process: the next round launches nothing (F1)",
         anchor="docs/nvflare-faults.md#findings",
-        versions="==2.7.2",
+        versions=DEFERRED_STOP,
         details=(
             "The sweep's finding F1, on one site: `Deferred stop_task (train) failed`, then "
             "`launch_skipped` of round 1's dead pid and `External process has not called "
@@ -123,7 +126,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         reason="SubprocessLauncher stops only its child: a grandchild holding its stdout "
         "keeps the unbounded log-thread join, and with it the stop, from returning (F2)",
         anchor="docs/nvflare-faults.md#findings",
-        versions="==2.7.2",
+        versions=DEFERRED_STOP,
         details=(
             "The sweep's finding F2: `_stop_external_process` terminates the child, never "
             "its process group, then joins `_log_thread` with no timeout while the "
@@ -134,4 +137,4 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
 )
 
 
-__all__ = ["ALL", "DOWNLOAD_PATH", "KNOWN_ISSUES"]
+__all__ = ["ALL", "DEFERRED_STOP", "DOWNLOAD_PATH", "KNOWN_ISSUES"]
