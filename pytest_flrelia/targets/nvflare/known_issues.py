@@ -112,7 +112,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         check="all_rounds_complete",
         reason="a deferred stop_task that raises leaves the exited process held in "
         "SubprocessLauncher._process: the next round launches nothing (F1)",
-        anchor="docs/nvflare-faults.md#findings",
+        anchor="docs/nvflare.md#f1-a-failed-deferred-stop-holds-the-dead-process",
         versions=DEFERRED_STOP,
         details=(
             "The sweep's finding F1, on one site: `Deferred stop_task (train) failed`, then "
@@ -125,7 +125,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         check="bounded_stop",
         reason="SubprocessLauncher stops only its child: a grandchild holding its stdout "
         "keeps the unbounded log-thread join, and with it the stop, from returning (F2)",
-        anchor="docs/nvflare-faults.md#findings",
+        anchor="docs/nvflare.md#f2-an-orphan-keeps-the-stop-from-returning",
         versions=DEFERRED_STOP,
         details=(
             "The sweep's finding F2: `_stop_external_process` terminates the child, never "
