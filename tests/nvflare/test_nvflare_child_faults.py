@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from _nv_fakes import FakeChild, spec
 
-from pytest_flrelia.contract.timeline import Event, EventKind
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 from pytest_flrelia.targets.nvflare import child_faults
 from pytest_flrelia.targets.nvflare.child_faults import ChildFaults
+from pytest_flrelia.targets.nvflare.tail import Tailer
 
 WAIT = 10.0
 """Upper bound of every wait on a condition here; normally met in milliseconds."""
@@ -195,13 +196,25 @@ def events_of(path: Path) -> list[dict[str, Any]]:
 
 
 def wait_for_event(path: Path, fault: str) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        for event in events_of(path):
-            if event.get("fault") == fault:
-                return event
-        time.sleep(0.01)
-    raise AssertionError(f"no {fault} event within {WAIT}s")
+    """The detail of the first ``fault`` event the child writes to ``path``, followed
+    live with the target's own :class:`Tailer`, as the harness follows a run."""
+    timeline = Timeline()
+    seen: list[Event] = []
+    arrived = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if event.kind is EventKind.FAULT and event.detail.get("fault") == fault:
+            seen.append(event)
+            arrived.set()
+
+    timeline.subscribe(on_event)
+    tailer = Tailer(path.parent, timeline).start()
+    try:
+        if not arrived.wait(WAIT):
+            raise AssertionError(f"no {fault} event within {WAIT}s")
+    finally:
+        tailer.stop()
+    return dict(seen[0].detail)
 
 
 @pytest.mark.usefixtures("no_leftover_children")
@@ -281,28 +294,24 @@ def test_orphan_child_holds_the_stdout_of_a_real_process(
     assert ready.wait(WAIT), "stdout stayed open after the orphan died"
 
 
+@pytest.mark.parametrize(
+    ("params", "action", "did"),
+    [
+        ({}, "exit", "hangs in os._exit(0)"),
+        ({"mode": "thread"}, "return", "a non-daemon thread holds the interpreter's exit"),
+    ],
+    ids=["hang-in-os-exit", "thread-holds-interpreter-exit"],
+)
 @pytest.mark.usefixtures("no_leftover_children")
-def test_stuck_exit_hangs_in_os_exit(child_script: Path, tmp_path: Path) -> None:
+def test_stuck_exit_keeps_the_process_alive(
+    child_script: Path, tmp_path: Path, params: dict[str, object], action: str, did: str
+) -> None:
     events = tmp_path / "events.jsonl"
-    proc = start_child(child_script, events, 1, [{"fault": "stuck_exit", "params": {}}],
-                       "exit")
+    proc = start_child(child_script, events, 1, [{"fault": "stuck_exit", "params": params}],
+                       action)
     try:
         event = wait_for_event(events, "stuck_exit")
-        assert event["did"] == "hangs in os._exit(0)"
-        assert proc.poll() is None
-    finally:
-        proc.kill()
-        proc.wait(WAIT)
-
-
-@pytest.mark.usefixtures("no_leftover_children")
-def test_stuck_exit_thread_holds_an_interpreter_exit(child_script: Path, tmp_path: Path) -> None:
-    events = tmp_path / "events.jsonl"
-    proc = start_child(child_script, events, 1,
-                       [{"fault": "stuck_exit", "params": {"mode": "thread"}}], "return")
-    try:
-        event = wait_for_event(events, "stuck_exit")
-        assert event["did"] == "a non-daemon thread holds the interpreter's exit"
+        assert event["did"] == did
         assert proc.poll() is None
     finally:
         proc.kill()
