@@ -486,13 +486,14 @@ def stale_events_ignored(run: RunRecord) -> Check:
             for e in _of(run.events, EventKind.RESULT_RECEIVED)
             if e.site == site and e.round == round
         ]
-        # A handler stopped once its process had sent the result was stopped by that
-        # process's own goodbye (a round without tensors says END at once), not by the
-        # stale event; the result is not lost (the executor reads what it left).
+        # A round without tensors says END right after its result: a handler stopped
+        # after such a result was stopped by that goodbye, not by the stale event (the
+        # executor reads what it left).  A process holding tensors says nothing until its
+        # download gate opens, so a stop of its handler before the read is the stale event's.
         sent = [
             e
             for e in _of(run.events, EventKind.RESULT_SENT)
-            if e.site == site and e.round == round
+            if e.site == site and e.round == round and not int(e.detail.get("tensors", 0))
         ]
         if stopped and sent and sent[0].ts < stopped[0].ts:
             stopped = []
