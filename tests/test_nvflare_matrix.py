@@ -82,6 +82,60 @@ def test_the_page_shows_every_cell_the_known_issues_and_the_skip_reasons() -> No
     assert "[nvflare-faults.md](nvflare-faults.md)" in page
 
 
+def test_a_cell_that_varies_between_runs_is_pinned_with_every_outcome_and_shown_with_counts(
+) -> None:
+    matrix = _matrix()
+    matrix.add(
+        "2.7.2rc13",
+        [
+            _entry("late-pull", "failed", leading_check="no_premature_stop"),
+            _entry("stubborn", "failed", leading_check="no_premature_stop", known_issue=ISSUE),
+            _entry("corrupt", "skipped", reason="target 'nvflare' cannot deliver corrupt_chunk"),
+        ],
+        110.0,
+    )
+    pin = matrix.pin("nvflare")
+
+    assert pin["format"] == 2
+    both = ["xfail:bounded_stop", "caught:no_premature_stop"]
+    assert pin["cells"]["stubborn"]["2.7.2rc13"] == both
+    assert pin["cells"]["late-pull"]["2.7.2rc13"] == "caught:no_premature_stop"
+    assert differences(pin, matrix, "2.7.2rc13") == []
+
+    page = render(matrix, Path("scenarios"), "nvflare", "nvflare-matrix.json")
+    assert (
+        "| `stubborn` | xfail (`bounded_stop`) 1/2 or caught (`no_premature_stop`) 1/2 |"
+        in page
+    )
+    counted = "xfail:bounded_stop (1/2), caught:no_premature_stop (1/2)"
+    assert f"| `stubborn` | 2.7.2rc13 | {counted} |" in page
+    assert "Runs behind this page: 2.7.2rc13 2, 2.7.2 1." in page
+    assert "2.7.2rc13 100-110 s over 2 runs" in page
+
+    # a later run with an outcome no run gave before is a difference, named with the choices
+    again = Matrix(["2.7.2rc13"])
+    again.add("2.7.2rc13", [_entry("stubborn", "passed")], 90.0)
+    assert differences(pin, again, "2.7.2rc13") == [
+        "corrupt on 2.7.2rc13: pinned skipped, got nothing (the item is gone)",
+        "late-pull on 2.7.2rc13: pinned caught:no_premature_stop, got nothing (the item is gone)",
+        "stubborn on 2.7.2rc13: pinned xfail:bounded_stop or caught:no_premature_stop, got pass",
+    ]
+
+
+def test_a_pin_of_the_first_format_names_one_outcome_per_cell() -> None:
+    pin = {"format": 1, "versions": ["2.7.2"], "cells": {"late-pull": {"2.7.2": "pass"}}}
+    matrix = Matrix(["2.7.2"])
+    matrix.add("2.7.2", [_entry("late-pull", "passed")], 1.0)
+    assert differences(pin, matrix, "2.7.2") == []
+    assert nvflare_matrix.accepted("pass") == ["pass"]
+    assert nvflare_matrix.accepted(None) == []
+
+
+def test_a_page_with_no_varying_cell_says_so() -> None:
+    page = render(_matrix(), Path("scenarios"), "nvflare", "nvflare-matrix.json")
+    assert "None: every cell gave the same outcome in every run." in page
+
+
 def test_a_failure_without_a_leading_check_is_a_harness_error_not_a_catch() -> None:
     assert cell_of(_entry("x", "failed"), "v").kind == nvflare_matrix.ERROR
 
@@ -134,6 +188,20 @@ def test_write_then_check_with_variants_standing_in_for_versions(
     assert nvflare_matrix.main(reused) == 0
     assert (tmp_path / "docs" / "stand-in-matrix.json").read_text() == written
     assert "| `pull-late` | passed | caught (`no_premature_stop`) |" in page.read_text()
+    # one more run of one version, added to the kept one: the same outcome, two samples
+    more = [
+        "--scenarios", str(scenarios), "--target", "reference", "--jobs", "1",
+        "--venv", f"correct={sys.executable}", "--venv", f"sync-stop={gone}",
+        "--keep", str(keep), "--reuse", "sync-stop", "--accumulate", "--write", str(page),
+    ]  # fmt: skip
+    assert nvflare_matrix.main(more) == 0
+    assert (keep / "correct-reference-n1.run2.json").exists()
+    assert (tmp_path / "docs" / "stand-in-matrix.json").read_text() == written
+    assert "Runs behind this page: correct 2, sync-stop 1." in page.read_text()
+    # without --accumulate a run replaces what was kept
+    assert nvflare_matrix.main([a for a in more if a != "--accumulate"]) == 0
+    assert not (keep / "correct-reference-n1.run2.json").exists()
+    assert "Runs behind this page: correct 1, sync-stop 1." in page.read_text()
     with pytest.raises(SystemExit, match="no kept record"):
         nvflare_matrix.main(["--venv", f"other={gone}", "--keep", str(keep), "--reuse", "other",
                              "--target", "reference", "--write", str(page)])

@@ -11,7 +11,11 @@ record (:mod:`pytest_flrelia.plugin.run_record`) gives every item's cell: ``pass
 ``caught`` by its leading check, ``xfail`` of a known issue on its check, ``skipped``
 with the reason, ``xpass`` (a known issue that no longer reproduces) or ``error``.
 ``--write`` writes the page and the pin for the versions given; ``--check VERSION`` runs
-that one version and fails naming every cell that differs from the pin.  ``--extra
+that one version and fails naming every cell that differs from the pin.  A verdict that
+hangs on a race (which of two violations is seen first) differs between runs: ``--runs N``
+runs each version N times, and a cell seen with more than one outcome is pinned with every
+outcome seen (the check accepts any of them) and shown on the page as varying, with its
+counts, instead of being pinned to whichever the one run happened to give.  ``--extra
 V=ARG`` passes ARG to that version's pytest: the tool's own tests use the reference
 target's known-bug variants as stand-in versions that way.
 """
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +41,8 @@ from pytest_flrelia.tools import matrix_page
 DEFAULT_OUT = Path("docs/nvflare.md")
 DEFAULT_SCENARIOS = Path("scenarios")
 DEFAULT_TARGET = "nvflare"
-PIN_FORMAT = 1
+PIN_FORMAT = 2
+"""2: a cell is one outcome or the list of the outcomes seen over the runs (1: one)."""
 RUN_TIMEOUT = 3600.0
 """The longest one version's suite may take (a hung run must not hang CI)."""
 PYTEST_OK = (0, 1)
@@ -119,35 +125,57 @@ class Version:
 @dataclass
 class Matrix:
     versions: list[str]
-    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
-    """(item, version) -> cell."""
+    runs: dict[tuple[str, str], list[Cell]] = field(default_factory=dict)
+    """(item, version) -> its cell in each run of that version, in run order."""
     items: list[str] = field(default_factory=list)
     """Item names in the order pytest collected them (node id order)."""
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    """Version -> the wall time of each of its runs."""
 
     def add(self, version: str, entries: Sequence[Mapping[str, Any]], seconds: float) -> None:
-        self.seconds[version] = seconds
+        """One more run of ``version``."""
+        self.seconds.setdefault(version, []).append(seconds)
         for entry in entries:
             cell = cell_of(entry, version)
             if cell.item not in self.items:
                 self.items.append(cell.item)
-            self.cells[(cell.item, version)] = cell
+            self.runs.setdefault((cell.item, version), []).append(cell)
 
     def cell(self, item: str, version: str) -> Cell | None:
-        return self.cells.get((item, version))
+        """The cell seen most often (the first seen of a tie), ``None`` if never run."""
+        seen = self.runs.get((item, version))
+        if not seen:
+            return None
+        counts = Counter(c.pinned for c in seen)
+        return max(seen, key=lambda c: counts[c.pinned])
+
+    def outcomes(self, item: str, version: str) -> list[tuple[str, int]]:
+        """Every outcome of the item on ``version`` with how many runs gave it, the most
+        frequent first (first seen first among equals)."""
+        counts = Counter(c.pinned for c in self.runs.get((item, version), ()))
+        return counts.most_common()
+
+    def cells(self) -> list[Cell]:
+        """Every cell of every run."""
+        return [c for seen in self.runs.values() for c in seen]
 
     def pin(self, target: str) -> dict[str, Any]:
-        return {
-            "format": PIN_FORMAT,
-            "target": target,
-            "versions": self.versions,
-            "cells": {
-                item: {
-                    v: c.pinned for v in self.versions if (c := self.cell(item, v)) is not None
-                }
-                for item in self.items
-            },
-        }
+        cells: dict[str, dict[str, str | list[str]]] = {}
+        for item in self.items:
+            row: dict[str, str | list[str]] = {}
+            for v in self.versions:
+                seen = [o for o, _ in self.outcomes(item, v)]
+                if seen:
+                    row[v] = seen[0] if len(seen) == 1 else seen
+            cells[item] = row
+        return {"format": PIN_FORMAT, "target": target, "versions": self.versions, "cells": cells}
+
+
+def accepted(value: object) -> list[str]:
+    """The outcomes a pinned cell accepts (format 1 pins one, format 2 one or a list)."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def python_of(venv: Path) -> Path:
@@ -163,12 +191,14 @@ def run_version(
     *,
     keep: Path | None = None,
     cwd: Path | None = None,
+    run: int = 1,
 ) -> tuple[list[dict[str, Any]], float]:
     """Run the suite (a directory, or node ids) in ``version``'s environment, from ``cwd``;
-    its record's items and the wall time of the whole pytest run."""
+    its record's items and the wall time of the whole pytest run.  ``run`` numbers the
+    record kept in ``keep`` (:func:`kept_record`)."""
     paths = [str(scenarios)] if isinstance(scenarios, Path) else list(scenarios)
     with tempfile.TemporaryDirectory(prefix="flrelia-matrix-") as tmp:
-        record = (keep or Path(tmp)) / f"{version.name}-{target}-n{jobs}.json"
+        record = kept_record(keep or Path(tmp), version.name, target, jobs, run)
         command = [
             str(version.python), "-m", "pytest", *paths, "-q", "-rfEsx",
             "-p", "no:randomly", "-p", "no:cacheprovider",
@@ -182,7 +212,7 @@ def run_version(
         )
         seconds = time.monotonic() - started
         if keep is not None:
-            (keep / f"{record.stem}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+            record.with_suffix(".log").write_text(done.stdout + done.stderr, encoding="utf-8")
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         if done.returncode not in PYTEST_OK or not record.exists():
             raise RuntimeError(
@@ -192,17 +222,28 @@ def run_version(
         return run_record.load(record), seconds
 
 
-def kept_run(
-    version: str, target: str, jobs: int, keep: Path
-) -> tuple[list[dict[str, Any]], float]:
-    """A version's record and wall as a previous ``--keep`` run left them (the wall is
-    pytest's own, read off the kept log's last line): rebuilding the page after one
-    version was rerun needs no rerun of the others."""
-    record = keep / f"{version}-{target}-n{jobs}.json"
-    log = record.with_suffix(".log")
-    if not record.exists() or not log.exists():
-        raise SystemExit(f"--reuse {version}: no kept record {record} (and its .log)")
-    lines = log.read_text(encoding="utf-8").strip().splitlines()
+def kept_record(keep: Path, version: str, target: str, jobs: int, run: int) -> Path:
+    """Where run ``run`` of ``version`` keeps its record (its log beside it, ``.log``):
+    run 1 as ``V-TARGET-nJOBS.json``, later runs with ``.runN`` before the suffix."""
+    stem = f"{version}-{target}-n{jobs}" + ("" if run == 1 else f".run{run}")
+    return keep / f"{stem}.json"
+
+
+def kept_runs(keep: Path, version: str, target: str, jobs: int) -> list[Path]:
+    """The records ``keep`` holds for ``version``, in run order (each with its log)."""
+    found = []
+    run = 1
+    while (record := kept_record(keep, version, target, jobs, run)).exists():
+        if record.with_suffix(".log").exists():
+            found.append(record)
+        run += 1
+    return found
+
+
+def kept_run(record: Path) -> tuple[list[dict[str, Any]], float]:
+    """A kept record and its run's wall (pytest's own, read off the kept log's last
+    line): rebuilding the page after one version was rerun needs no rerun of the others."""
+    lines = record.with_suffix(".log").read_text(encoding="utf-8").strip().splitlines()
     found = re.search(r" in ([0-9.]+)s", lines[-1]) if lines else None
     return run_record.load(record), float(found.group(1)) if found else 0.0
 
@@ -214,32 +255,60 @@ def build(
     jobs: int,
     keep: Path | None = None,
     reuse: frozenset[str] = frozenset(),
+    *,
+    runs: int = 1,
+    accumulate: bool = False,
 ) -> Matrix:
+    """Each version run ``runs`` times (its records kept in ``keep``), or, in ``reuse``,
+    taken from the runs ``keep`` holds.  With ``accumulate`` the new runs are added to the
+    kept ones (more samples of the same code); without it they replace them."""
     matrix = Matrix([v.name for v in versions])
     for version in versions:
-        if version.name in reuse and keep is not None:
-            entries, seconds = kept_run(version.name, target, jobs, keep)
+        kept = kept_runs(keep, version.name, target, jobs) if keep is not None else []
+        if version.name in reuse:
+            if not kept:
+                raise SystemExit(
+                    f"--reuse {version.name}: no kept record "
+                    f"{kept_record(keep or Path('.'), version.name, target, jobs, 1)} "
+                    "(and its .log)"
+                )
+            for record in kept:
+                matrix.add(version.name, *kept_run(record))
+            continue
+        if accumulate:
+            for record in kept:
+                matrix.add(version.name, *kept_run(record))
         else:
-            entries, seconds = run_version(version, scenarios, target, jobs, keep=keep)
-        matrix.add(version.name, entries, seconds)
+            for record in kept:
+                record.unlink()
+                record.with_suffix(".log").unlink()
+            kept = []
+        for run in range(len(kept) + 1, len(kept) + runs + 1):
+            entries, seconds = run_version(version, scenarios, target, jobs, keep=keep, run=run)
+            matrix.add(version.name, entries, seconds)
     return matrix
 
 
 def differences(pin: Mapping[str, Any], matrix: Matrix, version: str) -> list[str]:
-    """Every cell of ``version`` that differs from ``pin``, one line each."""
-    pinned: Mapping[str, Mapping[str, str]] = pin.get("cells", {})
+    """Every outcome of ``version`` the pin does not accept, one line each (a cell pinned
+    with several outcomes accepts any of them)."""
+    pinned: Mapping[str, Mapping[str, object]] = pin.get("cells", {})
     if version not in pin.get("versions", ()):
         return [f"{version}: not a version of the pin ({', '.join(pin.get('versions', ()))})"]
     found = []
     for item in sorted(set(pinned) | set(matrix.items)):
-        want = pinned.get(item, {}).get(version)
-        cell = matrix.cell(item, version)
-        got = cell.pinned if cell is not None else None
-        if want != got:
+        want = accepted(pinned.get(item, {}).get(version))
+        got = matrix.outcomes(item, version)
+        if not got and want:
+            found.append(f"{item} on {version}: pinned {' or '.join(want)}, "
+                         "got nothing (the item is gone)")
+        for outcome, _ in got:
+            if outcome in want:
+                continue
+            cell = next(c for c in matrix.runs[(item, version)] if c.pinned == outcome)
             found.append(
-                f"{item} on {version}: pinned {want or 'nothing (a new item)'}, "
-                f"got {got or 'nothing (the item is gone)'}"
-                + (f" ({cell.reason})" if cell is not None and cell.reason else "")
+                f"{item} on {version}: pinned {' or '.join(want) or 'nothing (a new item)'}, "
+                f"got {outcome}" + (f" ({cell.reason})" if cell.reason else "")
             )
     return found
 
@@ -274,30 +343,77 @@ def render(matrix: Matrix, scenarios: Path, target: str, pin_name: str) -> str:
         "",
         "*caught* names the check leading the failure report; *xfail* is a known issue of",
         "that version (below) that reproduced with its check leading; a known issue that",
-        "stops reproducing fails the gate. Wall time of each version's suite with `-n 2`: "
-        + ", ".join(f"{v} {matrix.seconds.get(v, 0.0):.0f} s" for v in matrix.versions)
+        "stops reproducing fails the gate. A cell that gave different outcomes in different",
+        "runs shows each with its count (see [Cells that vary](#cells-that-vary)). Wall time",
+        "of each version's suite with `-n 2`: "
+        + ", ".join(f"{v} {_walls(matrix.seconds.get(v, []))}" for v in matrix.versions)
         + ".",
         "",
     ]
     lines += matrix_page.table(
         ["scenario", *matrix.versions],
         [
-            [f"`{item}`", *(_text(matrix.cell(item, v)) for v in matrix.versions)]
+            [f"`{item}`", *(_text(matrix, item, v) for v in matrix.versions)]
             for item in matrix.items
         ],
     )
+    lines += _varying(matrix)
     lines += _issues(matrix, scenarios, target)
     lines += _skips(matrix)
     return "\n".join(lines) + "\n"
 
 
-def _text(cell: Cell | None) -> str:
-    return matrix_page.NONE if cell is None else cell.text()
+def _walls(seconds: Sequence[float]) -> str:
+    """One run's wall, or the range over several (``240-262 s over 3 runs``)."""
+    if not seconds:
+        return "0 s"
+    if len(seconds) == 1:
+        return f"{seconds[0]:.0f} s"
+    return f"{min(seconds):.0f}-{max(seconds):.0f} s over {len(seconds)} runs"
+
+
+def _text(matrix: Matrix, item: str, version: str) -> str:
+    """A cell's words; a cell that varied between runs, every outcome with its count."""
+    seen = matrix.runs.get((item, version))
+    if not seen:
+        return matrix_page.NONE
+    outcomes = matrix.outcomes(item, version)
+    if len(outcomes) == 1:
+        return seen[0].text()
+    return " or ".join(
+        f"{next(c for c in seen if c.pinned == o).text()} {n}/{len(seen)}" for o, n in outcomes
+    )
+
+
+def _varying(matrix: Matrix) -> list[str]:
+    """The cells whose outcome depended on the run, and what each run gave."""
+    rows = [
+        [f"`{item}`", v, ", ".join(f"{o} ({n}/{sum(k for _, k in got)})" for o, n in got)]
+        for item in matrix.items
+        for v in matrix.versions
+        if len(got := matrix.outcomes(item, v)) > 1
+    ]
+    runs = {v: len(matrix.seconds.get(v, [])) for v in matrix.versions}
+    lines = [
+        "",
+        '<a id="cells-that-vary"></a>',
+        "## Cells that vary",
+        "",
+        "Runs behind this page: " + ", ".join(f"{v} {n}" for v, n in runs.items()) + ". "
+        "A cell is pinned with every outcome its runs gave, and CI accepts any of them: "
+        "the order of two real violations (or whether a bound is met) hangs on timing, and "
+        "pinning the one a single run gave would fail CI at random while claiming a "
+        "precision the runs do not have.",
+        "",
+    ]
+    if not rows:
+        return [*lines, "None: every cell gave the same outcome in every run."]
+    return lines + matrix_page.table(["scenario", "version", "outcomes (runs)"], rows)
 
 
 def _issues(matrix: Matrix, scenarios: Path, target: str) -> list[str]:
     issues: dict[str, tuple[Mapping[str, Any], list[Cell]]] = {}
-    for cell in matrix.cells.values():
+    for cell in matrix.cells():
         if cell.issue is not None:
             issues.setdefault(_anchor(cell.issue), (cell.issue, []))[1].append(cell)
     if not issues:
@@ -337,7 +453,7 @@ def _shown(file: str | None, scenarios: Path) -> str:
 
 def _skips(matrix: Matrix) -> list[str]:
     reasons: dict[str, set[str]] = {}
-    for cell in matrix.cells.values():
+    for cell in matrix.cells():
         if cell.kind == SKIPPED:
             reasons.setdefault(cell.reason or "no reason given", set()).add(cell.version)
     if not reasons:
@@ -387,11 +503,21 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--reuse", action="append", default=[], metavar="VERSION",
                         help="with --write: take VERSION's column from the record --keep "
                         "holds instead of running it again; repeatable")
+    parser.add_argument("--runs", type=int, default=1, metavar="N",
+                        help="with --write: run each version N times; a cell whose outcome "
+                        "differs between runs is pinned with every outcome seen (default 1)")
+    parser.add_argument("--accumulate", action="store_true",
+                        help="with --write and --keep: add the new runs to the runs --keep "
+                        "already holds for each version instead of replacing them")
     args = parser.parse_args(None if argv is None else list(argv))
     if not args.venv or (args.write is None and args.check is None):
         parser.error("give --venv VERSION=PATH and --write PAGE or --check VERSION")
     if args.reuse and (args.keep is None or args.check is not None):
         parser.error("--reuse needs --keep DIR and --write PAGE")
+    if args.runs < 1 or (args.check is not None and args.runs != 1):
+        parser.error("--runs takes N >= 1, and only with --write")
+    if args.accumulate and (args.keep is None or args.check is not None):
+        parser.error("--accumulate needs --keep DIR and --write PAGE")
     return args
 
 
@@ -421,14 +547,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         found = differences(pin, matrix, args.check)
         for line in found:
             print(f"differs: {line}", file=sys.stderr)
-        cells = sum(1 for (_, v) in matrix.cells if v == args.check)
+        cells = sum(1 for (_, v) in matrix.runs if v == args.check)
         print(
             f"{args.check}: {cells} cells, "
             + (f"{len(found)} unlike {pin_file}" if found else f"all as pinned in {pin_file}")
         )
         return 1 if found else 0
     matrix = build(versions, args.scenarios, args.target, args.jobs, args.keep,
-                   frozenset(args.reuse))
+                   frozenset(args.reuse), runs=args.runs, accumulate=args.accumulate)
     page: Path = args.write
     page.parent.mkdir(parents=True, exist_ok=True)
     pin_file = args.pin or pin_path(page)
