@@ -122,6 +122,29 @@ def test_a_cell_that_varies_between_runs_is_pinned_with_every_outcome_and_shown_
     ]
 
 
+def test_items_repeated_in_another_run_add_to_their_outcomes_not_to_the_walls() -> None:
+    assert nvflare_matrix.repeated_item("stubborn[7-12]") == "stubborn"
+    assert nvflare_matrix.repeated_item("crash[launch_once=true-3-12]") == "crash[launch_once=true]"
+    assert nvflare_matrix.repeated_item("crash[launch_once=true]") == "crash[launch_once=true]"
+
+    matrix = _matrix()
+    repeated = [
+        _entry("stubborn[1-3]", "xfailed", leading_check="bounded_stop", known_issue=ISSUE),
+        _entry("stubborn[2-3]", "failed", leading_check="no_premature_stop"),
+        _entry("stubborn[3-3]", "xfailed", leading_check="bounded_stop", known_issue=ISSUE),
+        _entry("not-in-the-suite[1-3]", "passed"),
+    ]
+    assert matrix.observe("2.7.2rc13", repeated) == 3
+    assert matrix.outcomes("stubborn", "2.7.2rc13") == [
+        ("xfail:bounded_stop", 3),
+        ("caught:no_premature_stop", 1),
+    ]
+    assert matrix.seconds["2.7.2rc13"] == [100.0]
+    assert "not-in-the-suite" not in matrix.items
+    page = render(matrix, Path("scenarios"), "nvflare", "nvflare-matrix.json")
+    assert "Runs behind this page: 2.7.2rc13 1 (and 3 item runs observed), 2.7.2 1." in page
+
+
 def test_a_pin_of_the_first_format_names_one_outcome_per_cell() -> None:
     pin = {"format": 1, "versions": ["2.7.2"], "cells": {"late-pull": {"2.7.2": "pass"}}}
     matrix = Matrix(["2.7.2"])

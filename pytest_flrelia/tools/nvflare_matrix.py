@@ -23,6 +23,7 @@ target's known-bug variants as stand-in versions that way.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import subprocess
@@ -131,6 +132,8 @@ class Matrix:
     """Item names in the order pytest collected them (node id order)."""
     seconds: dict[str, list[float]] = field(default_factory=dict)
     """Version -> the wall time of each of its runs."""
+    observed: dict[str, int] = field(default_factory=dict)
+    """Version -> item runs added from other records (:meth:`observe`)."""
 
     def add(self, version: str, entries: Sequence[Mapping[str, Any]], seconds: float) -> None:
         """One more run of ``version``."""
@@ -140,6 +143,19 @@ class Matrix:
             if cell.item not in self.items:
                 self.items.append(cell.item)
             self.runs.setdefault((cell.item, version), []).append(cell)
+
+    def observe(self, version: str, entries: Sequence[Mapping[str, Any]]) -> int:
+        """Items of another run of ``version`` (a CI run's kept record, some items
+        repeated under load with pytest-repeat, whose ``[i-n]`` suffix is folded away):
+        each adds to its item's outcomes, never to the suite's walls.  How many it added."""
+        added = 0
+        for entry in entries:
+            cell = dataclasses.replace(cell_of(entry, version), item=repeated_item(entry["name"]))
+            if (cell.item, version) in self.runs:
+                self.runs[(cell.item, version)].append(cell)
+                added += 1
+        self.observed[version] = self.observed.get(version, 0) + added
+        return added
 
     def cell(self, item: str, version: str) -> Cell | None:
         """The cell seen most often (the first seen of a tie), ``None`` if never run."""
@@ -169,6 +185,17 @@ class Matrix:
                     row[v] = seen[0] if len(seen) == 1 else seen
             cells[item] = row
         return {"format": PIN_FORMAT, "target": target, "versions": self.versions, "cells": cells}
+
+
+_REPEAT = re.compile(r"(?:\[(\d+)-(\d+)\]|-(\d+)-(\d+)\])$")
+
+
+def repeated_item(name: str) -> str:
+    """An item's name without pytest-repeat's ``[i-n]`` (or ``-i-n]``) suffix."""
+    found = _REPEAT.search(name)
+    if found is None:
+        return name
+    return name[: found.start()] + ("]" if found.group(3) is not None else "")
 
 
 def accepted(value: object) -> list[str]:
@@ -399,7 +426,12 @@ def _varying(matrix: Matrix) -> list[str]:
         '<a id="cells-that-vary"></a>',
         "## Cells that vary",
         "",
-        "Runs behind this page: " + ", ".join(f"{v} {n}" for v, n in runs.items()) + ". "
+        "Runs behind this page: "
+        + ", ".join(
+            f"{v} {n}" + (f" (and {k} item runs observed)" if (k := matrix.observed.get(v)) else "")
+            for v, n in runs.items()
+        )
+        + ". "
         "A cell is pinned with every outcome its runs gave, and CI accepts any of them: "
         "the order of two real violations (or whether a bound is met) hangs on timing, and "
         "pinning the one a single run gave would fail CI at random while claiming a "
@@ -509,6 +541,9 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--accumulate", action="store_true",
                         help="with --write and --keep: add the new runs to the runs --keep "
                         "already holds for each version instead of replacing them")
+    parser.add_argument("--observe", action="append", default=[], metavar="VERSION=RECORD",
+                        help="with --write: add the items of another run's record of VERSION "
+                        "(--flrelia-json; pytest-repeat's [i-n] folded) to their outcomes")
     args = parser.parse_args(None if argv is None else list(argv))
     if not args.venv or (args.write is None and args.check is None):
         parser.error("give --venv VERSION=PATH and --write PAGE or --check VERSION")
@@ -516,6 +551,8 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
         parser.error("--reuse needs --keep DIR and --write PAGE")
     if args.runs < 1 or (args.check is not None and args.runs != 1):
         parser.error("--runs takes N >= 1, and only with --write")
+    if args.observe and args.check is not None:
+        parser.error("--observe goes with --write")
     if args.accumulate and (args.keep is None or args.check is not None):
         parser.error("--accumulate needs --keep DIR and --write PAGE")
     return args
@@ -555,6 +592,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 1 if found else 0
     matrix = build(versions, args.scenarios, args.target, args.jobs, args.keep,
                    frozenset(args.reuse), runs=args.runs, accumulate=args.accumulate)
+    for name, record in _pairs(args.observe, "--observe"):
+        if name not in matrix.versions:
+            raise SystemExit(f"--observe {name}: no --venv {name}=PATH given")
+        added = matrix.observe(name, run_record.load(Path(record)))
+        print(f"{name}: {added} item runs observed from {record}")
     page: Path = args.write
     page.parent.mkdir(parents=True, exist_ok=True)
     pin_file = args.pin or pin_path(page)
