@@ -43,17 +43,19 @@ ISSUE = {
 }
 
 
+def _rc13(stubborn: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run of 2.7.2rc13 whose ``stubborn`` item gave ``stubborn``."""
+    return [
+        _entry("late-pull", "failed", leading_check="no_premature_stop"),
+        stubborn,
+        _entry("corrupt", "skipped", reason="target 'nvflare' cannot deliver corrupt_chunk"),
+    ]
+
+
 def _matrix() -> Matrix:
     matrix = Matrix(["2.7.2rc13", "2.7.2"])
-    matrix.add(
-        "2.7.2rc13",
-        [
-            _entry("late-pull", "failed", leading_check="no_premature_stop"),
-            _entry("stubborn", "xfailed", leading_check="bounded_stop", known_issue=ISSUE),
-            _entry("corrupt", "skipped", reason="target 'nvflare' cannot deliver corrupt_chunk"),
-        ],
-        100.0,
-    )
+    stubborn = _entry("stubborn", "xfailed", leading_check="bounded_stop", known_issue=ISSUE)
+    matrix.add("2.7.2rc13", _rc13(stubborn), 100.0)
     matrix.add(
         "2.7.2",
         [
@@ -85,15 +87,8 @@ def test_the_page_shows_every_cell_the_known_issues_and_the_skip_reasons() -> No
 def test_a_cell_that_varies_between_runs_is_pinned_with_every_outcome_and_shown_with_counts(
 ) -> None:
     matrix = _matrix()
-    matrix.add(
-        "2.7.2rc13",
-        [
-            _entry("late-pull", "failed", leading_check="no_premature_stop"),
-            _entry("stubborn", "failed", leading_check="no_premature_stop", known_issue=ISSUE),
-            _entry("corrupt", "skipped", reason="target 'nvflare' cannot deliver corrupt_chunk"),
-        ],
-        110.0,
-    )
+    stubborn = _entry("stubborn", "failed", leading_check="no_premature_stop", known_issue=ISSUE)
+    matrix.add("2.7.2rc13", _rc13(stubborn), 110.0)
     pin = matrix.pin("nvflare")
 
     assert pin["format"] == 2
