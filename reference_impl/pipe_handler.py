@@ -255,7 +255,12 @@ class PipeHandler:
                         return
                     # The previous round's peer left; this handler's has not spoken yet.
                     logger.debug("pipe handler %s: no peer of ours yet (%s)", self.name, exc)
-            wait = min(next_beat, self._last_heard + self._heartbeat_timeout) - time.monotonic()
+            # The silence deadline is one only once the peer has spoken: before that it
+            # lies in the past after heartbeat_timeout and the loop would spin on it.
+            deadline = next_beat
+            if self._heard_from_peer:
+                deadline = min(deadline, self._last_heard + self._heartbeat_timeout)
+            wait = deadline - time.monotonic()
             self._stopping.wait(max(0.0, min(wait, self._check_interval)))
 
     def _on_heartbeat_error(self, error: BaseException) -> None:

@@ -73,6 +73,9 @@ class WeightedSumSink:
         self._received: dict[str, xxhash.xxh3_128] = {}
         self.order: dict[str, list[AddedRange]] = {name: [] for name in model}
         self.bytes = 0
+        self._split: dict[str, tuple[int, bytes]] = {}
+        """Tensor id -> (byte offset, bytes) of an element a chunk boundary split: chunks
+        are sized in bytes, whatever the dtype, so its rest comes with the next chunk."""
 
     def set_weight(self, site: str, weight: float) -> None:
         self._weights[site] = weight
@@ -80,11 +83,23 @@ class WeightedSumSink:
     def write(self, ref: TensorRef, offset: int, data: memoryview) -> None:
         if ref.name not in self.sums:
             raise ValueError(f"{ref.site} returned unknown tensor {ref.name!r}")
-        values = np.frombuffer(data, dtype=ref.dtype)
-        if failpoint("server.corrupt_aggregated", site=ref.site, round=ref.round):
-            values = _flip_lowest_bit(values)
-        start = offset // values.itemsize
+        corrupt = failpoint("server.corrupt_aggregated", site=ref.site, round=ref.round)
+        itemsize = np.dtype(ref.dtype).itemsize
         with self._locks[ref.name]:
+            begin, head = self._split.pop(ref.tensor_id, (offset, b""))
+            if begin + len(head) != offset:
+                raise ValueError(
+                    f"{ref.site} {ref.name}: a chunk at byte {offset} does not continue the "
+                    f"element split at byte {begin + len(head)}"
+                )
+            whole = memoryview(head + bytes(data)) if head else data
+            usable = len(whole) - len(whole) % itemsize
+            if usable < len(whole):
+                self._split[ref.tensor_id] = (begin + usable, bytes(whole[usable:]))
+            values = np.frombuffer(whole[:usable], dtype=ref.dtype)
+            if corrupt:
+                values = _flip_lowest_bit(values)
+            start = begin // itemsize
             target = self.sums[ref.name][start : start + values.size]
             target += self._weights[ref.site] * values
             self._received.setdefault(ref.tensor_id, xxhash.xxh3_128()).update(values.data)

@@ -62,8 +62,6 @@ faults:
 expect: {{outcome: success, within: {WITHIN}s}}
 """
 STOP_GRACE = 0.2
-SLACK = 0.5
-"""What a busy machine may add between a deadline and the watch recording it."""
 
 
 def _scenario(tmp_path: Path, text: str) -> Scenario:
@@ -113,11 +111,21 @@ def test_a_validate_round_process_that_lingers_is_reported_live(tmp_path: Path, 
     (violation,) = live_violations(events, PROMPT_EXIT)
     released = _only(events, EventKind.RESULT_RECEIVED, round=2)
     assert released.detail["tensors"] == 0
-    # Judged one exit limit plus a poll after the result, long before the deferred stop
-    # would have killed the process and before the bound.
+    # Judged no earlier than one exit limit plus a poll after the result, and while the
+    # process still lingered: before any stop reached it (the deferred stop would have
+    # killed it after STOP_WAIT) and before the bound. Ordered by events, not by a wall
+    # clock a loaded machine stretches.
     limit = PROMPT_EXIT_SECONDS + Timeouts.fast().stop_poll
-    assert limit <= violation.ts - released.ts < limit + SLACK < STOP_WAIT
-    assert failure.outcome.seconds < STOP_WAIT
+    assert limit <= violation.ts - released.ts
+    pid = _only(events, EventKind.LAUNCH, task="validate-round-2").detail["pid"]
+    ends = [
+        e
+        for e in events
+        if e.kind in (EventKind.STOP_REQUESTED, EventKind.SIGNAL_SENT, EventKind.REAPED)
+        and pid in (e.detail.get("pid"), e.detail.get("pgid"))
+    ]
+    assert ends and all(violation.ts < e.ts for e in ends), (violation, ends)
+    assert "within_bound" not in {c.name for c in failure.verdict.failures}
     check = next(c for c in failure.verdict.failures if c.name == PROMPT_EXIT)
     assert check.at == violation.ts
     assert _first_block(failure.report).startswith("invariant prompt_exit at ")
@@ -130,8 +138,12 @@ def test_a_stop_that_never_escalates_is_reported_live(tmp_path: Path) -> None:
     (violation,) = live_violations(events, BOUNDED_STOP)
     stop = _only(events, EventKind.STOP_REQUESTED, pid=violation.detail["pid"])
     limit = STOP_GRACE + STOP_MARGIN
-    assert limit <= violation.ts - stop.ts < limit + SLACK
-    assert failure.outcome.seconds < WITHIN / 2
+    assert limit <= violation.ts - stop.ts
+    # while the stop still hung: nothing had reaped the process (the harness's abort
+    # reaps it after the violation), and the run was ended long before its bound
+    pid = stop.detail["pid"]
+    reaped = [e for e in events if e.kind is EventKind.REAPED and e.detail.get("pid") == pid]
+    assert reaped and all(violation.ts < e.ts for e in reaped), (violation, reaped)
     check = next(c for c in failure.verdict.failures if c.name == BOUNDED_STOP)
     assert check.at == violation.ts
     assert stop in check.evidence

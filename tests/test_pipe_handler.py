@@ -146,6 +146,48 @@ def test_a_peer_that_never_connects_is_not_declared_gone(net: Network) -> None:
     assert handler.state is HandlerState.RUNNING
 
 
+class RecordedWaits(threading.Event):
+    """A handler's stop event that records each wait's timeout: a heartbeat loop that
+    spins shows as waits of 0 s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[tuple[float, float | None]] = []
+        self._recorded = threading.Condition()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._recorded:
+            self.waits.append((time.monotonic(), timeout))
+            self._recorded.notify_all()
+        return super().wait(timeout)
+
+    def after(self, since: float, count: int) -> list[float | None]:
+        """The timeouts of the first ``count`` waits begun after ``since`` (waits for them)."""
+        with self._recorded:
+            assert self._recorded.wait_for(
+                lambda: sum(ts >= since for ts, _ in self.waits) >= count, WAIT
+            ), f"fewer than {count} waits after {since}"
+            return [t for ts, t in self.waits if ts >= since][:count]
+
+
+def test_a_peer_that_never_connects_does_not_make_the_heartbeat_loop_spin(net: Network) -> None:
+    """Past heartbeat_timeout, before the peer spoke, the silence deadline lies in the past:
+    the loop must wait for its next beat, not 0 s over and over (0.45 s of CPU in 1.5 s)."""
+    interval, timeout = 0.05, 0.1
+    handler = net.handler(net.listen(), "server", interval=interval, timeout=timeout)
+    recorded = RecordedWaits()
+    handler._stopping = recorded  # before start: the heartbeat thread waits on this one
+    started = time.monotonic()
+    handler.start()
+    try:
+        waits = recorded.after(started + timeout + interval, 10)
+    finally:
+        handler.stop()
+    assert handler_threads_end(net, "server") == []
+    # a send slower than the interval on a loaded box may leave one beat due at once
+    assert sum(1 for t in waits if not t) <= 2, waits
+
+
 @pytest.mark.parametrize("side", ["subprocess side", "client side"])
 def test_a_broken_pipe_during_heartbeats_reports_peer_gone_and_stops_cleanly(
     net: Network, side: str

@@ -86,6 +86,13 @@ class RunRecord:
         """How many rounds the target's own result says completed."""
         return 0 if self.result is None else sum(r.ok for r in self.result.rounds)
 
+    def completed_training_rounds(self) -> int:
+        """How many of the completed rounds were training rounds (not ``validate_rounds``)."""
+        if self.result is None:
+            return 0
+        validate = self.result.config.validate_rounds
+        return sum(r.ok and r.round not in validate for r in self.result.rounds)
+
 
 @dataclass(frozen=True)
 class Check:
@@ -113,10 +120,14 @@ def _of(events: Sequence[Event], kind: EventKind) -> list[Event]:
     return [e for e in events if e.kind is kind]
 
 
-def _silent(run: RunRecord, name: str, *kinds: EventKind) -> Check | None:
+def _silent(
+    run: RunRecord, name: str, *kinds: EventKind, training_only: bool = False
+) -> Check | None:
     """A failure when the target's result says rounds completed yet it recorded none of
-    ``kinds``: a target that declares them and records nothing is not "not applicable"."""
-    done = run.completed_rounds()
+    ``kinds``: a target that declares them and records nothing is not "not applicable".
+    ``training_only``: only completed training rounds count (a validate round pulls
+    nothing, so a job whose completed rounds all validated has no download to show)."""
+    done = run.completed_training_rounds() if training_only else run.completed_rounds()
     if not done or any(e.kind in kinds for e in run.events):
         return None
     names = ", ".join(k.value for k in kinds)
@@ -228,8 +239,8 @@ def tensors_intact(run: RunRecord) -> Check:
         if not _publishes_tensors(run):
             return _na(name, "the job publishes no tensors")
         if not _all_inline(run):
-            silent = _silent(run, name, EventKind.DOWNLOAD_DONE)
-            return silent or _na(name, "no round got as far as a download")
+            silent = _silent(run, name, EventKind.DOWNLOAD_DONE, training_only=True)
+            return silent or _na(name, "no training round got as far as a download")
     by_bytes = 0
     for done in downloads:
         key = (done.site, done.round, done.detail.get("name"))

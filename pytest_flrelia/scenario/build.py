@@ -188,6 +188,7 @@ def _build(
     reader = _Reader(doc, data, prefix)
     job = _build_job(reader)
     faults = tuple(_build_faults(reader, job))
+    _refuse_overlaps(reader, faults)
     expect = _build_expect(reader)
     catches, pinned = _build_catches(reader)
     target = reader.get(("target",))
@@ -385,6 +386,42 @@ def _build_faults(reader: _Reader, job: JobConfig) -> Iterable[FaultSpec]:
             optional=optional,
             index=index,
         )
+
+
+DISTINCT_BY: tuple[str, ...] = ("at", "chunk", "topic", "from_round")
+"""Parameters that make two faults of one kind strike different places or events."""
+
+
+def _refuse_overlaps(reader: _Reader, faults: Sequence[FaultSpec]) -> None:
+    """Two faults of one kind whose scopes meet (the same site, or one of them every site;
+    the same for rounds) at the same point are ambiguous: which delay, which exit code
+    acts first? A target compiles them to one failpoint, where the second never acts or
+    the failpoint engine refuses both, so the file is refused here, naming both."""
+    for later_index, later in enumerate(faults):
+        for earlier in faults[:later_index]:
+            if earlier.fault != later.fault or not _meet(earlier, later):
+                continue
+            if any(earlier.params.get(k) != later.params.get(k) for k in DISTINCT_BY):
+                continue
+            raise reader.error(
+                ("faults", later.index, "fault"),
+                f"fault {later.fault!r} overlaps the {earlier.fault!r} at line {earlier.line}: "
+                f"both strike {_where(earlier, later)}; one fault of a kind per site, round "
+                "and point: merge them into one, or give them scopes that do not meet",
+            )
+
+
+def _meet(a: FaultSpec, b: FaultSpec) -> bool:
+    """Whether the scopes of ``a`` and ``b`` share a site and a round."""
+    return all(x is None or y is None or x == y for x, y in ((a.site, b.site), (a.round, b.round)))
+
+
+def _where(a: FaultSpec, b: FaultSpec) -> str:
+    site = a.site or b.site
+    number = a.round or b.round
+    return (f"site {site}" if site else "every site") + (
+        f", round {number}" if number else ", every round"
+    )
 
 
 def _stale_peer_gone(
