@@ -132,22 +132,31 @@ def _shape(draw: Draw) -> tuple[Shape, dict[str, Any]]:
     return shape, job
 
 
+def honoured(info: TargetInfo, name: str) -> frozenset[str]:
+    """The scope keys of fault ``name`` the catalog offers and the target honours: a
+    scope the target would ignore is never drawn (the fault would strike wider)."""
+    return frozenset(CATALOG[name].scopes) & frozenset(info.faults[name].scopes)
+
+
 def _scope(
     draw: Draw,
     entry: Entry,
     shape: Shape,
     window: Window,
+    scopes: frozenset[str],
     *,
     site: bool = True,
     rounds: Sequence[int] | None = None,
     required_round: bool = False,
 ) -> Entry | None:
-    """``entry`` with a drawn ``site`` and ``round`` (``rounds``: the eligible ones), or
-    ``None`` when no round is eligible."""
-    scopes = CATALOG[entry["fault"]].scopes
+    """``entry`` with a drawn ``site`` and ``round`` among ``scopes`` (``rounds``: the
+    eligible ones), or ``None`` when no round is eligible or one is needed and the
+    target does not honour it."""
     if site and "site" in scopes and draw(st.booleans()):
         entry["site"] = draw(st.sampled_from(shape.site_names()))
     if "round" not in scopes:
+        if required_round or CATALOG[entry["fault"]].round_required:
+            return None
         return entry if window.unscoped_ok else None
     eligible = window.rounds(shape, rounds)
     unscoped = window.unscoped_ok and not required_round
@@ -164,10 +173,11 @@ def _launch_rounds(shape: Shape) -> list[int] | None:
 
 
 def _benign(
-    draw: Draw, name: str, shape: Shape, window: Window, names: set[str]
+    draw: Draw, name: str, shape: Shape, window: Window, info: TargetInfo
 ) -> list[Entry] | None:
     """One benign fault ``name`` (with ignore_sigterm: the stuck_exit it needs), or
     ``None`` when it cannot be drawn for this shape."""
+    scopes = honoured(info, name)
     wait_ms = int(shape.wait * 1000)
     fault = CATALOG[name]
     if fault.per_round_only and shape.launch_once:
@@ -177,17 +187,17 @@ def _benign(
         if not shape.downloads:
             return None
         entry["delay"] = _ms(draw, 50, wait_ms // 3)
-        scoped = _scope(draw, entry, shape, window, rounds=shape.train_rounds)
+        scoped = _scope(draw, entry, shape, window, scopes, rounds=shape.train_rounds)
     elif name == "slow_aggregation":
         if not shape.downloads:
             return None
         entry["delay"] = _ms(draw, 50, 600)
-        scoped = _scope(draw, entry, shape, window, site=False, rounds=shape.train_rounds)
+        scoped = _scope(draw, entry, shape, window, scopes, site=False, rounds=shape.train_rounds)
     elif name == "slow_start":
         entry["delay"] = _ms(draw, 50, 800)
-        scoped = _scope(draw, entry, shape, window, rounds=_launch_rounds(shape))
+        scoped = _scope(draw, entry, shape, window, scopes, rounds=_launch_rounds(shape))
     elif name == "orphan_child":
-        scoped = _scope(draw, entry, shape, window, rounds=_launch_rounds(shape))
+        scoped = _scope(draw, entry, shape, window, scopes, rounds=_launch_rounds(shape))
     elif name in ("stale_peer_gone", "stale_pipe_message"):
         # Into a training round of a job with tensors only (see aux_event below).
         if not shape.downloads:
@@ -195,7 +205,7 @@ def _benign(
         if name == "stale_pipe_message":
             entry["topic"] = draw(st.sampled_from(("END", "PEER_GONE")))
         later = [r for r in shape.train_rounds if r >= 2]
-        scoped = _scope(draw, entry, shape, window, rounds=later, required_round=True)
+        scoped = _scope(draw, entry, shape, window, scopes, rounds=later, required_round=True)
         if scoped is not None and name == "stale_peer_gone" and scoped["round"] >= 3:
             # From any retired round, the one just before first (the default): a launcher
             # that ignores only the previous round's handler obeys an older one.
@@ -217,31 +227,36 @@ def _benign(
             entry,
             shape,
             window,
+            scopes,
             rounds=[r for r in rounds if r in train],
             required_round=bool(shape.validate),  # unscoped, it would strike those too
         )
     elif name == "stop_error":
-        scoped = _scope(draw, entry, shape, window)
+        scoped = _scope(draw, entry, shape, window, scopes)
     elif name == "slow_stop":
         entry["delay"] = _ms(draw, 50, min(600, wait_ms // 3))
-        scoped = _scope(draw, entry, shape, window)
+        scoped = _scope(draw, entry, shape, window, scopes)
     elif name == "heartbeat_loss":
         if not window.unscoped_ok:  # it takes no round: it would strike a fatal's round
             return None
         entry["duration"] = _ms(draw, 50, 600)
-        scoped = _scope(draw, entry, shape, window)
+        scoped = _scope(draw, entry, shape, window, scopes)
     elif name == "corrupt_chunk":
         if not shape.downloads:
             return None
         entry["times"] = draw(st.integers(1, DOWNLOAD_RETRIES))
         entry["chunk"] = draw(st.sampled_from([*range(1, shape.chunks + 1), "last"]))
-        scoped = _scope(draw, entry, shape, window, rounds=shape.train_rounds)
+        scoped = _scope(draw, entry, shape, window, scopes, rounds=shape.train_rounds)
     elif name == "stuck_exit":
         if shape.launch_once and not window.unscoped_ok:
             return None  # one process exits at the end of the job, after the fatal round
         entry["mode"] = draw(st.sampled_from(("hang", "thread")))
-        scoped = _scope(draw, entry, shape, window, rounds=[] if shape.launch_once else None)
-        if scoped is not None and "ignore_sigterm" in names and draw(st.booleans()):
+        every = [] if shape.launch_once else None  # the one process: no round of its own
+        scoped = _scope(draw, entry, shape, window, scopes, rounds=every)
+        partner_ok = "ignore_sigterm" in info.faults and scoped is not None and all(
+            key in honoured(info, "ignore_sigterm") for key in ("site", "round") if key in scoped
+        )
+        if scoped is not None and partner_ok and draw(st.booleans()):
             partner: Entry = {"fault": "ignore_sigterm"}
             partner.update({k: v for k, v in scoped.items() if k in ("site", "round")})
             return [scoped, partner]
@@ -254,12 +269,14 @@ def _benign(
         if shape.launch_once:  # the one process may end only after the last round
             if not window.unscoped_ok or shape.rounds not in shape.train_rounds:
                 return None
-            if draw(st.booleans()):
+            if "round" not in scopes:
+                return None
+            if "site" in scopes and draw(st.booleans()):
                 entry["site"] = draw(st.sampled_from(shape.site_names()))
             entry["round"] = shape.rounds
             scoped = entry
         else:
-            scoped = _scope(draw, entry, shape, window, rounds=shape.train_rounds)
+            scoped = _scope(draw, entry, shape, window, scopes, rounds=shape.train_rounds)
     else:
         return None
     return None if scoped is None else [scoped]
@@ -287,6 +304,8 @@ BENIGN: tuple[str, ...] = (
 def _fatal(draw: Draw, shape: Shape, names: set[str], info: TargetInfo) -> tuple[Entry, str] | None:
     """One fatal fault pinned to a site and round, and the error pattern it must carry."""
     options: list[tuple[str, str]] = []
+    pinned = {"site", "round"}  # a fatal fault strikes one site in one round
+    names = {n for n in names if pinned <= honoured(info, n)}
     for name in ("crash", "early_sigterm"):
         if name in names:
             points = info.faults[name].at
@@ -403,7 +422,7 @@ def schedules(draw: Draw, info: TargetInfo) -> Schedule:
         name = draw(st.sampled_from(candidates))
         if _excluded(name, [e["fault"] for e in entries]):
             continue
-        drawn = _benign(draw, name, shape, window, names)
+        drawn = _benign(draw, name, shape, window, info)
         if drawn is not None:
             entries.extend(drawn)
     expect: dict[str, Any] = {"outcome": "success"}

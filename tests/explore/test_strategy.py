@@ -31,6 +31,23 @@ FEW = dataclasses.replace(
     ),
 )
 """A target declaring three faults only: nothing else may be drawn for it."""
+NARROW = dataclasses.replace(
+    REFERENCE,
+    name="narrow",
+    faults=MappingProxyType(
+        {
+            name: dataclasses.replace(
+                support,
+                scopes=frozenset() if name in ("slow_start", "orphan_child") else {"site"}
+                if name in ("delayed_download", "stuck_exit")
+                else support.scopes,
+            )
+            for name, support in REFERENCE.faults.items()
+        }
+    ),
+)
+"""A target honouring no scope for two faults and only ``site`` for two more: none of
+them may be drawn with a scope it would ignore (and a fault that needs one not at all)."""
 DRAWS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -64,6 +81,17 @@ def test_a_target_s_declarations_bound_what_is_drawn(tmp_path: Path, schedule: S
     _check_valid(schedule, FEW, tmp_path, "drawn-few")
     drawn = {entry["fault"] for entry in schedule.mapping.get("faults", [])}
     assert drawn <= set(FEW.faults)
+
+
+@DRAWS
+@given(schedules(NARROW))
+def test_the_scopes_a_target_honours_bound_what_is_drawn(
+    tmp_path: Path, schedule: Schedule
+) -> None:
+    _check_valid(schedule, NARROW, tmp_path, "drawn-narrow")
+    for entry in schedule.mapping.get("faults", []):
+        used = {key for key in ("site", "round") if key in entry}
+        assert used <= NARROW.faults[entry["fault"]].scopes, entry
 
 
 def test_the_check_fails_on_a_schedule_the_loader_refuses(tmp_path: Path) -> None:
