@@ -205,6 +205,11 @@ def test_write_then_check_with_variants_standing_in_for_versions(
     ]  # fmt: skip
     assert nvflare_matrix.main(reused) == 0
     assert (tmp_path / "docs" / "stand-in-matrix.json").read_text() == written
+    # another run's record of a version adds its items' outcomes (the same here)
+    observed = keep / "sync-stop-reference-n1.json"
+    assert nvflare_matrix.main([*reused, "--observe", f"sync-stop={observed}"]) == 0
+    assert (tmp_path / "docs" / "stand-in-matrix.json").read_text() == written
+    assert "sync-stop 1 (and 2 item runs observed)" in page.read_text()
     assert "| `pull-late` | passed | caught (`no_premature_stop`) |" in page.read_text()
     # one more run of one version, added to the kept one: the same outcome, two samples
     more = [
