@@ -34,6 +34,21 @@ KILLING_SIGNALS: tuple[str, ...] = (
 )
 """Signals that end a training process (SIGSTOP freezes it instead: not drawn)."""
 
+ABRUPT_SIGNALS: tuple[str, ...] = (
+    "SIGTERM",
+    "SIGKILL",
+    "SIGHUP",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGALRM",
+)
+"""Killing signals that end the process at once (default action: terminate, no core, and
+Python installs no handler): the ones a fatal fault sends.  SIGINT becomes a
+KeyboardInterrupt in the main thread and SIGQUIT/SIGABRT dump core first; meanwhile the
+process's other threads go on, so a download under way may still complete (measured:
+three 342-byte chunks sent after the first one's SIGQUIT, one time in three; after
+SIGINT every time)."""
+
 PROCESS_KILLERS: tuple[str, ...] = ("crash", "early_sigterm")
 """Faults that end the training process at an ``at:`` point."""
 
@@ -80,6 +95,10 @@ NOT_DRAWN: Mapping[str, str] = MappingProxyType(
         ),
         "early_sigterm with SIGSTOP": "freezes the process: detected only after the "
         "heartbeat timeout (slow), not drawn",
+        "early_sigterm with SIGINT, SIGQUIT or SIGABRT as a fatal fault": "Python's "
+        "KeyboardInterrupt, or a core dump first: the process's other threads go on, so "
+        "whether the download under way fails is a race (found by exploring the correct "
+        "runtime: 'failed to download' did not come)",
         "any fault with launch_once at before_init / slow_start / ignore_sigterm / "
         "orphan_child in round >= 2": "one process serves every round: nothing launches "
         "or inits after round 1, the fault is never delivered",
@@ -93,6 +112,7 @@ NOT_DRAWN: Mapping[str, str] = MappingProxyType(
 
 
 __all__ = [
+    "ABRUPT_SIGNALS",
     "ENDED",
     "KILLING_SIGNALS",
     "KILL_AT",

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from pytest_flrelia.contract.target import TargetInfo
 from pytest_flrelia.explore.effects import (
+    ABRUPT_SIGNALS,
     KILL_AT,
     KILLING_SIGNALS,
     NO_DOWNLOAD,
@@ -345,7 +346,7 @@ def _fatal(draw: Draw, shape: Shape, names: set[str], info: TargetInfo) -> tuple
         return None
     entry["round"] = draw(st.sampled_from(rounds))
     if name == "early_sigterm":
-        entry["signal"] = draw(st.sampled_from(KILLING_SIGNALS))
+        entry["signal"] = draw(st.sampled_from(ABRUPT_SIGNALS))
     elif name == "crash":
         entry["code"] = draw(st.integers(1, 9))
     elif name == "corrupt_chunk":
