@@ -8,6 +8,7 @@ and the harness's own support check finds nothing the target does not declare.
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 from types import MappingProxyType
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 
 from pytest_flrelia.contract.target import TargetInfo
 from pytest_flrelia.errors import ScenarioError
+from pytest_flrelia.explore.effects import ABRUPT_SIGNALS
 from pytest_flrelia.explore.run import load, render
 from pytest_flrelia.explore.strategy import Schedule, schedules
 from pytest_flrelia.harness.runner import applicable_invariants
@@ -61,6 +63,10 @@ def _check_valid(schedule: Schedule, info: TargetInfo, directory: Path, name: st
         assert scenario.expect.error
         fatal = scenario.faults[-1]
         assert fatal.site is not None and fatal.round is not None
+        if fatal.fault == "early_sigterm":  # one the other threads cannot outlive
+            sent = fatal.params["signal"]
+            name = signal.Signals(sent).name if isinstance(sent, int) else str(sent)
+            assert name in ABRUPT_SIGNALS, fatal
         # Everything else is due before the fatal round: nothing waits on a dead job.
         assert all(f.round is not None and f.round < fatal.round for f in scenario.faults[:-1])
     else:
@@ -92,6 +98,17 @@ def test_the_scopes_a_target_honours_bound_what_is_drawn(
     for entry in schedule.mapping.get("faults", []):
         used = {key for key in ("site", "round") if key in entry}
         assert used <= NARROW.faults[entry["fault"]].scopes, entry
+
+
+@settings(max_examples=600, deadline=None)
+@given(schedules(REFERENCE))
+def test_a_fatal_signal_ends_the_process_at_once(schedule: Schedule) -> None:
+    """Only the mapping is drawn (no load), so enough fatal ``early_sigterm`` come up to
+    catch one SIGINT or SIGQUIT among them (about 16 in 600 draws)."""
+    if schedule.mapping["expect"]["outcome"] == "failure":
+        fatal = schedule.mapping["faults"][-1]
+        if fatal["fault"] == "early_sigterm":
+            assert fatal["signal"] in ABRUPT_SIGNALS, fatal
 
 
 def test_the_check_fails_on_a_schedule_the_loader_refuses(tmp_path: Path) -> None:
