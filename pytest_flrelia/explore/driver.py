@@ -33,7 +33,7 @@ from pytest_flrelia.contract.target import Target, TargetInfo
 from pytest_flrelia.errors import ScenarioFailure
 from pytest_flrelia.explore.report import ScheduleResult, schedule_id
 from pytest_flrelia.explore.run import RunResult, render, run_schedule
-from pytest_flrelia.explore.strategy import Schedule, schedules
+from pytest_flrelia.explore.strategy import Schedule, focus_of, schedules
 from pytest_flrelia.harness.settings import Settings
 
 MAX_SHRINK_RUNS = 80
@@ -112,7 +112,7 @@ def _given(
         print_blob=False,
         verbosity=Verbosity.quiet,
     )
-    @given(schedules(info))
+    @given(schedules(info, focus=focus_of(info, index)))
     def run(schedule: Schedule) -> None:
         calls[0] += 1
         if calls[0] == 1:

@@ -44,6 +44,10 @@ Entry = dict[str, Any]
 MAX_SITES = 3
 MAX_ROUNDS = 3
 MAX_BENIGN = 3
+CONTINUE_ODDS = 5
+"""One more benign fault unless a draw of 0..5 gives 0 (the shrinker's way to end it)."""
+DRAW_ATTEMPTS = 4
+"""Faults tried for one slot before it stays empty (most are refused by some shapes)."""
 MAX_TENSORS = 3
 MAX_TENSOR_KIB = 64
 DOWNLOAD_RETRIES = 2
@@ -252,7 +256,8 @@ def _benign(
         if shape.launch_once and not window.unscoped_ok:
             return None  # one process exits at the end of the job, after the fatal round
         entry["mode"] = draw(st.sampled_from(("hang", "thread")))
-        every = [] if shape.launch_once else None  # the one process: no round of its own
+        # with one process for all rounds, no round of its own
+        every: list[int] | None = [] if shape.launch_once else None
         scoped = _scope(draw, entry, shape, window, scopes, rounds=every)
         partner_ok = "ignore_sigterm" in info.faults and scoped is not None and all(
             key in honoured(info, "ignore_sigterm") for key in ("site", "round") if key in scoped
@@ -408,24 +413,40 @@ def _excluded(name: str, drawn: Sequence[str]) -> bool:
     )
 
 
+def focus_of(info: TargetInfo, index: int) -> str | None:
+    """The benign fault schedule ``index`` leans toward: each the target supports in turn,
+    so a rare one (a stale PEER_GONE message, a corrupt last chunk) comes up in one
+    schedule of every ``len(BENIGN) * 2`` instead of hanging on a uniform draw."""
+    names = [n for n in BENIGN if n in supported(info)]
+    return names[index % len(names)] if names else None
+
+
 @st.composite
-def schedules(draw: Draw, info: TargetInfo) -> Schedule:
-    """A schedule for ``info``'s target: valid by construction, with its expectation."""
+def schedules(draw: Draw, info: TargetInfo, focus: str | None = None) -> Schedule:
+    """A schedule for ``info``'s target: valid by construction, with its expectation.
+    With ``focus``, half the draws start with that fault (the flag shrinks to "no", so a
+    failure that does not need it sheds it)."""
     names = supported(info)
     shape, job = _shape(draw)
     fatal = _fatal(draw, shape, names, info) if draw(st.integers(0, 3)) == 3 else None
     window = Window(None if fatal is None else int(fatal[0]["round"]))
     entries: list[Entry] = []
     candidates = [n for n in BENIGN if n in names]
-    for _ in range(draw(st.integers(0, MAX_BENIGN))):
-        if not candidates:
+    # A list the shrinker deletes from anywhere: each fault is one block behind its own
+    # "one more?" draw (a count drawn up front makes deleting a middle fault two edits).
+    if focus in candidates and draw(st.integers(0, 1)):
+        entries.extend(_benign(draw, focus, shape, window, info) or ())
+    for _ in range(MAX_BENIGN if candidates else 0):
+        if not draw(st.integers(0, CONTINUE_ODDS)):
             break
-        name = draw(st.sampled_from(candidates))
-        if _excluded(name, [e["fault"] for e in entries]):
-            continue
-        drawn = _benign(draw, name, shape, window, info)
-        if drawn is not None:
-            entries.extend(drawn)
+        for _attempt in range(DRAW_ATTEMPTS):  # a fault this shape cannot take: another
+            name = draw(st.sampled_from(candidates))
+            if _excluded(name, [e["fault"] for e in entries]):
+                continue
+            drawn = _benign(draw, name, shape, window, info)
+            if drawn is not None:
+                entries.extend(drawn)
+                break
     expect: dict[str, Any] = {"outcome": "success"}
     if fatal is not None:
         entries.append(fatal[0])
@@ -438,4 +459,4 @@ def schedules(draw: Draw, info: TargetInfo) -> Schedule:
     return Schedule(mapping, len(entries))
 
 
-__all__ = ["BENIGN", "Schedule", "Shape", "bound", "schedules", "supported"]
+__all__ = ["BENIGN", "Schedule", "Shape", "bound", "focus_of", "schedules", "supported"]
