@@ -127,6 +127,8 @@ class JobConfig:
     """The job's name (scenario key ``job.name``); ``None``: the target's default."""
 
     def __post_init__(self) -> None:
+        # A tuple even when given a list (a config read back from JSON compares equal).
+        object.__setattr__(self, "named_sites", tuple(self.named_sites))
         if self.named_sites and len(self.named_sites) != self.sites:
             raise ValueError(
                 f"{len(self.named_sites)} site names for {self.sites} sites: {self.named_sites}"
