@@ -123,8 +123,8 @@ def test_a_name_at_the_limit_loads_and_one_byte_more_does_not() -> None:
 
 
 def test_a_fault_site_close_to_a_name_is_suggested(tmp_path: Path) -> None:
-    error = _error(tmp_path, _names_job('["alpha", "beta"]',
-                                        "faults:\n  - {fault: slow_start, site: alhpa, delay: 1s}\n"))
+    fault = "faults:\n  - {fault: slow_start, site: alhpa, delay: 1s}\n"
+    error = _error(tmp_path, _names_job('["alpha", "beta"]', fault))
     assert error.suggestion == "alpha" and set(error.valid) == {"alpha", "beta"}
 
 
@@ -169,7 +169,7 @@ def test_a_failpoint_scope_carries_any_name(site: str) -> None:
     with failpoints.scoped(spec):
         assert failpoints.failpoint("x", site=site, round=2)
         assert not failpoints.failpoint("x", site=site + "x", round=2)
-        assert not failpoints.failpoint("x", site=site.split()[0] + "?", round=2)
+        assert not failpoints.failpoint("x", site=site.split(maxsplit=1)[0] + "?", round=2)
     assert failpoints.site_scope("site-1") == "site-1"  # written specs read as before
 
 
