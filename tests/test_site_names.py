@@ -31,7 +31,7 @@ from pytest_flrelia.targets.reference import ReferenceTarget
 SPACES = "Jürgen Müller"
 KANJI = "山田 太郎"
 HOSTILE = "O'Brien, \"Smith\" & Co. [x=1]; $HOME %41 `id` #2"
-LONG = ", ".join(["Ölçek Çağrı Şahinoğlu-Ünlü"] * 6)
+LONG = ", ".join(["Ölçek Çağrı Şahinoğlu-Ünlü"] * 6)  # noqa: RUF001 (Turkish dotless i)
 """Over 150 characters and 200 bytes: longer than a Unix socket path may be."""
 assert len(LONG) > 150 and len(LONG.encode()) <= MAX_NAME_BYTES
 

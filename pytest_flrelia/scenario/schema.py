@@ -119,7 +119,9 @@ def _job() -> Schema:
         "additionalProperties": False,
         "properties": {
             "sites": _described(
-                {"type": "integer", "minimum": 1}, "number of sites (site-1 ... site-N)", 1
+                {"type": "integer", "minimum": 1},
+                "number of sites (site-1 ... site-N unless job.site_names names them)",
+                1,
             ),
             "rounds": _described({"type": "integer", "minimum": 1}, "number of rounds", 1),
             "launch_once": _described(
