@@ -44,6 +44,8 @@ from reference_impl.wire import Message, Topic
 log = logging.getLogger(__name__)
 
 SITE_ENV = "FLRELIA_SITE"
+JOB_NAME_ENV = "FLRELIA_JOB_NAME"
+DEFAULT_JOB = "job"
 LAUNCH_ONCE_ENV = "FLRELIA_LAUNCH_ONCE"
 AGENT_SETTINGS_ENV = "FLRELIA_AGENT_SETTINGS"
 AGENT_CLASS_ENV = "FLRELIA_AGENT_CLASS"
@@ -66,10 +68,13 @@ class AgentSettings:
     heartbeat_interval: float = HEARTBEAT_INTERVAL
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT
     chunk_bytes: int = DOWNLOAD_CHUNK_BYTES
+    job: str = DEFAULT_JOB
+    """The job's name (its workspace directory); the process says it in its ``init`` event."""
 
     def to_env(self) -> dict[str, str]:
         return {
             SITE_ENV: self.site,
+            JOB_NAME_ENV: self.job,
             LAUNCH_ONCE_ENV: "1" if self.launch_once else "0",
             AGENT_SETTINGS_ENV: json.dumps(
                 {
@@ -86,6 +91,7 @@ class AgentSettings:
         extra: dict[str, Any] = json.loads(env.get(AGENT_SETTINGS_ENV) or "{}")
         return cls(
             site=env.get(SITE_ENV) or "site-1",
+            job=env.get(JOB_NAME_ENV) or DEFAULT_JOB,
             launch_once=env.get(LAUNCH_ONCE_ENV, "0") == "1",
             **extra,
         )
@@ -174,7 +180,13 @@ class Agent:
         self._running.set()
         self._handler.start()
         self._handler.send(Message(Topic.HELLO, {"site": self.site, "pid": os.getpid()}))
-        self._timeline.record(EventKind.INIT, site=self.site, launch_once=self.settings.launch_once)
+        self._timeline.record(
+            EventKind.INIT,
+            site=self.site,
+            launch_once=self.settings.launch_once,
+            job=self.settings.job,
+            workdir=os.getcwd(),
+        )
         failpoint("agent.after_init", site=self.site, round=self._launch_round)
 
     def is_running(self) -> bool:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from pytest_flrelia.contract import failpoints
 from pytest_flrelia.contract.events import client_lane, harness_lane, server_lane
@@ -25,7 +26,12 @@ from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import JobResult
 from pytest_flrelia.contract.timeline import TIMELINE_ENV, EventKind, Timeline
 from pytest_flrelia.contract.timeout_checks import warn_timeout_conflicts
-from reference_impl.agent import AGENT_CLASS_ENV, DEFAULT_AGENT_CLASS, AgentSettings
+from reference_impl.agent import (
+    AGENT_CLASS_ENV,
+    DEFAULT_AGENT_CLASS,
+    DEFAULT_JOB,
+    AgentSettings,
+)
 from reference_impl.download import Downloader
 from reference_impl.executor import (
     ClientAPILauncherExecutor,
@@ -51,6 +57,17 @@ log = logging.getLogger(__name__)
 TRAIN_COMMAND = (sys.executable, "-m", "reference_impl.train_script")
 SITE_JOIN_TIMEOUT = 30.0
 JOB_DIR_PREFIX = "flrelia-job-"
+DEFAULT_JOB_NAME = DEFAULT_JOB
+"""The workspace directory of a job that gives no ``name``."""
+SITE_TIMELINE = "timeline.jsonl"
+"""In a site's workspace: the file its training processes append their events to."""
+
+
+def site_workspace(directory: Path, config: JobConfig, site: str) -> Path:
+    """``<job dir>/<job name>/<site name>``: where a site's training process runs and
+    writes its timeline, as a real client's workspace is named after job and site; a
+    launcher that quotes or splits either name badly loses the process's events."""
+    return directory / (config.name or DEFAULT_JOB_NAME) / site
 
 
 class JobDirectories:
@@ -184,13 +201,14 @@ def _run_job(
     runtime = runtime or Runtime()
     timeline = timeline or Timeline(server_lane())
     abort = abort or threading.Event()
-    subprocess_timeline = directory / "subprocess-timeline.jsonl"
     started = time.monotonic()
+    named: dict[str, Any] = {} if config.name is None else {"name": config.name}
     timeline.record(
         EventKind.JOB_START,
         sites=config.sites,
         rounds=config.rounds,
         launch_once=config.launch_once,
+        **named,
     )
     restore_recorder = _record_failpoints(timeline)
     server = Server(
@@ -204,11 +222,12 @@ def _run_job(
         ),
         abort=abort,
     )
+    workspaces = {site: site_workspace(directory, config, site) for site in config.site_names()}
+    for workspace in workspaces.values():
+        workspace.mkdir(parents=True, exist_ok=True)
     runners = [
-        _site_runner(
-            site, config, runtime, server, timeline, abort, subprocess_env, subprocess_timeline
-        )
-        for site in config.site_names()
+        _site_runner(site, config, runtime, server, timeline, abort, subprocess_env, workspace)
+        for site, workspace in workspaces.items()
     ]
     error: str | None = None
     try:
@@ -228,7 +247,8 @@ def _run_job(
                     "%s: client runner did not finish within %ss", runner.site, SITE_JOIN_TIMEOUT
                 )
         restore_recorder()
-        timeline.merge_file(subprocess_timeline)
+        for workspace in workspaces.values():
+            timeline.merge_file(workspace / SITE_TIMELINE)
     ok = (
         error is None
         and all(r.ok for r in server.outcomes)
@@ -255,7 +275,7 @@ def _site_runner(
     timeline: Timeline,
     abort: threading.Event,
     subprocess_env: Mapping[str, str] | None,
-    subprocess_timeline: Path,
+    workspace: Path,
 ) -> SiteRunner:
     client_timeline = timeline.for_process(client_lane(site))
     secret = new_secret()
@@ -267,13 +287,14 @@ def _site_runner(
         heartbeat_interval=config.timeouts.heartbeat_interval,
         heartbeat_timeout=config.timeouts.heartbeat,
         chunk_bytes=config.chunk_bytes,
+        job=config.name or DEFAULT_JOB_NAME,
     )
     env = {
         **(subprocess_env or {}),
         **settings.to_env(),
         PIPE_ADDRESS_ENV: address_to_env(pipe.address),
         PIPE_SECRET_ENV: secret_to_env(secret),
-        TIMELINE_ENV: str(subprocess_timeline),
+        TIMELINE_ENV: str(workspace / SITE_TIMELINE),
         AGENT_CLASS_ENV: runtime.agent_class,
         CLIENT_PID_ENV: str(os.getpid()),
     }
@@ -284,6 +305,7 @@ def _site_runner(
         stop_strategy=runtime.stop_strategy(config.timeouts.stop_grace),
         timeline=client_timeline,
         site=site,
+        cwd=workspace,
     )
     exchanger = runtime.exchanger_class(
         pipe, site=site, timeouts=config.timeouts, timeline=client_timeline

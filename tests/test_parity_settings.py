@@ -91,6 +91,7 @@ def test_every_agent_setting_round_trips_through_a_real_subprocess_environment(
         heartbeat_interval=0.35,
         heartbeat_timeout=7.5,
         chunk_bytes=12345,
+        job="nightly run, Jürgen's $HOME",
     )
     # Every field differs from its default, so a field the environment drops shows.
     defaults = AgentSettings(site="site-1", launch_once=False)

@@ -24,6 +24,7 @@ import re
 import signal
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,6 +136,13 @@ class _Task:
         return True
 
 
+def site_scope(site: str) -> str:
+    """``site`` as a scope value: percent-encoded (``site-1`` stays as it is), so a site
+    name with ``,``, ``]``, ``;``, ``=`` or spaces cannot break the grammar; the parser
+    decodes it."""
+    return urllib.parse.quote(site, safe="")
+
+
 @dataclass(frozen=True)
 class Point:
     """The left side of an entry, ``name[site=S,round=R]@FAULT#ID``: where, for whom,
@@ -167,7 +175,7 @@ class _Entry:
         """The left side of the entry, as :func:`configured` shows it."""
         scope = []
         if self.site is not None:
-            scope.append(f"site={self.site}")
+            scope.append(f"site={site_scope(self.site)}")
         if self.round is not None:
             scope.append(f"round={self.round}")
         key = f"{self.name}[{','.join(scope)}]" if scope else self.name
@@ -519,7 +527,9 @@ class _EntryParser:
                                 "a round is a non-negative integer")
             values[key] = value
         round_text = values.get("round")
-        return values.get("site"), None if round_text is None else int(round_text)
+        site = values.get("site")
+        site = None if site is None else urllib.parse.unquote(site)
+        return site, None if round_text is None else int(round_text)
 
     def parse_task(self, at: int, piece: str) -> _Task:
         if not piece:
@@ -729,6 +739,7 @@ __all__ = [
     "release",
     "scoped",
     "set_recorder",
+    "site_scope",
     "timeline_recorder",
     "validate",
 ]

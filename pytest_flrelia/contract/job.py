@@ -6,6 +6,7 @@ and scenarios scale them down instead of patching constants.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,6 +29,20 @@ DOWNLOAD_RETRIES = 3
 DOWNLOAD_RETRY_DELAY = 1.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 DOWNLOAD_CONNECT_TIMEOUT = 5.0
+MAX_NAME_BYTES = 255
+"""The longest site or job name, in UTF-8 bytes: a name is one path component of a
+launcher's workspace (``<workspace>/<job>/<site>``), and ``NAME_MAX`` is 255 bytes on
+Linux and macOS file systems."""
+REFUSED_CATEGORIES: dict[str, str] = {
+    "Cc": "a control character",
+    "Cs": "a lone surrogate",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+"""Unicode categories no name may hold: the OS refuses NUL in an environment variable
+or argv, a line break splits the name's log line, a surrogate has no UTF-8 encoding."""
+PATH_SEPARATORS = "/\\"
+"""A name is one directory of the workspace: a separator would make it several."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,67 @@ class JobConfig:
     validate_rounds: tuple[int, ...] = ()
     """Rounds whose task is ``validate``: the result carries metrics, no tensors."""
     seed: int = 0
+    named_sites: tuple[str, ...] = ()
+    """The sites' names (scenario key ``job.site_names``), one per site; empty: the
+    default ``site-1..site-N``.  Only a target that declares ``named_sites`` runs them."""
+    name: str | None = None
+    """The job's name (scenario key ``job.name``); ``None``: the target's default."""
+
+    def __post_init__(self) -> None:
+        # A tuple even when given a list (a config read back from JSON compares equal).
+        object.__setattr__(self, "named_sites", tuple(self.named_sites))
+        if self.named_sites and len(self.named_sites) != self.sites:
+            raise ValueError(
+                f"{len(self.named_sites)} site names for {self.sites} sites: {self.named_sites}"
+            )
 
     def site_names(self) -> list[str]:
-        return [f"site-{i + 1}" for i in range(self.sites)]
+        """Every site's name, in order: the given ones, else ``site-1..site-N``."""
+        if self.named_sites:
+            return list(self.named_sites)
+        return default_site_names(self.sites)
+
+    @property
+    def has_names(self) -> bool:
+        """Whether the job names its sites or itself (a target must declare support)."""
+        return bool(self.named_sites) or self.name is not None
+
+
+def default_site_names(sites: int) -> list[str]:
+    """``site-1 .. site-N``: the names of a job that gives none."""
+    return [f"site-{i + 1}" for i in range(sites)]
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a site or a job, or ``None`` when it can.
+
+    Refused: the empty name; leading or trailing whitespace (invisible in a report, and
+    stripped by many tools, so the name would not round-trip); a control character, line
+    or paragraph separator or lone surrogate (:data:`REFUSED_CATEGORIES`); a path
+    separator, ``.`` and ``..`` (a name is one directory of a workspace); more than
+    :data:`MAX_NAME_BYTES` bytes of UTF-8.  Everything else is allowed on purpose:
+    spaces, quotes, commas, brackets, ``$``, non-ASCII letters, so a launcher that
+    quotes or splits a name badly shows it.
+    """
+    if not name:
+        return "a name must not be empty"
+    if name != name.strip():
+        return "a name must not start or end with whitespace (it would not round-trip)"
+    for char in name:
+        category = unicodedata.category(char)
+        if category in REFUSED_CATEGORIES:
+            return (
+                f"{REFUSED_CATEGORIES[category]} (U+{ord(char):04X}) cannot be in a name: "
+                "the OS refuses NUL in an environment variable, a line break splits a log line"
+            )
+        if char in PATH_SEPARATORS:
+            return f"{char!r} cannot be in a name: a name is one directory of a workspace"
+    if name in (".", ".."):
+        return f"{name!r} cannot be a name: it is a directory of its own in every path"
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        return (
+            f"a name is at most {MAX_NAME_BYTES} bytes of UTF-8 (one path component), "
+            f"this one is {size}"
+        )
+    return None

@@ -291,6 +291,10 @@ class TargetInfo:
     """A scenario's ``expect.error`` pattern -> this target's pattern of the same meaning
     (the scenarios say it in the reference's words): the expectation matches either and
     says which one matched."""
+    named_sites: bool = False
+    """Whether it runs a job with ``site_names`` or a ``name`` (any name the loader
+    accepts: spaces, quotes, non-ASCII, up to 255 bytes) with those names for real; a
+    scenario with names against a target that does not is skipped with the reason."""
 
     def known_issue(
         self, scenario: str, params: Mapping[str, object], variant: str | None = None

@@ -14,7 +14,9 @@ Constraints (each one keeps the correct outcome statable; docs/explore.md lists 
 * download faults only in a training round of a job with tensors; ``chunk`` within the
   tensor's chunks; ``times`` within ``download_retries`` (benign) or just past it (fatal);
 * delays at most a third of the timeout they race;
-* a fatal fault is pinned to one site and round R; every other fault to a round < R.
+* a fatal fault is pinned to one site and round R; every other fault to a round < R;
+* with a target that declares ``named_sites``, the sites and the job may be renamed
+  (:mod:`.names`, drawn last).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pytest_flrelia.explore.effects import (
     PROCESS_KILLERS,
     Fatal,
 )
+from pytest_flrelia.explore.names import with_names
 from pytest_flrelia.scenario.catalog import CATALOG
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
@@ -456,6 +459,8 @@ def schedules(draw: Draw, info: TargetInfo, focus: str | None = None) -> Schedul
     if entries:
         mapping["faults"] = entries
     mapping["expect"] = expect
+    if info.named_sites:  # drawn last: a target without names draws what it drew before
+        mapping = with_names(draw, mapping, shape.sites)
     return Schedule(mapping, len(entries))
 
 

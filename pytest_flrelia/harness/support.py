@@ -21,6 +21,12 @@ def why_unsupported(
 ) -> str | None:
     """Why ``info``'s target cannot run ``scenario`` judged by ``invariants``; ``None``: it can."""
     lead = f"target {info.name!r}"
+    if scenario.job.has_names and not info.named_sites:
+        given = "site_names" if scenario.job.named_sites else "name"
+        return (
+            f"{lead} does not declare named sites: it cannot run job.{given} "
+            "with those names (TargetInfo.named_sites)"
+        )
     for spec in scenario.faults:
         reason = _fault_unsupported(spec, info)
         if reason is not None:

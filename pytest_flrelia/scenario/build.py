@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from pytest_flrelia.contract.faults import FaultSpec
-from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts
+from pytest_flrelia.contract.job import JobConfig, TensorSpec, Timeouts, name_problem
 from pytest_flrelia.contract.memory_budget import memory_shortfall
 from pytest_flrelia.contract.timeout_checks import timeout_conflicts
 from pytest_flrelia.contract.units import (
@@ -242,8 +242,45 @@ def _build_catches(reader: _Reader) -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(slug for _, slug, _ in entries), pinned
 
 
+def _build_names(reader: _Reader) -> tuple[tuple[str, ...], str | None]:
+    """``job.site_names`` (one per site, unique, each a valid name) and ``job.name``."""
+    raw = cast(list[Any], reader.get(("job", "site_names")) or [])
+    names: list[str] = []
+    for index, value in enumerate(raw):
+        at: KeyPath = ("job", "site_names", index)
+        if not isinstance(value, str):  # the schema says so too
+            raise reader.error(at, f"expected a string, got {describe_value(value)}")
+        problem = name_problem(value)
+        if problem is not None:
+            raise reader.error(at, f"invalid site name {value!r}: {problem}")
+        if value in names:
+            first = names.index(value)
+            raise reader.error(
+                at, f"duplicate site name {value!r}: the same as job.site_names[{first}]"
+            )
+        names.append(value)
+    sites = reader.get(("job", "sites"))
+    if names and sites is not None and isinstance(sites, int) and sites != len(names):
+        raise reader.error(
+            ("job", "site_names"),
+            f"{len(names)} site names for {sites} sites: give one name per site "
+            "(or leave job.sites out: it defaults to the number of names)",
+        )
+    job_name = reader.get(("job", "name"))
+    if job_name is not None:
+        if not isinstance(job_name, str):  # the schema says so too
+            raise reader.error(
+                ("job", "name"), f"expected a string, got {describe_value(job_name)}"
+            )
+        problem = name_problem(job_name)
+        if problem is not None:
+            raise reader.error(("job", "name"), f"invalid job name {job_name!r}: {problem}")
+    return tuple(names), job_name
+
+
 def _build_job(reader: _Reader) -> JobConfig:
-    sites = reader.integer(("job", "sites"), 1, 1)
+    named_sites, job_name = _build_names(reader)
+    sites = reader.integer(("job", "sites"), len(named_sites) or 1, 1)
     rounds = reader.integer(("job", "rounds"), 1, 1)
     launch_once = reader.get(("job", "launch_once"))
     if launch_once is not None and not isinstance(launch_once, bool):
@@ -290,6 +327,8 @@ def _build_job(reader: _Reader) -> JobConfig:
         chunk_bytes=reader.size(("job", "chunk_size"), JobConfig.chunk_bytes, 1),
         validate_rounds=tuple(sorted(validate_rounds)),
         seed=reader.integer(("job", "seed"), 0, 0),
+        named_sites=named_sites,
+        name=job_name,
     )
 
 
@@ -347,9 +386,11 @@ def _build_faults(reader: _Reader, job: JobConfig) -> Iterable[FaultSpec]:
         if site is not None:
             site = str(site)
             if site not in job.site_names():
-                sites = "site-1" if job.sites == 1 else f"site-1..site-{job.sites}"
                 raise reader.error(
-                    (*at, "site"), f"site {site!r} does not exist; this job has {sites}"
+                    (*at, "site"),
+                    f"site {site!r} does not exist; this job has {_site_list(job)}",
+                    job.site_names() if job.named_sites else (),
+                    close_match(site, job.site_names()) if job.named_sites else None,
                 )
         round_number = entry.get("round")
         if round_number is not None:
@@ -422,6 +463,13 @@ def _where(a: FaultSpec, b: FaultSpec) -> str:
     return (f"site {site}" if site else "every site") + (
         f", round {number}" if number else ", every round"
     )
+
+
+def _site_list(job: JobConfig) -> str:
+    """The job's sites as an error message says them."""
+    if job.named_sites:
+        return ", ".join(repr(name) for name in job.named_sites)
+    return "site-1" if job.sites == 1 else f"site-1..site-{job.sites}"
 
 
 def _stale_peer_gone(

@@ -119,7 +119,9 @@ def _job() -> Schema:
         "additionalProperties": False,
         "properties": {
             "sites": _described(
-                {"type": "integer", "minimum": 1}, "number of sites (site-1 ... site-N)", 1
+                {"type": "integer", "minimum": 1},
+                "number of sites (site-1 ... site-N unless job.site_names names them)",
+                1,
             ),
             "rounds": _described({"type": "integer", "minimum": 1}, "number of rounds", 1),
             "launch_once": _described(
@@ -164,6 +166,21 @@ def _job() -> Schema:
             ),
             "seed": _described(
                 {"type": "integer", "minimum": 0}, "seed for the tensors' contents", 0
+            ),
+            "site_names": _described(
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"type": "string", "minLength": 1},
+                },
+                "the sites' names, one per site (default: site-1 ... site-N); spaces and "
+                "non-ASCII allowed; only a target that declares named sites runs them",
+            ),
+            "name": _described(
+                {"type": "string", "minLength": 1},
+                "the job's name (default: the target's); only a target that declares "
+                "named sites runs it",
             ),
         },
     }
@@ -362,8 +379,9 @@ def _fault() -> Schema:
                 {"title": "fault", "enum": sorted(CATALOG)}, "which fault to inject"
             ),
             "site": _described(
-                {"type": "string", "pattern": SITE_PATTERN},
-                "the site it strikes, e.g. site-2; default: every site",
+                {"type": "string", "minLength": 1},
+                "the site it strikes, e.g. site-2 (or a name of job.site_names); "
+                "default: every site",
             ),
             "round": _described(
                 {"type": "integer", "minimum": 1}, "the round it strikes; default: every round"

@@ -14,14 +14,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from pytest_flrelia.contract.timeline import EventKind
+from reference_impl.agent import SITE_ENV
 from reference_impl.executor import (
     WAIT_SLICE,
     ClientAPILauncherExecutor,
     ExecutionError,
     RoundResult,
 )
+from reference_impl.launcher import SubprocessLauncher
 from reference_impl.messages import Task
 from reference_impl.pipe_handler import HandlerState, PipeHandler
 from reference_impl.process_stop import GroupStopStrategy, SignalCallback
@@ -199,3 +203,23 @@ class UnreapedLaunchOnceExecutor(ClientAPILauncherExecutor):
         if not exited:  # the bug: "it exited, nothing to stop"
             self.launcher.stop_task()
         self.exchanger.close()
+
+
+# -- splits-site-name -------------------------------------------------------------
+
+
+class TemplateLauncher(SubprocessLauncher):
+    """Renders its command line from one template string, as a launcher configured with
+    a ``command:`` string does (``env FLRELIA_SITE={site} python -m ...``), and splits
+    it on whitespace without quoting: a site name with a space becomes two words, and
+    ``env`` runs the second one as the command.  ``site-N`` has no space: every
+    shipped scenario passes."""
+
+    TEMPLATE = "env {variable}={site} {command}"
+
+    def __init__(self, command: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(command, **kwargs)
+        line = self.TEMPLATE.format(
+            variable=SITE_ENV, site=kwargs.get("site") or self.name, command=" ".join(command)
+        )
+        self._command = line.split()

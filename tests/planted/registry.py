@@ -134,6 +134,15 @@ PLANTED: Mapping[str, PlantedBug] = MappingProxyType(
                 ("corrupt-chunk",),
                 agent_class="EarlyResumeAgent",
             ),
+            _bug(
+                "splits-site-name",
+                "the launcher renders its command line from a template and splits it on "
+                "whitespace: a site name with a space breaks the command",
+                "a site name with a space (job.site_names; a target declaring named_sites)",
+                "expectation",
+                ("three-sites-mixed-faults[launch_once=true]", "slow-start"),
+                launcher_class="TemplateLauncher",
+            ),
         )
     }
 )

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pytest_flrelia.contract import failpoints
 from pytest_flrelia.contract.events import harness_lane
 from pytest_flrelia.contract.faults import FaultSpec, describe
 from pytest_flrelia.contract.job import JobConfig
@@ -173,7 +174,7 @@ def build_plan(faults: Sequence[FaultSpec], job: JobConfig) -> FaultPlan:
 def _scope(spec: FaultSpec) -> str:
     parts = []
     if spec.site is not None:
-        parts.append(f"site={spec.site}")
+        parts.append(f"site={failpoints.site_scope(spec.site)}")
     if spec.round is not None:
         parts.append(f"round={spec.round}")
     return f"[{','.join(parts)}]" if parts else ""

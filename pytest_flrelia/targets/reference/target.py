@@ -50,6 +50,7 @@ def _info() -> TargetInfo:
         events=frozenset(EventKind),
         variants=SUMMARIES,
         oracle=ReferenceModelOracle(),
+        named_sites=True,
     )
 
 
