@@ -134,6 +134,33 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
             "without `ignore_sigterm`)."
         ),
     ),
+    KnownIssue(
+        scenario="sigterm-mid-download",
+        check="expectation",
+        reason="a pull from a process that died mid-download neither finishes nor fails: "
+        "the request in flight waits out download_object's per-request timeout (600 s by "
+        "default), since CellNet does not fail it when the peer's connection closes (F4)",
+        anchor="docs/nvflare.md#f4-a-pull-from-a-dead-process-waits-out-its-request-timeout",
+        versions=DEFERRED_STOP,
+        details=(
+            "The child dies (SIGTERM) after producing the first item the server asked for, "
+            "before it replies. The runner log shows `Connection [CN00004 Not Connected] is "
+            "closed` 25 ms after `download_start`, then nothing: `download_object` sent "
+            "that request with `per_request_timeout` = the `np_streaming_per_request_timeout` "
+            "config var (600 s unless the job or `NVFLARE_NP_STREAMING_PER_REQUEST_TIMEOUT` "
+            "sets it; NVFlare itself warns at START_RUN `Timeout inconsistency: "
+            "np_min_download_timeout (300s) < np_streaming_per_request_timeout (600.0s)`), "
+            "and `CoreCell.state_change` drops the peer's agent without failing the "
+            "requests waiting on it. The round hangs until the harness's bound (the run "
+            "\"was aborted before the job ended\"); a real server would wait 600 s, then "
+            "retry 3 times into `target_unreachable` (2+4+8 s). With "
+            "`NVFLARE_NP_STREAMING_PER_REQUEST_TIMEOUT=5` the same run logs `[DOWNLOAD_RETRY] "
+            "Request to site-1_flrelia_active timed out after 5.0s`, `[DOWNLOAD_FAILED] Max "
+            "retries (3) exhausted` and `failed to download from site-1_flrelia_active` "
+            "19 s after the pull started, and the scenario passes."
+        ),
+    ),
+
 )
 
 
