@@ -48,7 +48,8 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
             "proceeding immediately\" and calls `os._exit(0)` at once; the executor then "
             "logs `task 'validate' timeout after N secs` and the round fails (seen on "
             "2.7.2: the child's `result_sent` at +36.56 s, its exit 1 ms later, the "
-            "timeout 15 s later)."
+            "timeout 15 s later; 43 s once the execution timeout moved up with the raised "
+            "heartbeat timeout)."
         ),
     ),
     KnownIssue(
