@@ -19,8 +19,9 @@ Which seam each fault uses (NVFlare 2.7.2 / 2.8.x; 2.7.1 has no download path):
   bit flipped: NVFlare serves one item per array, so chunk ``1`` and ``last`` are the
   array's only chunk, and each call of ``produce_item`` is one download attempt.
 * ``stuck_exit``: ``hang`` wraps ``os._exit`` (NVFlare's agent ends a one-round child
-  with it, and registers it with ``atexit`` for launch_once) and hangs there; ``thread``
-  leaves a non-daemon thread that holds an interpreter exit (never an ``os._exit``).
+  with it; a launch-once child's script ends through it once the job's END made
+  ``flare.receive()`` return no task) and hangs there; ``thread`` leaves a non-daemon
+  thread that holds an interpreter exit (never an ``os._exit``).
 * ``ignore_sigterm``: a SIGTERM handler that records the signal and ignores it.
 * ``orphan_child``: a ``python -c 'signal.pause()'`` child that inherits stdout/stderr
   (the launcher's pipe) and the run tag in its environment.

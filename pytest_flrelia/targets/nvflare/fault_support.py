@@ -44,9 +44,12 @@ _MECHANICS: Mapping[str, str] = {
     "executor had in `from_round` is handed PEER_GONE through its own `_add_message` (the "
     "path of its reader's read error); 2.7.1 has one handler for the job." + _LIVE,
     "stuck_exit": "`hang`: the child's `os._exit` (how NVFlare's agent ends a one-round "
-    "process, and its atexit for launch_once) blocks; `thread`: a non-daemon thread holds "
-    "an interpreter exit (it cannot hold `os._exit`, so it acts only when the script "
-    "returns).",
+    "process, and how the script ends once `flare.receive()` returned no task) blocks; "
+    "`thread`: a non-daemon thread holds an interpreter exit (it cannot hold `os._exit`, "
+    "so it acts only when the script returns). With one process for all rounds the "
+    "process hangs after the job's END (`ABOUT_TO_END_RUN`'s `notify_end`), and the "
+    "launcher's stop at `END_RUN` waits its `shutdown_timeout` (the job's stop wait) "
+    "before it terminates it.",
     "slow_start": "At `before_init` the training process sleeps `delay`; the executor "
     "waits for it up to its external pre-init timeout.",
     "crash": "At the `at` point the training process exits with `code` "

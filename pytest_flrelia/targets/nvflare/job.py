@@ -64,9 +64,39 @@ def heartbeat_timeout(job: JobConfig) -> float:
     return max(job.timeouts.heartbeat, wiring.HEARTBEAT_MIN_TIMEOUT)
 
 
+def execution_timeout(job: JobConfig) -> float:
+    """The job's execution timeout, moved up by as much as :func:`heartbeat_timeout`
+    raised the heartbeat timeout, when the job's own heartbeat would notice a silent
+    peer first (``heartbeat < execution``).
+
+    NVFlare's executor has no task timeout by default (``task_wait_timeout=None``) and a
+    300 s heartbeat timeout: a silent peer is NVFlare's "peer gone" after the heartbeat
+    timeout (``PipeHandler._try_read``: "peer gone: no heartbeat for Xs", then the
+    executor's "task pipe stopped! aborting task."), never a task timeout.  Raising only
+    the heartbeat would invert the job's order (30 s against, say, 20 s) and let the task
+    timeout fire first; shifting both keeps the job's own margin between them."""
+    t = job.timeouts
+    raised = heartbeat_timeout(job) - t.heartbeat
+    if raised <= 0 or t.heartbeat >= t.execution:
+        return t.execution
+    return t.execution + raised
+
+
 def pre_init_timeout(job: JobConfig) -> float:
     """The job's pre-init timeout, raised to what a fresh NVFlare child needs to start."""
     return max(job.timeouts.pre_init, wiring.PRE_INIT_FLOOR)
+
+
+def shutdown_timeout(job: JobConfig) -> float:
+    """How long the launcher's stop waits for its process to exit on its own before it
+    terminates it (``SubprocessLauncher(shutdown_timeout=...)``, NVFlare's default 0).
+
+    With one process for all rounds that stop comes once, at ``END_RUN``, after
+    ``ABOUT_TO_END_RUN`` told the process the job ended (``notify_end``): it is the end
+    of the job's wait for a natural exit, the job's ``deferred_stop_wait``.  With one
+    process per round it stays 0: 2.7.1's and 2.7.2rc13's synchronous stop must not be
+    given a wait they do not have, and 2.7.2's deferred stop does its own waiting."""
+    return job.timeouts.deferred_stop_wait if job.launch_once else 0.0
 
 
 @dataclass
@@ -106,6 +136,7 @@ class SiteCJ:
         self.launcher = nv.module("app_common.launchers.subprocess_launcher").SubprocessLauncher(
             script=f"{sys.executable} -u -m {wiring.CHILD_MODULE} {site}",
             launch_once=job.launch_once,
+            shutdown_timeout=shutdown_timeout(job),
         )
         executor_cls = nv.module(
             "app_common.executors.client_api_launcher_executor"
@@ -113,7 +144,7 @@ class SiteCJ:
         self.executor = executor_cls(
             pipe_id=PIPE_ID,
             launcher_id=LAUNCHER_ID,
-            task_wait_timeout=t.execution,
+            task_wait_timeout=execution_timeout(job),
             external_pre_init_timeout=pre_init_timeout(job),
             heartbeat_timeout=heartbeat_timeout(job),
             train_task_name=wiring.TRAIN_TASK,
@@ -348,4 +379,14 @@ def _copy(shareable: Any) -> Any:
     return copy.deepcopy(shareable)
 
 
-__all__ = ["JOB_ID", "Engine", "Job", "SiteCJ", "Task", "heartbeat_timeout", "pre_init_timeout"]
+__all__ = [
+    "JOB_ID",
+    "Engine",
+    "Job",
+    "SiteCJ",
+    "Task",
+    "execution_timeout",
+    "heartbeat_timeout",
+    "pre_init_timeout",
+    "shutdown_timeout",
+]

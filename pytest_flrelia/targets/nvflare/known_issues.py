@@ -48,7 +48,8 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
             "proceeding immediately\" and calls `os._exit(0)` at once; the executor then "
             "logs `task 'validate' timeout after N secs` and the round fails (seen on "
             "2.7.2: the child's `result_sent` at +36.56 s, its exit 1 ms later, the "
-            "timeout 15 s later)."
+            "timeout 15 s later; 43 s once the execution timeout moved up with the raised "
+            "heartbeat timeout)."
         ),
     ),
     KnownIssue(
@@ -132,6 +133,54 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
             "its process group, then joins `_log_thread` with no timeout while the "
             "orphan still holds the pipe: the stop outlasts `stop_grace` (KB12's hang "
             "without `ignore_sigterm`)."
+        ),
+    ),
+    KnownIssue(
+        scenario="sigterm-mid-download",
+        check="expectation",
+        reason="a pull from a process that died mid-download neither finishes nor fails: "
+        "the request in flight waits out download_object's per-request timeout (600 s by "
+        "default), since CellNet does not fail it when the peer's connection closes (F4)",
+        anchor="docs/nvflare.md#f4-a-pull-from-a-dead-process-waits-out-its-request-timeout",
+        versions=DEFERRED_STOP,
+        details=(
+            "The child dies (SIGTERM) after producing the first item the server asked for, "
+            "before it replies. The runner log shows `Connection [CN00004 Not Connected] is "
+            "closed` 25 ms after `download_start`, then nothing: `download_object` sent "
+            "that request with `per_request_timeout` = the `np_streaming_per_request_timeout` "
+            "config var (600 s unless the job or `NVFLARE_NP_STREAMING_PER_REQUEST_TIMEOUT` "
+            "sets it; NVFlare itself warns at START_RUN `Timeout inconsistency: "
+            "np_min_download_timeout (300s) < np_streaming_per_request_timeout (600.0s)`), "
+            "and `CoreCell.state_change` drops the peer's agent without failing the "
+            "requests waiting on it. The round hangs until the harness's bound (the run "
+            "\"was aborted before the job ended\"); a real server would wait 600 s, then "
+            "retry 3 times into `target_unreachable` (2+4+8 s). With "
+            "`NVFLARE_NP_STREAMING_PER_REQUEST_TIMEOUT=5` the same run logs `[DOWNLOAD_RETRY] "
+            "Request to site-1_flrelia_active timed out after 5.0s`, `[DOWNLOAD_FAILED] Max "
+            "retries (3) exhausted` and `failed to download from site-1_flrelia_active` "
+            "19 s after the pull started, and the scenario passes."
+        ),
+    ),
+
+    KnownIssue(
+        scenario="slow-init-within-pre-init",
+        check="all_rounds_complete",
+        reason="the CJ's pipe handler starts its heartbeat clock before the process is "
+        "launched: a process slower to call flare.init() than heartbeat_timeout is "
+        "declared gone although external_pre_init_timeout still allows it (F3)",
+        anchor="docs/nvflare.md#f3-the-heartbeat-clock-starts-before-the-launch",
+        versions=DEFERRED_STOP,
+        details=(
+            "`PipeHandler._try_read` sets `_last_heartbeat_received_time = time.time()` "
+            "when the handler starts (at `BEFORE_TASK_EXECUTION`, before `launch_task`), "
+            "so a process that sends nothing before its `init()` is counted silent from "
+            "then: seen on 2.7.2 with heartbeat 30 s, pre-init 90 s and init 36 s late: "
+            "`peer gone: no heartbeat for 30.1s (timeout=30.0s)` / `pipe status changed to "
+            "_PEER_GONE_: missing heartbeat after 30.0 secs` 30.06 s after the handler was "
+            "made, the process's `init` at +38.1 s reaches a stopped handler, the process "
+            "exits 0 thirty seconds later, and `_wait_external_setup` logs `External "
+            "process has not called flare.init and run status becomes success.` / `Failed "
+            "external setup for task (train).`: the round is `TASK_ABORTED`."
         ),
     ),
 )

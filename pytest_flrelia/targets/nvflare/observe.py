@@ -10,7 +10,8 @@ deferred stop, the pipe handler's reader) belongs to that site.
 |---|---|
 | launch / launch_skipped | ``SubprocessLauncher._start_external_process`` (``_process``
   before/after); ``launch_task`` of a launcher that launches once |
-| stop_requested / reaped | ``SubprocessLauncher._stop_external_process`` before / after |
+| stop_requested / reaped | ``SubprocessLauncher._stop_external_process`` before / after
+  (a stop that first waits ``shutdown_timeout``: its ``terminate()``) |
 | signal_sent | ``subprocess.Popen.send_signal`` (terminate/kill) of a launched child still alive |
 | exit_seen | the pidfd watcher (:mod:`.exitwatch`) of a child no signal was sent to |
 | result_received | ``ClientAPILauncherExecutor.check_output_shareable`` (its refs) |
@@ -248,11 +249,23 @@ def _wrap_launcher(obs: Observer) -> None:
             real_stop(self)
             return
         child = obs.child(process.pid)
-        obs.record(EventKind.STOP_REQUESTED, site, pid=process.pid,
-                   round=child.round if child else None)
+
+        recorded: list[bool] = []
+
+        def requested() -> None:
+            if not recorded:
+                recorded.append(True)
+                obs.record(EventKind.STOP_REQUESTED, site, pid=process.pid,
+                           round=child.round if child else None)
+
+        if getattr(self, "_shutdown_timeout", 0.0):
+            _request_at_terminate(process, requested)
+        else:
+            requested()
         try:
             real_stop(self)
         finally:
+            requested()  # a stop that raised before it terminated was still requested
             returncode = process.returncode
             if returncode is None and child is not None and child.dead is not None:
                 returncode = child.dead.returncode
@@ -262,6 +275,20 @@ def _wrap_launcher(obs: Observer) -> None:
     cls._start_external_process = _start_external_process
     cls._stop_external_process = _stop_external_process
     cls.launch_task = launch_task
+
+
+def _request_at_terminate(process: subprocess.Popen[Any], requested: Callable[[], None]) -> None:
+    """A stop that first waits ``shutdown_timeout`` for a natural exit (a launch-once
+    process at ``END_RUN``) is requested when that wait ends and NVFlare terminates the
+    process ("_stop_external_process: terminating pid=N"): the wait is the job's stop
+    wait, as a deferred stop's, not part of the stop that ``bounded_stop`` bounds."""
+    real_terminate = process.terminate
+
+    def terminate() -> None:
+        requested()
+        real_terminate()
+
+    process.terminate = terminate  # type: ignore[method-assign]
 
 
 def _wrap_popen(obs: Observer) -> None:

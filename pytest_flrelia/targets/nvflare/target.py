@@ -76,7 +76,11 @@ MAPPING_NOTES: Mapping[str, str] = MappingProxyType({
     "chunk_bytes": "not mapped: NVFlare sends one item per array (2 MiB chunks)",
     "stop_grace": "not mapped: SubprocessLauncher terminates and never escalates",
     "stop_poll": "not mapped: the deferred stop polls every 1 s",
-    "stop_wait": "not mapped: the deferred stop waits download_complete",
+    "stop_wait": "with launch_once, SubprocessLauncher's shutdown_timeout (its wait for a "
+                 "natural exit at END_RUN); per round not mapped: the deferred stop waits "
+                 "download_complete",
+    "execution": "task_wait_timeout, moved up by as much as the heartbeat timeout was "
+                 "raised: NVFlare notices a silent peer by its heartbeat, not a task timeout",
     "download_retries": "not mapped: download_object retries 3 times",
 })
 """How the job config maps onto NVFlare (what is not mapped, and why)."""
