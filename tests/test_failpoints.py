@@ -251,6 +251,26 @@ def test_exit_goes_through_the_exit_seam(monkeypatch: pytest.MonkeyPatch,
     assert recorded == [("agent.before_exit", "exit(7)", "site-1", 3)]  # recorded before exit
 
 
+def test_a_signal_ignored_by_whatever_started_the_process_still_kills_it() -> None:
+    """Under ``nohup`` every child starts with SIGHUP ignored: a ``signal(SIGHUP)`` fault
+    must still end the process (it did nothing before, and a correct run failed)."""
+    code = (
+        "from pytest_flrelia.contract import failpoints\n"
+        "failpoints.configure('x=signal(SIGHUP)')\n"
+        "failpoints.failpoint('x')\n"
+        "raise SystemExit(0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGHUP, (done.returncode, done.stderr)
+
+
 def test_signal_is_delivered_to_the_current_process(monkeypatch: pytest.MonkeyPatch) -> None:
     delivered = threading.Event()
     sent: list[tuple[int, int]] = []

@@ -276,6 +276,7 @@ def _run(name: str, action: _Action, hang_event: threading.Event | None) -> None
         _LOG.info("failpoint %s exits with code %d", name, action.number)
         seams.exit_process(action.number)
     elif action.kind is _Kind.SIGNAL:
+        undo_inherited_ignore(action.number, f"failpoint {name}")
         seams.kill(os.getpid(), action.number)
     elif action.kind is _Kind.CALL:
         callback = _callbacks.get(action.text[len("call("):-1])
@@ -283,6 +284,18 @@ def _run(name: str, action: _Action, hang_event: threading.Event | None) -> None
             _LOG.warning("failpoint %s: no action registered for %s", name, action.text)
         else:
             callback()
+
+
+def undo_inherited_ignore(number: int, by: str) -> None:
+    """An ignored signal gets its default action back before a fault sends it.  What
+    ignores it is, in practice, whatever started the harness (``nohup`` ignores SIGHUP
+    and every child inherits that), not the code under test, and a fault said to kill
+    would otherwise act and change nothing (found by exploring under ``nohup``).  A
+    handler the process installed (``ignore_sigterm``'s) is left alone."""
+    if signal.getsignal(number) is signal.SIG_IGN:
+        _LOG.info("%s: %s was ignored (inherited); restoring its default action",
+                  by, signal.Signals(number).name)
+        signal.signal(number, signal.SIG_DFL)
 
 
 # ---------------------------------------------------------------- configuration
@@ -741,5 +754,6 @@ __all__ = [
     "set_recorder",
     "site_scope",
     "timeline_recorder",
+    "undo_inherited_ignore",
     "validate",
 ]
