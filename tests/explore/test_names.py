@@ -53,8 +53,8 @@ def _drawn(seed: int, count: int) -> list[dict[str, Any]]:
 
 def test_made_names_are_valid_unique_and_a_function_of_the_draw() -> None:
     defaults = [*default_site_names(3), "job"]
-    for seed, locale in itertools.product(range(6), LOCALES):
-        for kinds in itertools.combinations_with_replacement(KINDS, 4):
+    for seed, locale in itertools.product(range(2), LOCALES):  # every locale and kind
+        for kinds in itertools.combinations_with_replacement(KINDS, len(defaults)):
             names = make_names(seed, locale, kinds, defaults)
             assert all(name_problem(n) is None for n in names), names
             assert len(set(names)) == len(names), names
@@ -146,13 +146,20 @@ def test_a_failure_that_needs_a_space_shrinks_to_one_plain_spaced_name() -> None
 
 
 SPLITS = "splits-site-name"
-SPLITS_SEED = 1
-"""Schedule 0 of seed 1 names a site with a space (pinned below; cheap: no run)."""
+def _spaced_seed() -> int:
+    """The first session seed whose schedule 0 names a site with a space (a pure function
+    of the strategy: found by drawing, not pinned, so a change of the strategy's draws
+    moves it instead of breaking the test)."""
+    for seed in range(1, 200):
+        names = draw_schedule(INFO, seed, 0).mapping["job"].get("site_names", [])
+        if any(" " in n for n in names):
+            return seed
+    raise AssertionError("no seed in 1..199 names a site with a space in its schedule 0")
 
 
-def test_the_seeded_schedule_names_a_site_with_a_space() -> None:
-    mapping = draw_schedule(INFO, SPLITS_SEED, 0).mapping
-    assert any(" " in n for n in mapping["job"].get("site_names", [])), mapping
+def test_an_early_seed_names_a_site_with_a_space() -> None:
+    seed = _spaced_seed()  # raises when none does
+    assert seed < 200
 
 
 @pytest.mark.slow
@@ -167,7 +174,8 @@ def test_exploring_with_names_finds_a_launcher_that_splits_a_site_name(
     from pytest_flrelia.explore import explore  # noqa: PLC0415
 
     target = PlantedTarget()
-    report = explore(target, variant=SPLITS, count=1, budget=60.0, seed=SPLITS_SEED,
+    seed = _spaced_seed()
+    report = explore(target, variant=SPLITS, count=1, budget=60.0, seed=seed,
                      out_dir=tmp_path)
     found = report.first_failure()
     assert found is not None, report.summary_lines()
@@ -183,5 +191,5 @@ def test_exploring_with_names_finds_a_launcher_that_splits_a_site_name(
     class Unnamed(PlantedTarget):
         info = dataclasses.replace(PlantedTarget.info, named_sites=False)
 
-    plain = explore(Unnamed(), variant=SPLITS, count=1, budget=60.0, seed=SPLITS_SEED)
+    plain = explore(Unnamed(), variant=SPLITS, count=1, budget=60.0, seed=seed)
     assert plain.first_failure() is None, plain.summary_lines()
