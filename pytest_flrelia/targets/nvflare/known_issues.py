@@ -161,28 +161,6 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
             "19 s after the pull started, and the scenario passes."
         ),
     ),
-
-    KnownIssue(
-        scenario="slow-init-within-pre-init",
-        check="all_rounds_complete",
-        reason="the CJ's pipe handler starts its heartbeat clock before the process is "
-        "launched: a process slower to call flare.init() than heartbeat_timeout is "
-        "declared gone although external_pre_init_timeout still allows it (F3)",
-        anchor="docs/nvflare.md#f3-the-heartbeat-clock-starts-before-the-launch",
-        versions=DEFERRED_STOP,
-        details=(
-            "`PipeHandler._try_read` sets `_last_heartbeat_received_time = time.time()` "
-            "when the handler starts (at `BEFORE_TASK_EXECUTION`, before `launch_task`), "
-            "so a process that sends nothing before its `init()` is counted silent from "
-            "then: seen on 2.7.2 with heartbeat 30 s, pre-init 90 s and init 36 s late: "
-            "`peer gone: no heartbeat for 30.1s (timeout=30.0s)` / `pipe status changed to "
-            "_PEER_GONE_: missing heartbeat after 30.0 secs` 30.06 s after the handler was "
-            "made, the process's `init` at +38.1 s reaches a stopped handler, the process "
-            "exits 0 thirty seconds later, and `_wait_external_setup` logs `External "
-            "process has not called flare.init and run status becomes success.` / `Failed "
-            "external setup for task (train).`: the round is `TASK_ABORTED`."
-        ),
-    ),
 )
 
 
