@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pytest_flrelia.contract import seams
+from pytest_flrelia.contract import failpoints, seams
 from pytest_flrelia.contract.faults import LAST_CHUNK, FaultSpec
 from pytest_flrelia.targets.nvflare.points import ChildContext
 
@@ -107,6 +107,7 @@ class ChildFaults:
                 given = spec.params.get("signal")
                 sig = given if isinstance(given, signal.Signals) else signal.SIGTERM
                 self._acted(spec, f"signal({sig.name})", at=point)
+                failpoints.undo_inherited_ignore(sig, f"fault {spec.tag}")  # nohup's SIGHUP
                 self._kill(os.getpid(), sig)
             elif spec.fault == "crash":
                 code = int(str(spec.params.get("code", 1)))
