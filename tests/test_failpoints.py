@@ -254,10 +254,12 @@ def test_exit_goes_through_the_exit_seam(monkeypatch: pytest.MonkeyPatch,
 def test_a_signal_ignored_by_whatever_started_the_process_still_kills_it() -> None:
     """Under ``nohup`` every child starts with SIGHUP ignored: a ``signal(SIGHUP)`` fault
     must still end the process (it did nothing before, and a correct run failed)."""
-    code = (
+    code = (  # configured at start-up, struck from another thread (a download service's)
+        "import threading\n"
         "from pytest_flrelia.contract import failpoints\n"
         "failpoints.configure('x=signal(SIGHUP)')\n"
-        "failpoints.failpoint('x')\n"
+        "strike = threading.Thread(target=failpoints.failpoint, args=('x',))\n"
+        "strike.start(); strike.join()\n"
         "raise SystemExit(0)\n"
     )
     done = subprocess.run(

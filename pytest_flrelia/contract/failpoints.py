@@ -276,7 +276,6 @@ def _run(name: str, action: _Action, hang_event: threading.Event | None) -> None
         _LOG.info("failpoint %s exits with code %d", name, action.number)
         seams.exit_process(action.number)
     elif action.kind is _Kind.SIGNAL:
-        undo_inherited_ignore(action.number, f"failpoint {name}")
         seams.kill(os.getpid(), action.number)
     elif action.kind is _Kind.CALL:
         callback = _callbacks.get(action.text[len("call("):-1])
@@ -286,12 +285,26 @@ def _run(name: str, action: _Action, hang_event: threading.Event | None) -> None
             callback()
 
 
+def _restore_signals(entries: list[_Entry]) -> None:
+    """Every signal a configured entry sends, no longer ignored (see below)."""
+    for entry in entries:
+        for task in entry.tasks:
+            if task.action.kind is _Kind.SIGNAL:
+                undo_inherited_ignore(task.action.number, f"failpoint {entry.key}")
+
+
 def undo_inherited_ignore(number: int, by: str) -> None:
-    """An ignored signal gets its default action back before a fault sends it.  What
-    ignores it is, in practice, whatever started the harness (``nohup`` ignores SIGHUP
-    and every child inherits that), not the code under test, and a fault said to kill
-    would otherwise act and change nothing (found by exploring under ``nohup``).  A
-    handler the process installed (``ignore_sigterm``'s) is left alone."""
+    """An ignored signal gets its default action back, in a process a fault will send it
+    to.  What ignores it at start-up is, in practice, whatever started the harness
+    (``nohup`` ignores SIGHUP, a shell's background job SIGINT and SIGQUIT, and every
+    child inherits that), not the code under test, and a fault said to kill would act and
+    change nothing (found by exploring under ``nohup``).  Call it at start-up, from the
+    main thread (the only one Python lets change a disposition; a fault strikes from any
+    thread); a handler the process installs (``ignore_sigterm``'s) is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        _LOG.warning("%s: cannot restore %s from a thread other than the main one",
+                     by, signal.Signals(number).name)
+        return
     if signal.getsignal(number) is signal.SIG_IGN:
         _LOG.info("%s: %s was ignored (inherited); restoring its default action",
                   by, signal.Signals(number).name)
@@ -308,6 +321,7 @@ def configure(spec: str, *, seed: int = 0) -> None:
 
 def _install(entries: list[_Entry], seed: int) -> None:
     global _registry, _rng
+    _restore_signals(entries)
     with _lock:
         _release_locked(None)
         _hits.clear()
@@ -323,6 +337,7 @@ def add(spec: str) -> None:
     """
     global _registry
     entries = _parse(spec)
+    _restore_signals(entries)
     with _lock:
         current = [entry for group in _registry.values() for entry in group]
         for entry in entries:

@@ -104,10 +104,8 @@ class ChildFaults:
             if spec.params.get("at") != point or not self._now(spec) or not self._once(spec):
                 continue
             if spec.fault == "early_sigterm":
-                given = spec.params.get("signal")
-                sig = given if isinstance(given, signal.Signals) else signal.SIGTERM
+                sig = _signal_of(spec)
                 self._acted(spec, f"signal({sig.name})", at=point)
-                failpoints.undo_inherited_ignore(sig, f"fault {spec.tag}")  # nohup's SIGHUP
                 self._kill(os.getpid(), sig)
             elif spec.fault == "crash":
                 code = int(str(spec.params.get("code", 1)))
@@ -138,6 +136,8 @@ class ChildFaults:
 
     def install(self) -> None:
         """Wrap the NVFlare seams the planned faults need (only those)."""
+        for spec in self.planned("early_sigterm"):  # at boot, in the main thread
+            failpoints.undo_inherited_ignore(_signal_of(spec), f"fault {spec.tag}")
         if self.planned("broken_pipe"):
             self._watch_agent()
         for spec in self.planned("heartbeat_loss"):
@@ -267,6 +267,12 @@ class ChildFaults:
 
 FAULTS: ChildFaults | None = None
 """The process's fault code, once :func:`install` ran."""
+
+
+def _signal_of(spec: FaultSpec) -> signal.Signals:
+    """The signal an ``early_sigterm`` sends (SIGTERM unless it names another)."""
+    given = spec.params.get("signal")
+    return given if isinstance(given, signal.Signals) else signal.SIGTERM
 
 
 def install(ctx: ChildContext) -> ChildFaults | None:
