@@ -105,10 +105,11 @@ NOT_DRAWN: Mapping[str, str] = MappingProxyType(
         "ignore_sigterm without a stuck_exit on the same site and round": "only a forced "
         "stop sends SIGTERM; a process that exits by itself never shows it ignores it",
         "download faults in a validate round or with no tensors": "nothing is downloaded",
-        "stale_pipe_message with crash / early_sigterm at after_download": "the killed "
-        "process says no goodbye, so its round's handler is still running when the late "
-        "message comes and reads it: the message never sits in the pipe, the fault is not "
-        "delivered (found by exploring: 6 of 8 runs)",
+        "stale_pipe_message with crash / early_sigterm at after_download, or with "
+        "stuck_exit": "a process killed, or stopped by force, says no goodbye, so its "
+        "round's handler may still be running when the late message comes and read it: "
+        "the message never sits in the pipe, the fault is not delivered (found by "
+        "exploring: 6 of 8 runs of one schedule, 2 of 6 of another)",
         "heartbeat_loss forever": "whether the round ends before the heartbeat timeout is a race",
     }
 )

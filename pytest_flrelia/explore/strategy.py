@@ -402,13 +402,14 @@ def bound(shape: Shape, entries: Sequence[Entry]) -> float:
 EXCLUSIVE: tuple[frozenset[str], ...] = (
     frozenset({"corrupt_chunk"}),
     frozenset({"stuck_exit", *PROCESS_KILLERS}),
-    frozenset({"stale_pipe_message", *PROCESS_KILLERS}),
+    frozenset({"stale_pipe_message", "stuck_exit", *PROCESS_KILLERS}),
 )
 """At most one fault of each group per schedule: two corruptions of one site add up past
 ``download_retries``; a process killed after its download never reaches a stuck exit; a
-process killed after its download says no goodbye, so its round's handler is still
-running when the late message comes and reads it, and the message is never left in the
-pipe (the fault is reported not delivered; all found by exploring the correct runtime)."""
+process killed after its download, or stopped by force after a stuck exit, says no
+goodbye, so its round's handler may still be running when the late message comes and
+read it, and the message is never left in the pipe (the fault is reported not
+delivered; all found by exploring the correct runtime)."""
 
 
 def _excluded(name: str, drawn: Sequence[str]) -> bool:
