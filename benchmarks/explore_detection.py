@@ -20,9 +20,11 @@ every known bug KB1-KB12 (target ``reference``): explore that variant with a bud
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -51,11 +53,13 @@ SHRINK_GOAL = Goal("<=", 2.0)
 
 def planted() -> Any:
     """``tests/planted``: importable once ``tests`` is on the path, installed as the
-    ``planted`` target (an entry point) for this process and the explorer's workers."""
+    ``planted`` target (an entry point) for this process and the explorer's workers; the
+    entry point's directory goes when the process exits."""
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
     install = importlib.import_module("planted.install")
     where = Path(tempfile.mkdtemp(prefix="flrelia-planted-ep-"))
+    atexit.register(shutil.rmtree, where, ignore_errors=True)
     os.environ["PYTHONPATH"] = install.install_planted(where)
     sys.path.insert(0, str(where))
     return importlib.import_module("planted.registry")
