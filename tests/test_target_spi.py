@@ -142,6 +142,25 @@ def test_an_at_point_outside_the_declared_ones_is_unsupported(tmp_path: Path) ->
     assert "cannot strike at: after_task_received (only at after_result_sent)" in reason
 
 
+STUCK = """\
+name: stuck
+faults:
+  - {{fault: stuck_exit, round: 1, mode: {mode}}}
+"""
+
+
+def test_a_parameter_value_the_target_refuses_is_unsupported(tmp_path: Path) -> None:
+    support = FaultSupport(refused=MappingProxyType({"mode": {"thread": "no thread holds it"}}))
+    info = _info(faults=MappingProxyType({"stuck_exit": support}))
+
+    refused = why_unsupported(_scenario(tmp_path, STUCK.format(mode="thread")), info, ())
+    accepted = why_unsupported(_scenario(tmp_path, STUCK.format(mode="hang")), info, ())
+
+    assert refused is not None
+    assert refused.endswith("cannot deliver mode: thread: no thread holds it")
+    assert accepted is None
+
+
 def test_an_invariant_whose_kinds_the_target_does_not_record_is_unsupported(
     tmp_path: Path,
 ) -> None:

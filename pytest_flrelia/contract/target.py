@@ -132,6 +132,12 @@ class FaultSupport:
     """How it is delivered in this target, one sentence for the docs."""
     at_detail: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """``at:`` point -> where it strikes in this target (a failpoint, an event), for the docs."""
+    refused: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """Parameter -> value -> why this target cannot deliver the fault with that value
+    (nvflare: ``stuck_exit`` ``mode: thread``, since every process ends in ``os._exit``).
+    A scenario using such a value is skipped with the reason; the explorer never draws it."""
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,8 @@ def _benign(
     elif name == "stuck_exit":
         if shape.launch_once and not window.unscoped_ok:
             return None  # one process exits at the end of the job, after the fatal round
-        entry["mode"] = draw(st.sampled_from(("hang", "thread")))
+        refused = info.faults[name].refused.get("mode", {})
+        entry["mode"] = draw(st.sampled_from([m for m in ("hang", "thread") if m not in refused]))
         # with one process for all rounds, no round of its own
         every: list[int] | None = [] if shape.launch_once else None
         scoped = _scope(draw, entry, shape, window, scopes, rounds=every)

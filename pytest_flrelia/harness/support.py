@@ -1,7 +1,7 @@
 """Whether a target can run a scenario at all, from what it declares (its ``TargetInfo``).
 
-A scenario needing a fault, a scope key, an ``at:`` point or an event kind its target
-does not declare proves nothing about that target: it is skipped with the reason
+A scenario needing a fault, a scope key, an ``at:`` point, a parameter value or an event
+kind its target does not declare proves nothing about that target: it is skipped with the reason
 (at collection, and by :func:`~pytest_flrelia.harness.runner.run_scenario`), never
 run and passed.  Pure: nothing here runs anything.
 """
@@ -55,6 +55,10 @@ def _fault_unsupported(spec: FaultSpec, info: TargetInfo) -> str | None:
     at = spec.params.get("at")
     if at is not None and support.at is not None and at not in support.at:
         return f"it cannot strike at: {at} (only at {', '.join(sorted(support.at))})"
+    for param, reasons in support.refused.items():
+        value = spec.params.get(param)
+        if isinstance(value, str) and value in reasons:
+            return f"it cannot deliver {param}: {value}: {reasons[value]}"
     return None
 
 

@@ -100,6 +100,31 @@ def test_the_scopes_a_target_honours_bound_what_is_drawn(
         assert used <= NARROW.faults[entry["fault"]].scopes, entry
 
 
+
+REFUSING = dataclasses.replace(
+    REFERENCE,
+    name="refusing",
+    faults=MappingProxyType(
+        {
+            **REFERENCE.faults,
+            "stuck_exit": dataclasses.replace(
+                REFERENCE.faults["stuck_exit"],
+                refused=MappingProxyType({"mode": {"thread": "no thread holds os._exit"}}),
+            ),
+        }
+    ),
+)
+"""The reference with ``stuck_exit`` ``mode: thread`` refused, as the nvflare target does."""
+
+
+@DRAWS
+@given(schedules(REFUSING))
+def test_a_refused_parameter_value_is_never_drawn(tmp_path: Path, schedule: Schedule) -> None:
+    _check_valid(schedule, REFUSING, tmp_path, "drawn-refusing")  # why_unsupported says None
+    modes = {entry.get("mode") for entry in schedule.mapping.get("faults", [])
+             if entry["fault"] == "stuck_exit"}
+    assert "thread" not in modes
+
 @settings(max_examples=600, deadline=None)
 @given(schedules(REFERENCE))
 def test_a_fatal_signal_ends_the_process_at_once(schedule: Schedule) -> None:

@@ -66,3 +66,13 @@ def test_the_declarations_load_no_nvflare() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("version", ["2.7.1", "2.7.2rc13", "2.7.2", "2.8.3"])
+def test_stuck_exit_thread_is_refused_on_every_version(version: str) -> None:
+    """Every training process of this target ends in ``os._exit``, which no thread holds."""
+    faults, _ = declarations(version)
+    refused = faults["stuck_exit"].refused
+    assert set(refused) == {"mode"}
+    assert set(refused["mode"]) == {"thread"}
+    assert "os._exit" in refused["mode"]["thread"]

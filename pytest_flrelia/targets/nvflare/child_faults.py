@@ -20,8 +20,8 @@ Which seam each fault uses (NVFlare 2.7.2 / 2.8.x; 2.7.1 has no download path):
   array's only chunk, and each call of ``produce_item`` is one download attempt.
 * ``stuck_exit``: ``hang`` wraps ``os._exit`` (NVFlare's agent ends a one-round child
   with it; a launch-once child's script ends through it once the job's END made
-  ``flare.receive()`` return no task) and hangs there; ``thread`` leaves a non-daemon
-  thread that holds an interpreter exit (never an ``os._exit``).
+  ``flare.receive()`` return no task) and hangs there; ``thread`` is refused, since
+  every process here ends in ``os._exit``, which no thread holds.
 * ``ignore_sigterm``: a SIGTERM handler that records the signal and ignores it.
 * ``orphan_child``: a ``python -c 'signal.pause()'`` child that inherits stdout/stderr
   (the launcher's pipe) and the run tag in its environment.
@@ -221,17 +221,11 @@ class ChildFaults:
         self._patch(ArrayDownloadable, "produce_item", corrupting)
 
     def _stuck_exit(self, spec: FaultSpec) -> None:
-        faults = self
-        if spec.params.get("mode", "hang") == "thread":
-
-            def linger() -> None:
-                threading.main_thread().join()  # the interpreter's exit has begun
-                if faults._now(spec):
-                    faults._acted(spec, "a non-daemon thread holds the interpreter's exit")
-                    threading.Event().wait()
-
-            threading.Thread(target=linger, name="lingering-user-thread", daemon=False).start()
+        """``mode: hang`` only: the target refuses ``thread`` (``fault_support._REFUSED``),
+        and one that got here anyway does not act, so ``faults_delivered`` says so."""
+        if spec.params.get("mode", "hang") != "hang":
             return
+        faults = self
         real_exit = os._exit
 
         def hanging_exit(code: int) -> None:

@@ -45,8 +45,8 @@ _MECHANICS: Mapping[str, str] = {
     "path of its reader's read error); 2.7.1 has one handler for the job." + _LIVE,
     "stuck_exit": "`hang`: the child's `os._exit` (how NVFlare's agent ends a one-round "
     "process, and how the script ends once `flare.receive()` returned no task) blocks; "
-    "`thread`: a non-daemon thread holds an interpreter exit (it cannot hold `os._exit`, "
-    "so it acts only when the script returns). With one process for all rounds the "
+    "`thread` is refused: every process here ends in `os._exit`, which no thread holds. "
+    "With one process for all rounds the "
     "process hangs after the job's END (`ABOUT_TO_END_RUN`'s `notify_end`), and the "
     "launcher's stop at `END_RUN` waits its `shutdown_timeout` (the job's stop wait) "
     "before it terminates it.",
@@ -84,6 +84,18 @@ _MECHANICS: Mapping[str, str] = {
 }
 
 
+_REFUSED: Mapping[str, Mapping[str, Mapping[str, str]]] = {
+    "stuck_exit": {
+        "mode": {
+            "thread": "every training process here ends through os._exit (NVFlare's agent "
+            "ends a one-round process so, and child/train.py ends the others so because "
+            "NVFlare's cells leave non-daemon threads behind): no thread can hold that exit",
+        },
+    },
+}
+"""Parameter values a fault cannot be delivered with here (``FaultSupport.refused``)."""
+
+
 AUX_EVENT_DETAIL: Mapping[str, str] = MappingProxyType(
     {
         "during_execute": "at the CJ's `task_sent` (the parent's `PipeHandler.send_to_peer` "
@@ -111,6 +123,7 @@ def _support(name: str, at: frozenset[str] | None = None) -> FaultSupport:
         at=points,
         mechanics=_MECHANICS[name],
         at_detail=MappingProxyType(dict(detail)),
+        refused=MappingProxyType(dict(_REFUSED.get(name, {}))),
     )
 
 
