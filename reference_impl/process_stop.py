@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import psutil
 
 from pytest_flrelia.contract import seams
-from pytest_flrelia.contract.processes import is_alive, wait_gone
+from pytest_flrelia.contract.processes import group_members, is_alive, wait_gone
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +68,6 @@ def descendants(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return []
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    """Every live (non-zombie) process whose process group is ``pgid``."""
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid and is_alive(proc):
-                members.append(proc)
-        except (OSError, psutil.Error):
-            continue  # gone while we looked, or not ours to inspect
-    return members
 
 
 def wait_child_exit(process: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -57,4 +57,16 @@ def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Pr
             os.close(fd)
 
 
-__all__ = ["is_alive", "wait_gone"]
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Every live (non-zombie) process whose process group is ``pgid``."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and is_alive(proc):
+                members.append(proc)
+        except (OSError, psutil.Error):
+            continue  # gone while we looked, or not ours to inspect
+    return members
+
+
+__all__ = ["group_members", "is_alive", "wait_gone"]

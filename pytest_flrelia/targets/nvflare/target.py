@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ import numpy as np
 
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig
+from pytest_flrelia.contract.processes import group_members, wait_gone
 from pytest_flrelia.contract.result import Array, JobResult, RoundOutcome
 from pytest_flrelia.contract.target import RunContext, TargetInfo, Timing
 from pytest_flrelia.contract.timeline import EventKind
@@ -41,11 +43,15 @@ from pytest_flrelia.targets.nvflare.known_issues import KNOWN_ISSUES
 from pytest_flrelia.targets.nvflare.tail import Tailer
 from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
 
+LOG = logging.getLogger(__name__)
 NAME = "nvflare"
 PIPES = ("cell", "file")
 STOP_WAIT = 3.0
 """After the abort's SIGTERM: how long the runner may take to stop its job before its
 process group is killed (the abort hook runs before the harness's own sweep)."""
+GROUP_WAIT = 5.0
+"""After the group's SIGKILL: how long an aborted run waits for every member to be gone
+before it returns (SIGKILL is asynchronous; a grandchild may still run an instant after)."""
 LOG_TAIL = 40
 """Lines of the runner's log a harness error shows."""
 
@@ -199,6 +205,8 @@ class RunnerProcess:
                 if process.poll() is None:  # an exception on the way out: nothing may stay
                     _kill_group(process)
                     process.wait()
+                if aborted:
+                    _empty_group(process)
                 tailer.stop()
         _keep_log(log_path)
         if tailer.broken:
@@ -259,6 +267,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(STOP_WAIT)
     _kill_group(process)
+
+
+def _empty_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the exited runner's group and wait (bounded) until no member is left: an
+    aborted run returns only once what it started is gone.  The abort's own kill may
+    not have been sent yet (the runner can exit on its SIGTERM first), and SIGKILL is
+    asynchronous: a grandchild may still run an instant after it."""
+    _kill_group(process)
+    stragglers = wait_gone(group_members(process.pid), GROUP_WAIT)
+    if stragglers:
+        LOG.warning("after the abort, %d of the runner's group outlived SIGKILL by %.0f s: %s",
+                    len(stragglers), GROUP_WAIT, ", ".join(str(p.pid) for p in stragglers))
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

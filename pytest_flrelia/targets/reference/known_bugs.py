@@ -16,14 +16,14 @@ import subprocess
 import threading
 
 from pytest_flrelia.contract import seams
-from pytest_flrelia.contract.processes import wait_gone
+from pytest_flrelia.contract.processes import group_members, wait_gone
 from pytest_flrelia.contract.timeline import EventKind
 from reference_impl.agent import Agent
 from reference_impl.download import TensorRef
 from reference_impl.executor import ClientAPILauncherExecutor, LauncherExecutor
 from reference_impl.messages import Result, Task
 from reference_impl.pipe_handler import PipeHandler
-from reference_impl.process_stop import SignalCallback, StopStrategy, group_members
+from reference_impl.process_stop import SignalCallback, StopStrategy
 from reference_impl.task_exchanger import TaskExchanger
 from reference_impl.wire import Message
 
