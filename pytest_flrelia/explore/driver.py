@@ -17,6 +17,14 @@ same leading check, so the shrinker ends on the smallest schedule that still doe
 Every outcome is cached by the rendered schedule, so the shrinker's repeats and its
 final replay cost nothing; once the budget is spent an unseen candidate counts as
 passing (it is not run), which ends the shrink on the best schedule found so far.
+
+Hypothesis's shrinker is made for cheap calls: each candidate here is a real job of a
+few seconds, so its 60 s get it 10-20 candidates, and it spends them on the job's
+shape before it reaches the faults (measured: 3 and 4 faults left where 1 fails).
+The last :data:`DELETION_SECONDS` therefore go to a pass of our own over Hypothesis's
+minimal schedule: delete each fault in turn (never the fatal one a failure needs) and
+keep a deletion whose run still fails with the same leading check.  Deleting a benign
+fault keeps the expectation true (success stays success) and the bound loose.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, assume, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from pytest_flrelia.contract.target import Target, TargetInfo
-from pytest_flrelia.errors import ScenarioFailure
+from pytest_flrelia.errors import ScenarioError, ScenarioFailure
 from pytest_flrelia.explore.report import ScheduleResult, schedule_id
 from pytest_flrelia.explore.run import RunResult, render, run_schedule
 from pytest_flrelia.explore.strategy import Schedule, focus_of, schedules
@@ -41,6 +49,8 @@ MAX_SHRINK_RUNS = 80
 """A shrink runs at most this many candidates (each is a real run), budget permitting."""
 MAX_SHRINK_SECONDS = 60.0
 """And for at most this long: one item stays well inside pytest-timeout's 120 s."""
+DELETION_SECONDS = 25.0
+"""Of that, the last part is kept for deleting faults one at a time (see the module doc)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,7 @@ def explore_one(
     started = time.monotonic()
     state = _State()
     shrink_until = min(deadline, started + MAX_SHRINK_SECONDS)
+    hypothesis_until = shrink_until - DELETION_SECONDS
 
     def attempt(schedule: Schedule) -> RunResult:
         state.runs += 1
@@ -167,7 +178,7 @@ def explore_one(
             _fail(state, schedule, result)
         result_or_none = state.cache.get(key)
         if result_or_none is None:
-            if time.monotonic() >= shrink_until or state.shrink_runs >= MAX_SHRINK_RUNS:
+            if time.monotonic() >= hypothesis_until or state.shrink_runs >= MAX_SHRINK_RUNS:
                 return  # budget spent: an unseen candidate counts as passing
             state.shrink_runs += 1
             result_or_none = attempt(schedule)
@@ -180,6 +191,25 @@ def explore_one(
         _given(info, seed, index, body, shrink=True)()
     except ScenarioFailure:
         minimal = state.raised
+    if minimal is not None:
+        before = state.shrink_runs
+
+        def still_fails(candidate: Schedule) -> RunResult | None:
+            key = render(candidate.mapping)
+            result = state.cache.get(key)
+            if result is None:
+                if time.monotonic() >= shrink_until or state.shrink_runs >= MAX_SHRINK_RUNS:
+                    return None
+                state.shrink_runs += 1
+                try:
+                    result = attempt(candidate)
+                except ScenarioError:  # not a schedule the language holds: not kept
+                    return None
+                state.cache[key] = result
+            return result if result.leading_check == state.check else None
+
+        minimal = delete_faults(minimal, still_fails)
+        deletion_runs = state.shrink_runs - before
     drawn = state.drawn
     assert drawn is not None and state.first is not None
     seconds = time.monotonic() - started
@@ -209,10 +239,43 @@ def explore_one(
         seconds=time.monotonic() - started,
         shrunk_faults=minimal.schedule.faults,
         shrink_seconds=time.monotonic() - state.found,
-        detail=f"shrunk in {state.shrink_runs} runs",
+        detail=f"shrunk in {state.shrink_runs} runs ({deletion_runs} deleting faults)",
         report=state.first.report,
         scenario=text,
     )
+
+
+def without_fault(schedule: Schedule, position: int) -> Schedule | None:
+    """``schedule`` without its fault at ``position``; ``None`` for the fatal fault a
+    failing expectation stands on (the last one)."""
+    faults = list(schedule.mapping.get("faults", ()))
+    if schedule.mapping["expect"]["outcome"] == "failure" and position == len(faults) - 1:
+        return None
+    del faults[position]
+    mapping = dict(schedule.mapping)  # the keys keep their order
+    if faults:
+        mapping["faults"] = faults
+    else:
+        del mapping["faults"]
+    return Schedule(mapping, len(faults))
+
+
+def delete_faults(
+    failing: Failing, still_fails: Callable[[Schedule], RunResult | None]
+) -> Failing:
+    """Delete ``failing``'s faults one at a time, first to last, keeping each deletion
+    that ``still_fails`` (its run, or ``None``: it passed, failed otherwise, or the
+    budget is spent)."""
+    current = failing
+    position = 0
+    while position < current.schedule.faults:
+        candidate = without_fault(current.schedule, position)
+        result = None if candidate is None else still_fails(candidate)
+        if candidate is not None and result is not None:
+            current = Failing(candidate, result)  # the next fault moved to ``position``
+        else:
+            position += 1
+    return current
 
 
 def schedule_name(run_settings: Settings, seed: int, index: int) -> str:
@@ -234,7 +297,8 @@ def finding_text(
             f"(item explore[{schedule_id(seed, index)}]).",
             f"target: {info.name}; variant: {variant or 'none (the correct runtime)'}; "
             f"leading check: {failure.result.leading_check}.",
-            "Shrunk by Hypothesis to the smallest schedule failing with that check.",
+            "Shrunk by Hypothesis, then fault by fault, to the smallest schedule failing "
+            "with that check.",
             f"Replay the search: pytest --flrelia-explore={index + 1} "
             f"--flrelia-explore-seed={seed} -k '{schedule_id(seed, index)}'"
             + (f" --flrelia-known-bug={variant}" if variant else ""),
@@ -250,9 +314,11 @@ def finding_text(
 
 __all__ = [
     "Failing",
+    "delete_faults",
     "draw_schedule",
     "explore_one",
     "finding_text",
     "item_seed",
     "schedule_name",
+    "without_fault",
 ]

@@ -116,3 +116,41 @@ def test_a_passing_schedule_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
     result = _explore(4, None)
     assert (result.verdict, result.runs, len(runs)) == ("ok", 1, 1)
     assert runs[0] == driver.draw_schedule(INFO, 3, 4).named("explore-correct-s3-4")
+
+
+def test_the_deletion_pass_sheds_the_faults_hypothesis_had_no_time_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With no time left for Hypothesis (every candidate of it counts as passing), the
+    fault-by-fault pass alone must leave only the fault the failure needs."""
+
+    def rule(mapping: Mapping[str, Any]) -> RunResult:
+        if "slow_start" in _faults(mapping):
+            return RunResult("prompt_exit", ("prompt_exit",), "report")
+        return RunResult(None)
+
+    index = _first_index(lambda m: "slow_start" in _faults(m) and len(m.get("faults", [])) > 2)
+    monkeypatch.setattr(driver, "DELETION_SECONDS", driver.MAX_SHRINK_SECONDS)
+    runs = _install(monkeypatch, rule)
+    result = _explore(index, tmp_path)
+
+    assert result.verdict == "failed" and result.leading_check == "prompt_exit"
+    assert result.shrunk_faults == 1 < result.faults
+    (scenario,) = load_scenarios(result.scenario_path)
+    assert [f.fault for f in scenario.faults] == ["slow_start"]
+    # The drawn schedule, its rerun, then one run per fault tried (none twice).
+    assert len(runs) == 2 + result.faults
+    assert f"({result.faults} deleting faults)" in result.detail
+
+
+def test_deleting_a_fault_never_drops_the_fatal_one_of_a_failure() -> None:
+    index = _first_index(
+        lambda m: m["expect"]["outcome"] == "failure" and len(m.get("faults", [])) > 1
+    )
+    schedule = driver.draw_schedule(INFO, 3, index)
+    last = schedule.faults - 1
+    assert driver.without_fault(schedule, last) is None
+    kept = driver.without_fault(schedule, 0)
+    assert kept is not None and kept.faults == last
+    assert kept.mapping["faults"] == schedule.mapping["faults"][1:]
+    assert list(kept.mapping) == list(schedule.mapping)  # the file's key order holds
