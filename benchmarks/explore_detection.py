@@ -43,6 +43,7 @@ from pytest_flrelia.errors import ScenarioFailure, ScenarioUnsupported
 from pytest_flrelia.explore import explore
 from pytest_flrelia.harness.runner import run_scenario
 from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.harness.termination import sigterm_exits
 from pytest_flrelia.scenario.loader import load_scenarios
 from pytest_flrelia.targets.reference.variants import KNOWN_BUGS
 
@@ -227,6 +228,11 @@ def figures(findings: Sequence[Finding]) -> list[Figure]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with sigterm_exits():  # a SIGTERM unwinds: temp dirs and children go
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("slugs", nargs="*", help="variants (default: every planted and KB bug)")
     parser.add_argument("--budget", default="5m")

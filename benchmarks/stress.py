@@ -30,6 +30,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pytest_flrelia.harness.termination import sigterm_exits
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO_ROOT / "scenarios"
 DEFAULT_REPEATS = 50
@@ -102,13 +104,12 @@ class Burners:
 def burning(count: int) -> Iterator[Burners]:
     """Burners for the body of the ``with``; killed however it ends (Ctrl-C included)."""
     burners = Burners(count)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        burners.start()
-        yield burners
-    finally:
-        burners.stop()
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_exits():
+        try:
+            burners.start()
+            yield burners
+        finally:
+            burners.stop()
 
 
 class LoadSampler:

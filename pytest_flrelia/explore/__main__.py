@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_flrelia.explore.api import explore
+from pytest_flrelia.harness.termination import sigterm_exits
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,16 +42,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    report = explore(
+    with sigterm_exits():  # a SIGTERM unwinds: the runs' temp dirs and children go
+        report = explore(
         args.target,
-        variant=args.variant,
-        count=args.count,
-        budget=args.budget,
-        seed=args.seed,
-        out_dir=args.out,
-        jobs=args.jobs,
-        progress=lambda line: print(line, flush=True),
-    )
+            variant=args.variant,
+            count=args.count,
+            budget=args.budget,
+            seed=args.seed,
+            out_dir=args.out,
+            jobs=args.jobs,
+            progress=lambda line: print(line, flush=True),
+        )
     print("\n".join(report.summary_lines()))
     return 1 if report.failures else 0
 

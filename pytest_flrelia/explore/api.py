@@ -18,6 +18,7 @@ from pytest_flrelia.contract.units import parse_duration
 from pytest_flrelia.explore.driver import explore_one
 from pytest_flrelia.explore.report import ExploreReport, ScheduleResult, schedule_id
 from pytest_flrelia.harness.settings import Settings
+from pytest_flrelia.harness.termination import exit_on_sigterm
 from pytest_flrelia.targets import Targets
 
 Progress = Callable[[str], None]
@@ -104,7 +105,9 @@ def _in_workers(
 ) -> list[ScheduleResult]:
     context = multiprocessing.get_context("spawn")  # no threads of ours are forked
     results: list[ScheduleResult] = []
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=exit_on_sigterm
+    ) as pool:
         futures = [
             pool.submit(_worker, name, variant, seed, i, deadline, out_dir) for i in range(count)
         ]
