@@ -1,7 +1,7 @@
 """The nvflare suite's wall time, per version, ``-n 2`` against serial, and against the
 reference target on the same scenario items, in one run.
 
-``python benchmarks/nvflare_suite.py --venv 2.7.2=VENV [--venv V=VENV ...]``
+``python benchmarks/nvflare_suite.py --venv 2.7.2=VENV [--venv V=VENV ...] [--keep DIR]``
 
 Each version's suite runs as a user runs it (``VENV/bin/python -m pytest scenarios/
 --flrelia-target=nvflare``, pytest start-up included), once with ``-n 2`` and once
@@ -40,11 +40,14 @@ def measure_version(
     target: str = "nvflare",
     reference: str = "reference",
     cwd: Path = REPO_ROOT,
+    keep: Path | None = None,
 ) -> list[Figure]:
-    """The figures of one version: its suite both ways, the reference's on its items."""
+    """The figures of one version: its suite both ways, the reference's on its items.
+    With ``keep``, the suite's records stay there as the matrix tool keeps its own
+    (``V-nvflare-n2.json``, ``V-nvflare-n1.json``): ``--reuse`` or ``--observe`` them."""
     slug = _slug(version.name)
-    entries, parallel = run_version(version, scenarios, target, PARALLEL, cwd=cwd)
-    _, serial = run_version(version, scenarios, target, 1, cwd=cwd)
+    entries, parallel = run_version(version, scenarios, target, PARALLEL, cwd=cwd, keep=keep)
+    _, serial = run_version(version, scenarios, target, 1, cwd=cwd, keep=keep)
     ran = [  # by file and name: a node id is relative to a rootdir the next run may not share
         f"{e['file']}::{e['name']}" for e in entries if e.get("outcome") not in ("skipped", None)
     ]
@@ -78,6 +81,8 @@ def _parse(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("--extra", action="append", default=[], metavar="VERSION=ARG")
     parser.add_argument("--scenarios", type=Path, default=SCENARIOS)
     parser.add_argument("--target", default="nvflare")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep the nvflare suite's records and logs here")
     return parser.parse_args(None if argv is None else list(argv))
 
 
@@ -91,7 +96,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     for value in args.venv:
         name, _, path = value.partition("=")
         version = Version(name, python_of(Path(path)), tuple(extra.get(name, ())))
-        for figure in measure_version(version, args.scenarios, target=args.target):
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        for figure in measure_version(version, args.scenarios, target=args.target,
+                                      keep=args.keep):
             print(figure.line(), flush=True)
             figures.append(figure)
     print(render_table(figures))

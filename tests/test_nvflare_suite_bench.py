@@ -33,8 +33,11 @@ def test_the_suite_benchmark_measures_both_ways_and_the_ratio(tmp_path: Path) ->
     scenarios.mkdir()
     (scenarios / "one.scenario.yaml").write_text(ONE)
 
+    keep = tmp_path / "keep"
+    keep.mkdir()
     figures = nvflare_suite.measure_version(
-        Version("2.7.2", Path(sys.executable)), scenarios, target="reference", cwd=tmp_path
+        Version("2.7.2", Path(sys.executable)), scenarios, target="reference", cwd=tmp_path,
+        keep=keep,
     )
 
     values = assert_measured(
@@ -50,3 +53,7 @@ def test_the_suite_benchmark_measures_both_ways_and_the_ratio(tmp_path: Path) ->
         values["nvflare_suite_2_7_2_n2_s"] / values["reference_same_items_2_7_2_n2_s"]
     )
     assert figures[0].note == "1 of 2 items ran"
+    # The suite's records stay where the matrix tool's --reuse / --observe read them.
+    assert sorted(p.name for p in keep.glob("*.json")) == [
+        "2.7.2-reference-n1.json", "2.7.2-reference-n2.json"
+    ]
