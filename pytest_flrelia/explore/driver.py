@@ -49,6 +49,9 @@ MAX_SHRINK_RUNS = 80
 """A shrink runs at most this many candidates (each is a real run), budget permitting."""
 MAX_SHRINK_SECONDS = 60.0
 """And for at most this long: one item stays well inside pytest-timeout's 120 s."""
+CONFIRMATIONS = 2
+"""How many of the smallest kept schedules are run again before falling back to the
+drawn one (each confirmation is one more real run, after the shrink's budget)."""
 DELETION_SECONDS = 25.0
 """Of that, the last part is kept for deleting faults one at a time (see the module doc)."""
 
@@ -66,6 +69,7 @@ def _fail(state: _State, schedule: Schedule, result: RunResult) -> None:
     raised, and every one of ours is the same failure (the same leading check).  The last
     one raised is Hypothesis's final replay of the minimal example."""
     state.raised = Failing(schedule, result)
+    state.accepted.append(state.raised)
     raise ScenarioFailure(result.report)
 
 
@@ -88,6 +92,8 @@ class _State:
     found: float = 0.0
     """When the drawn schedule's failure was confirmed (``time.monotonic()``)."""
     cache: dict[str, RunResult] = field(default_factory=dict)
+    accepted: list[Failing] = field(default_factory=list)
+    """Every schedule the shrink kept, in order: the drawn one first, the minimal last."""
 
 
 def draw_schedule(info: TargetInfo, seed: int, index: int) -> Schedule:
@@ -206,10 +212,14 @@ def explore_one(
                 except ScenarioError:  # not a schedule the language holds: not kept
                     return None
                 state.cache[key] = result
-            return result if result.leading_check == state.check else None
+            if result.leading_check != state.check:
+                return None
+            state.accepted.append(Failing(candidate, result))
+            return result
 
-        minimal = delete_faults(minimal, still_fails)
+        delete_faults(minimal, still_fails)
         deletion_runs = state.shrink_runs - before
+        minimal, confirmation = _confirmed(state, attempt)
     drawn = state.drawn
     assert drawn is not None and state.first is not None
     seconds = time.monotonic() - started
@@ -239,10 +249,37 @@ def explore_one(
         seconds=time.monotonic() - started,
         shrunk_faults=minimal.schedule.faults,
         shrink_seconds=time.monotonic() - state.found,
-        detail=f"shrunk in {state.shrink_runs} runs ({deletion_runs} deleting faults)",
+        detail=f"shrunk in {state.shrink_runs} runs ({deletion_runs} deleting faults); "
+        + confirmation,
         report=state.first.report,
         scenario=text,
     )
+
+
+def _confirmed(state: _State, attempt: Callable[[Schedule], RunResult]) -> tuple[Failing, str]:
+    """The smallest kept schedule that fails with the leading check once more, and how it
+    was confirmed.  A shrink candidate is run once, and a timing-dependent bug can fail
+    a candidate by chance (seen: KB7's minimal file passed when run again), so the
+    minimal is run again; if it holds, the one kept before it, up to
+    :data:`CONFIRMATIONS` runs; then the drawn schedule, which failed twice already."""
+    drawn = state.accepted[0]
+    seen: set[str] = set()
+    tried = 0
+    for failing in reversed(state.accepted):
+        key = render(failing.schedule.mapping)
+        if key in seen:
+            continue
+        seen.add(key)
+        if failing is drawn or failing.schedule.mapping == drawn.schedule.mapping:
+            return drawn, "the drawn schedule (it failed twice)"
+        if tried == CONFIRMATIONS:
+            break
+        tried += 1
+        if attempt(failing.schedule).leading_check == state.check:
+            return failing, "the minimal failed again" if tried == 1 else (
+                f"confirmed after {tried - 1} smaller one(s) held on a second run"
+            )
+    return drawn, f"none of the {tried} smallest failed again: the drawn schedule (it failed twice)"
 
 
 def without_fault(schedule: Schedule, position: int) -> Schedule | None:
