@@ -435,7 +435,8 @@ def _varying(matrix: Matrix) -> list[str]:
         "A cell is pinned with every outcome its runs gave, and CI accepts any of them: "
         "the order of two real violations (or whether a bound is met) hangs on timing, and "
         "pinning the one a single run gave would fail CI at random while claiming a "
-        "precision the runs do not have.",
+        "precision the runs do not have. Why each of them varies, with its log lines: "
+        "[docs/nvflare-faults.md](nvflare-faults.md#why-cells-vary).",
         "",
     ]
     if not rows:
