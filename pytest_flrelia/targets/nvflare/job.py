@@ -82,18 +82,6 @@ def execution_timeout(job: JobConfig) -> float:
     return t.execution + raised
 
 
-def download_complete_timeout(job: JobConfig) -> float:
-    """The job's gate wait, raised by one period of NVFlare's download monitor.
-
-    The child's ``download_done.wait(download_complete_timeout)`` starts when its result
-    is acknowledged; the gate opens at the monitor's next look, one 5 s period after the
-    transaction began when a one-round child started the monitor with it.  A 5 s
-    timeout then races that look by the ack's round trip: under load the wait ran out
-    first ("download not signalled within 5.0s; proceeding"), the process exited
-    without its `after_download` point, and a fault there was never delivered."""
-    return job.timeouts.download_complete + wiring.DOWNLOAD_MONITOR_PERIOD
-
-
 def pre_init_timeout(job: JobConfig) -> float:
     """The job's pre-init timeout, raised to what a fresh NVFlare child needs to start."""
     return max(job.timeouts.pre_init, wiring.PRE_INIT_FLOOR)
@@ -144,6 +132,7 @@ class SiteCJ:
             create_internal_listener=False,
         )
         self.pipe = self._pipe(pipe_kind, root_url, app_dir)
+        t = job.timeouts
         self.launcher = nv.module("app_common.launchers.subprocess_launcher").SubprocessLauncher(
             script=f"{sys.executable} -u -m {wiring.CHILD_MODULE} {site}",
             launch_once=job.launch_once,
@@ -160,7 +149,7 @@ class SiteCJ:
             heartbeat_timeout=heartbeat_timeout(job),
             train_task_name=wiring.TRAIN_TASK,
             evaluate_task_name=wiring.VALIDATE_TASK,
-            **_supported(executor_cls, download_complete_timeout=download_complete_timeout(job)),
+            **_supported(executor_cls, download_complete_timeout=t.download_complete),
         )
         self.engine = Engine(
             {PIPE_ID: self.pipe, LAUNCHER_ID: self.launcher, "executor": self.executor},
@@ -396,7 +385,6 @@ __all__ = [
     "Job",
     "SiteCJ",
     "Task",
-    "download_complete_timeout",
     "execution_timeout",
     "heartbeat_timeout",
     "pre_init_timeout",
