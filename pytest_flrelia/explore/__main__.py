@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     with sigterm_exits():  # a SIGTERM unwinds: the runs' temp dirs and children go
         report = explore(
-        args.target,
+            args.target,
             variant=args.variant,
             count=args.count,
             budget=args.budget,
