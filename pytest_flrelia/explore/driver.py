@@ -49,11 +49,11 @@ MAX_SHRINK_RUNS = 80
 """A shrink runs at most this many candidates (each is a real run), budget permitting."""
 MAX_SHRINK_SECONDS = 60.0
 """And for at most this long: one item stays well inside pytest-timeout's 120 s."""
+DELETION_SECONDS = 25.0
+"""Of that, the last part is kept for deleting faults one at a time (see the module doc)."""
 CONFIRMATIONS = 2
 """How many of the smallest kept schedules are run again before falling back to the
 drawn one (each confirmation is one more real run, after the shrink's budget)."""
-DELETION_SECONDS = 25.0
-"""Of that, the last part is kept for deleting faults one at a time (see the module doc)."""
 
 
 @dataclass(frozen=True)
