@@ -263,6 +263,7 @@ def _confirmed(state: _State, attempt: Callable[[Schedule], RunResult]) -> tuple
     minimal is run again; if it holds, the one kept before it, up to
     :data:`CONFIRMATIONS` runs; then the drawn schedule, which failed twice already."""
     drawn = state.accepted[0]
+    drawn_key = render(drawn.schedule.mapping)
     seen: set[str] = set()
     tried = 0
     for failing in reversed(state.accepted):
@@ -270,7 +271,7 @@ def _confirmed(state: _State, attempt: Callable[[Schedule], RunResult]) -> tuple
         if key in seen:
             continue
         seen.add(key)
-        if failing is drawn or failing.schedule.mapping == drawn.schedule.mapping:
+        if key == drawn_key:
             return drawn, "the drawn schedule (it failed twice)"
         if tried == CONFIRMATIONS:
             break
@@ -308,10 +309,11 @@ def delete_faults(
     while position < current.schedule.faults:
         candidate = without_fault(current.schedule, position)
         result = None if candidate is None else still_fails(candidate)
-        if candidate is not None and result is not None:
-            current = Failing(candidate, result)  # the next fault moved to ``position``
-        else:
+        if result is None:
             position += 1
+        else:
+            assert candidate is not None  # a result comes only from a candidate
+            current = Failing(candidate, result)  # the next fault moved to ``position``
     return current
 
 

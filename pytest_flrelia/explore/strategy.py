@@ -259,7 +259,8 @@ def _benign(
         if shape.launch_once and not window.unscoped_ok:
             return None  # one process exits at the end of the job, after the fatal round
         refused = info.faults[name].refused.get("mode", {})
-        entry["mode"] = draw(st.sampled_from([m for m in ("hang", "thread") if m not in refused]))
+        modes = [m for m in CATALOG[name].params["mode"].choices if m not in refused]
+        entry["mode"] = draw(st.sampled_from(modes))
         # with one process for all rounds, no round of its own
         every: list[int] | None = [] if shape.launch_once else None
         scoped = _scope(draw, entry, shape, window, scopes, rounds=every)
