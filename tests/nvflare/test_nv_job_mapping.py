@@ -12,6 +12,7 @@ import pytest
 from pytest_flrelia.contract.job import JobConfig, Timeouts
 from pytest_flrelia.targets.nvflare import wiring
 from pytest_flrelia.targets.nvflare.job import (
+    download_complete_timeout,
     execution_timeout,
     heartbeat_timeout,
     shutdown_timeout,
@@ -59,10 +60,32 @@ def test_a_launch_once_process_gets_the_jobs_stop_wait_at_the_end_of_the_job(
     stop_wait: float | None, download_complete: float, expected: float
 ) -> None:
     job = _job(launch_once=True, stop_wait=stop_wait, download_complete=download_complete)
-    assert shutdown_timeout(job) == expected == job.timeouts.deferred_stop_wait
+    assert shutdown_timeout(job, gated=False) == expected == job.timeouts.deferred_stop_wait
+
+
+@pytest.mark.parametrize("stop_wait", [1.0, None])
+def test_a_gated_launch_once_stop_waits_as_long_as_the_raised_gate(
+    stop_wait: float | None,
+) -> None:
+    """The last round's gate waits the raised ``download_complete_timeout``: a stop wait
+    raised less would terminate the process in its gate (``stuck-exit-forced-stop``
+    with ``launch_once`` failed ``faults_delivered`` on 2.7.2rc13 that way)."""
+    job = _job(launch_once=True, stop_wait=stop_wait)
+    raised = shutdown_timeout(job, gated=True) - shutdown_timeout(job, gated=False)
+    assert raised == download_complete_timeout(job) - job.timeouts.download_complete
 
 
 def test_a_process_per_round_is_stopped_without_nvflares_wait() -> None:
     """2.7.1's and 2.7.2rc13's synchronous stop must not gain a wait it does not have
     (it would hide rc13's premature stop); 2.7.2's deferred stop waits on its own."""
-    assert shutdown_timeout(_job(launch_once=False, stop_wait=1.0)) == 0.0
+    for gated in (False, True):
+        assert shutdown_timeout(_job(launch_once=False, stop_wait=1.0), gated=gated) == 0.0
+
+
+@pytest.mark.parametrize("download_complete", [5.0, 1.0, 1800.0])
+def test_the_gate_wait_gets_one_download_monitor_period_more(download_complete: float) -> None:
+    """NVFlare's gate opens only at a look of its 5 s download monitor: a wait of the
+    job's 5 s raced the first look, so a quick pull still timed the gate out."""
+    job = _job(download_complete=download_complete)
+    assert download_complete_timeout(job) == download_complete + wiring.DOWNLOAD_MONITOR_PERIOD
+    assert download_complete_timeout(_job()) > wiring.DOWNLOAD_MONITOR_PERIOD * 1.5

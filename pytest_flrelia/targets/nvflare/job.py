@@ -82,21 +82,46 @@ def execution_timeout(job: JobConfig) -> float:
     return t.execution + raised
 
 
+def download_complete_timeout(job: JobConfig) -> float:
+    """The job's gate wait, raised by one period of NVFlare's download monitor.
+
+    The child's ``download_done.wait(download_complete_timeout)`` starts when its result
+    is acknowledged; the gate opens at the monitor's next look, one 5 s period after the
+    transaction began when a one-round child started the monitor with it.  A 5 s
+    timeout then races that look by the ack's round trip: under load the wait ran out
+    first ("download not signalled within 5.0s; proceeding"), the process exited
+    without its `after_download` point, and a fault there was never delivered."""
+    return job.timeouts.download_complete + wiring.DOWNLOAD_MONITOR_PERIOD
+
+
 def pre_init_timeout(job: JobConfig) -> float:
     """The job's pre-init timeout, raised to what a fresh NVFlare child needs to start."""
     return max(job.timeouts.pre_init, wiring.PRE_INIT_FLOOR)
 
 
-def shutdown_timeout(job: JobConfig) -> float:
+def shutdown_timeout(job: JobConfig, *, gated: bool) -> float:
     """How long the launcher's stop waits for its process to exit on its own before it
     terminates it (``SubprocessLauncher(shutdown_timeout=...)``, NVFlare's default 0).
 
     With one process for all rounds that stop comes once, at ``END_RUN``, after
     ``ABOUT_TO_END_RUN`` told the process the job ended (``notify_end``): it is the end
-    of the job's wait for a natural exit, the job's ``deferred_stop_wait``.  With one
-    process per round it stays 0: 2.7.1's and 2.7.2rc13's synchronous stop must not be
-    given a wait they do not have, and 2.7.2's deferred stop does its own waiting."""
-    return job.timeouts.deferred_stop_wait if job.launch_once else 0.0
+    of the job's wait for a natural exit, the job's ``deferred_stop_wait``, raised as much
+    as :func:`download_complete_timeout` raised the gate when the version has one
+    (``gated``): the last round's gate may still be waiting for the monitor's look, and a
+    stop wait shorter than the gate terminates the process in it (its exit, and a fault
+    there, never come).  With one process per round it stays 0: 2.7.1's and
+    2.7.2rc13's synchronous stop must not be given a wait they do not have, and 2.7.2's
+    deferred stop does its own waiting."""
+    if not job.launch_once:
+        return 0.0
+    raised = wiring.DOWNLOAD_MONITOR_PERIOD if gated else 0.0
+    return job.timeouts.deferred_stop_wait + raised
+
+
+def has_download_gate(executor_cls: Any) -> bool:
+    """Whether this version's executor gates the child's exit on the download (2.7.1's
+    has no ``download_complete_timeout``)."""
+    return "download_complete_timeout" in _supported(executor_cls, download_complete_timeout=0)
 
 
 @dataclass
@@ -132,15 +157,14 @@ class SiteCJ:
             create_internal_listener=False,
         )
         self.pipe = self._pipe(pipe_kind, root_url, app_dir)
-        t = job.timeouts
-        self.launcher = nv.module("app_common.launchers.subprocess_launcher").SubprocessLauncher(
-            script=f"{sys.executable} -u -m {wiring.CHILD_MODULE} {site}",
-            launch_once=job.launch_once,
-            shutdown_timeout=shutdown_timeout(job),
-        )
         executor_cls = nv.module(
             "app_common.executors.client_api_launcher_executor"
         ).ClientAPILauncherExecutor
+        self.launcher = nv.module("app_common.launchers.subprocess_launcher").SubprocessLauncher(
+            script=f"{sys.executable} -u -m {wiring.CHILD_MODULE} {site}",
+            launch_once=job.launch_once,
+            shutdown_timeout=shutdown_timeout(job, gated=has_download_gate(executor_cls)),
+        )
         self.executor = executor_cls(
             pipe_id=PIPE_ID,
             launcher_id=LAUNCHER_ID,
@@ -149,7 +173,7 @@ class SiteCJ:
             heartbeat_timeout=heartbeat_timeout(job),
             train_task_name=wiring.TRAIN_TASK,
             evaluate_task_name=wiring.VALIDATE_TASK,
-            **_supported(executor_cls, download_complete_timeout=t.download_complete),
+            **_supported(executor_cls, download_complete_timeout=download_complete_timeout(job)),
         )
         self.engine = Engine(
             {PIPE_ID: self.pipe, LAUNCHER_ID: self.launcher, "executor": self.executor},
@@ -385,7 +409,9 @@ __all__ = [
     "Job",
     "SiteCJ",
     "Task",
+    "download_complete_timeout",
     "execution_timeout",
+    "has_download_gate",
     "heartbeat_timeout",
     "pre_init_timeout",
     "shutdown_timeout",

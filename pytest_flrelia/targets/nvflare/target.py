@@ -77,14 +77,18 @@ MAPPING_NOTES: Mapping[str, str] = MappingProxyType({
     "heartbeat": f"raised to at least {wiring.HEARTBEAT_MIN_TIMEOUT:g}s: NVFlare's child "
                  f"sends a heartbeat every {wiring.HEARTBEAT_FLOOR:g}s whatever the job says",
     "heartbeat_interval": "not mapped: the child's interval is fixed at 5 s",
+    "download_complete": f"raised by {wiring.DOWNLOAD_MONITOR_PERIOD:g}s: the gate opens "
+                         "only when DownloadService's monitor looks, every 5 s, so a wait "
+                         "as short as its period races the first look",
     "pre_init": f"raised to at least {wiring.PRE_INIT_FLOOR:g}s: a fresh child imports "
                 "nvflare and joins CellNet first",
     "chunk_bytes": "not mapped: NVFlare sends one item per array (2 MiB chunks)",
     "stop_grace": "not mapped: SubprocessLauncher terminates and never escalates",
     "stop_poll": "not mapped: the deferred stop polls every 1 s",
     "stop_wait": "with launch_once, SubprocessLauncher's shutdown_timeout (its wait for a "
-                 "natural exit at END_RUN); per round not mapped: the deferred stop waits "
-                 "download_complete",
+                 "natural exit at END_RUN), raised as download_complete is where there is "
+                 "a gate; per round not mapped: the deferred stop waits "
+                 "the (raised) download_complete",
     "execution": "task_wait_timeout, moved up by as much as the heartbeat timeout was "
                  "raised: NVFlare notices a silent peer by its heartbeat, not a task timeout",
     "download_retries": "not mapped: download_object retries 3 times",

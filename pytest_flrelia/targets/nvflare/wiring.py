@@ -35,6 +35,11 @@ HEARTBEAT_MIN_TIMEOUT = 30.0
 every 5 s, and the CJ's pipe handler counts its timeout from its own start, before the
 child exists: a child slower to start than the timeout is declared gone.  Under load a
 child took 8-15 s to start (2 cores, load average 12-40), so 10 s failed healthy runs."""
+DOWNLOAD_MONITOR_PERIOD = 5.0
+"""``DownloadService._monitor_tx`` looks at its transactions, then sleeps 5 s: a child's
+download gate opens only at such a look, so one period after the transaction began at
+the soonest when the pull is quick (a fresh one-round child starts the monitor with its
+first transaction)."""
 PRE_INIT_FLOOR = 30.0
 """The external pre-init timeout this target uses at least: a fresh NVFlare child imports
 nvflare and joins CellNet before its ``init()``; on 2 cores under load (load average 12)
