@@ -177,6 +177,46 @@ def test_the_check_names_every_cell_unlike_the_pin() -> None:
     ]
 
 
+RACE = {
+    "name": "F5", "reason": "the monitor takes an old exit for the current task's",
+    "anchor": "docs/nvflare-faults.md#f5-monitor", "versions": ">=2.7.2,<2.9",
+    "details": "`_monitor_launcher` pauses, then tests the event.",
+    "evidence": "site-2: round 2's pipe handler h2.4 was paused at +6741.2ms",
+}
+
+
+def test_a_known_race_is_accepted_on_any_cell_never_pinned_and_listed_with_its_hits() -> None:
+    matrix = _matrix()
+    pin = matrix.pin("nvflare")
+    hit = _entry("late-pull", "xfailed", leading_check="all_rounds_complete", known_race=RACE)
+    assert cell_of(hit, "2.7.2").kind == nvflare_matrix.RACE
+    assert cell_of(hit, "2.7.2").pinned == "race:F5"
+
+    # a CI run of 2.7.2 whose late-pull the race failed: as pinned (late-pull: pass)
+    ci = Matrix(["2.7.2"])
+    ci.add("2.7.2", [hit, _entry("stubborn", "xpassed-strict", passed=True, known_issue=ISSUE),
+                     _entry("corrupt", "skipped", reason="target 'nvflare' cannot deliver "
+                            "corrupt_chunk")], 95.0)
+    assert differences(pin, ci, "2.7.2") == []
+    # the same failure without the race's evidence is a difference
+    plain = Matrix(["2.7.2"])
+    plain.add("2.7.2", [_entry("late-pull", "failed", leading_check="all_rounds_complete")], 1.0)
+    assert "late-pull on 2.7.2: pinned pass, got caught:all_rounds_complete" in differences(
+        pin, plain, "2.7.2")
+
+    matrix.add("2.7.2", [hit], 93.0)
+    assert matrix.pin("nvflare")["cells"]["late-pull"]["2.7.2"] == "pass"  # never pinned
+    page = render(matrix, Path("scenarios"), "nvflare", "nvflare-matrix.json")
+    assert "| `late-pull` | caught (`no_premature_stop`) | passed 1/2 or known race " \
+        "[F5](#f5-monitor) 1/2 |" in page
+    assert "## Known races" in page
+    assert '<a id="f5-monitor"></a>' in page
+    assert "- declared for versions `>=2.7.2,<2.9`; hit in these runs: `late-pull` on 2.7.2 1/2" \
+        in page
+    assert f"- the evidence of one hit: {RACE['evidence']}" in page
+    assert "None: every cell gave the same outcome in every run." in page  # a race is no variance
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_write_then_check_with_variants_standing_in_for_versions(

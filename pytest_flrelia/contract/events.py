@@ -197,6 +197,10 @@ CONTRACT: Mapping[EventKind, EventSpec] = MappingProxyType({
     ),
     EventKind.HANDLER_CREATED: _spec(_PIPE_ENDS, "A pipe handler (`handler`) was created."),
     EventKind.HANDLER_STOPPED: _spec(_PIPE_ENDS, "A pipe handler (`handler`) stopped."),
+    EventKind.HANDLER_PAUSED: _spec(
+        _PIPE_ENDS, "A pipe handler (`handler`) paused: it reads nothing until it resumes."
+    ),
+    EventKind.HANDLER_RESUMED: _spec(_PIPE_ENDS, "A paused pipe handler (`handler`) resumed."),
     EventKind.STATUS_EVENT: _spec(
         _PIPE_ENDS, "A pipe handler took a status message (`topic`, `reason`) and stops."
     ),

@@ -24,7 +24,7 @@ from packaging.version import InvalidVersion, Version
 from pytest_flrelia.contract.faults import FaultSpec
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.result import Array, JobResult
-from pytest_flrelia.contract.timeline import EventKind, Timeline
+from pytest_flrelia.contract.timeline import Event, EventKind, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -247,12 +247,56 @@ class KnownIssue:
     def matches_version(self, version: str | None) -> bool:
         """Whether ``version`` is one of the affected ones; a target that says no version
         is affected only by an issue of every version."""
-        if not self.versions:
-            return True
-        number = version_number(version)
-        if number is None:
-            return False
-        return SpecifierSet(self.versions).contains(number, prereleases=True)
+        return _in_versions(self.versions, version)
+
+
+RaceDetector = Callable[[Sequence[Event]], "str | None"]
+"""Reads a failed run's whole timeline; returns one line of evidence that the race
+happened in it (which events, when), or ``None``."""
+
+
+@dataclass(frozen=True)
+class KnownRace:
+    """A race of the target that can fail any item it can reach, in some runs only.
+
+    A strict xfail cannot hold it (most runs pass), and a pin of every cell it might
+    touch would accept failures nobody saw.  So it is judged per run: an item that fails
+    is reported as a known race (a non-strict xfail) only when ``detect`` finds the
+    race's evidence in that run's own timeline; a failure without that evidence stays a
+    failure, and a run the race did not hit simply passes or fails on its merits."""
+
+    name: str
+    """A short name (``F5``), as the write-up calls it."""
+    reason: str
+    """One line: what the race is (shown with the xfail)."""
+    anchor: str
+    """Where the race is written up, with its reproduction."""
+    detect: RaceDetector
+    versions: str = ""
+    """The affected versions, a PEP 440 specifier (pre-releases included); empty: every version."""
+    details: str = ""
+    """Markdown for the race's row in the generated page: the mechanism, the log lines."""
+
+    def __post_init__(self) -> None:
+        SpecifierSet(self.versions)
+
+    def matches_version(self, version: str | None) -> bool:
+        return _in_versions(self.versions, version)
+
+    def evidence(self, events: Sequence[Event]) -> str | None:
+        """Why this run shows the race (``None``: it does not)."""
+        return self.detect(events)
+
+
+def _in_versions(versions: str, version: str | None) -> bool:
+    """Whether ``version`` is one of ``versions`` (a specifier; empty: every version); a
+    target that says no version is in an empty specifier only."""
+    if not versions:
+        return True
+    number = version_number(version)
+    if number is None:
+        return False
+    return SpecifierSet(versions).contains(number, prereleases=True)
 
 
 def version_number(version: str | None) -> Version | None:
@@ -293,6 +337,8 @@ class TargetInfo:
     """Fault name -> why it cannot be delivered here (shown when a scenario is skipped)."""
     known_issues: Sequence[KnownIssue] = ()
     """Bugs of the target that scenario items catch: each such item is a strict xfail."""
+    known_races: Sequence[KnownRace] = ()
+    """Races of the target a failed run is checked for (its evidence in the timeline)."""
     error_aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     """A scenario's ``expect.error`` pattern -> this target's pattern of the same meaning
     (the scenarios say it in the reference's words): the expectation matches either and
@@ -301,6 +347,15 @@ class TargetInfo:
     """Whether it runs a job with ``site_names`` or a ``name`` (any name the loader
     accepts: spaces, quotes, non-ASCII, up to 255 bytes) with those names for real; a
     scenario with names against a target that does not is skipped with the reason."""
+
+    def known_race(self, events: Sequence[Event]) -> tuple[KnownRace, str] | None:
+        """The first known race of this version whose evidence ``events`` hold, with it."""
+        for race in self.known_races:
+            if race.matches_version(self.version):
+                evidence = race.evidence(events)
+                if evidence is not None:
+                    return race, evidence
+        return None
 
     def known_issue(
         self, scenario: str, params: Mapping[str, object], variant: str | None = None
@@ -334,7 +389,9 @@ __all__ = [
     "Abort",
     "FaultSupport",
     "KnownIssue",
+    "KnownRace",
     "ModelOracle",
+    "RaceDetector",
     "RunContext",
     "Target",
     "TargetInfo",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_flrelia.contract.target import KnownIssue
+from pytest_flrelia.contract.target import TargetInfo
 from pytest_flrelia.errors import UnknownTargetError
 from pytest_flrelia.harness.cutoff import CUT_KEY
 from pytest_flrelia.harness.settings import Settings
@@ -153,7 +153,9 @@ class ScenarioItem(pytest.Item):
         verdict: Verdict | None = None
         faults, delivered = len(self.scenario.faults), 0
         ran = True
-        issue, version = self._known_issue(runner, settings)
+        info = self._target_info(runner, settings)
+        issue = known_issues.issue_of(info, self.scenario, settings.known_bug) if info else None
+        version = info.version if info is not None else None
         try:
             outcome: ScenarioOutcome = runner.run_scenario(
                 self.scenario,
@@ -169,10 +171,16 @@ class ScenarioItem(pytest.Item):
             verdict = failure.verdict
             if failure.outcome is not None:
                 delivered = len(failure.outcome.delivered)
-            run_record.ran(self, verdict, failure.outcome, issue)
+            expected = issue is not None and known_issues.judge_failure(issue, verdict) is not None
+            race = None
+            if not expected and info is not None and failure.outcome is not None:
+                race = info.known_race(failure.outcome.events)
+            run_record.ran(self, verdict, failure.outcome, issue, race)
+            if issue is not None and expected:
+                known_issues.expected_failure(issue)
+            if race is not None:
+                known_issues.race_hit(*race)
             if issue is not None:
-                if known_issues.judge_failure(issue, verdict) is not None:
-                    known_issues.expected_failure(issue)
                 lead = verdict.leading if verdict is not None else None
                 note = known_issues.other_check_note(issue, lead.name if lead else None)
                 failure.report = f"{failure.report}\n{note}"
@@ -180,24 +188,21 @@ class ScenarioItem(pytest.Item):
         else:
             verdict, delivered = outcome.verdict, len(outcome.delivered)
             self.stash[OUTCOME_KEY] = outcome
-            run_record.ran(self, verdict, outcome, issue)
+            run_record.ran(self, verdict, outcome, issue, None)
             if issue is not None:
                 known_issues.fixed(issue, version)
         finally:  # a harness error still ran a scenario: it counts, with no checks
             if ran:
                 summary.record(self, summary.tally(verdict, faults, delivered))
 
-    def _known_issue(
-        self, runner: Any, settings: Settings
-    ) -> tuple[KnownIssue | None, str | None]:
-        """The target's known issue this item reproduces (``None``: none, or the target
-        cannot be built: its run says so), and the target's version."""
+    def _target_info(self, runner: Any, settings: Settings) -> TargetInfo | None:
+        """What the item's target declares (``None``: it cannot be built; its run says so)."""
         try:
             target = self.config.stash[TARGETS_KEY](runner.target_name(self.scenario, settings))
         except Exception:
-            return None, None
-        issue = known_issues.issue_of(target, self.scenario, settings.known_bug)
-        return issue, target.info.version
+            return None
+        info: TargetInfo = target.info
+        return info
 
     def repr_failure(
         self,

@@ -7,6 +7,10 @@ An item that a :class:`~pytest_flrelia.contract.target.KnownIssue` of its target
 * it passes: the gate fails, because the bug no longer reproduces and the list must lose it;
 * it fails with another leading check (or the harness failed): a plain failure, since
   that is not the bug the list describes.
+
+A failure that is not a known issue's is then checked for the target's known races
+(:class:`~pytest_flrelia.contract.target.KnownRace`): when the run's timeline holds a
+race's evidence, the item is a non-strict xfail naming the race and that evidence.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_flrelia.contract.target import KnownIssue, Target
+from pytest_flrelia.contract.target import KnownIssue, KnownRace, TargetInfo
 
 if TYPE_CHECKING:
     from pytest_flrelia.judge.invariants import Verdict
@@ -32,9 +36,9 @@ def params_of(scenario: Scenario) -> Mapping[str, object]:
     return dict(scenario.matrix_case)
 
 
-def issue_of(target: Target, scenario: Scenario, variant: str | None) -> KnownIssue | None:
-    """The known issue of ``target`` that this item reproduces, if any."""
-    return target.info.known_issue(base_name(scenario), params_of(scenario), variant)
+def issue_of(info: TargetInfo, scenario: Scenario, variant: str | None) -> KnownIssue | None:
+    """The known issue of the target ``info`` declares that this item reproduces, if any."""
+    return info.known_issue(base_name(scenario), params_of(scenario), variant)
 
 
 def xfail_reason(issue: KnownIssue) -> str:
@@ -73,6 +77,16 @@ def fixed(issue: KnownIssue, version: str | None) -> None:
     pytest.fail(fixed_message(issue, version), pytrace=False)
 
 
+def race_reason(race: KnownRace, evidence: str) -> str:
+    return f"known race {race.name}: {race.reason}; this run: {evidence} [{race.anchor}]"
+
+
+def race_hit(race: KnownRace, evidence: str) -> None:
+    """A failure the run's own timeline shows the known race caused: a non-strict xfail
+    (the race does not hit every run, so a pass says nothing about it)."""
+    pytest.xfail(race_reason(race, evidence))
+
+
 __all__ = [
     "base_name",
     "expected_failure",
@@ -82,5 +96,7 @@ __all__ = [
     "judge_failure",
     "other_check_note",
     "params_of",
+    "race_hit",
+    "race_reason",
     "xfail_reason",
 ]

@@ -3,9 +3,10 @@
 What the matrix tool (:mod:`pytest_flrelia.tools.nvflare_matrix`) and CI read instead of
 pytest's terminal output.  Per item: node id, scenario file, name, params, target,
 version, variant, outcome (``passed``, ``failed``, ``xfailed``, ``xpassed-strict``,
-``skipped``, ``error``) with its reason, the check leading a failure, and which planned
-faults acted.  Like the summary's figures, what an item knows travels in its
-``user_properties`` (collection: what it is; run: how it went), so under xdist it
+``skipped``, ``error``) with its reason, the check leading a failure, the known issue or
+known race (with its evidence) an xfail is of, and which planned faults acted.  Like the
+summary's figures, what an item knows travels in its ``user_properties`` (collection:
+what it is; run: how it went), so under xdist it
 reaches the controller, which alone writes the file.
 """
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_flrelia.contract.target import KnownIssue
+    from pytest_flrelia.contract.target import KnownIssue, KnownRace
     from pytest_flrelia.harness.runner import ScenarioOutcome
     from pytest_flrelia.harness.settings import Settings
     from pytest_flrelia.judge.invariants import Verdict
@@ -69,8 +70,10 @@ def ran(
     verdict: Verdict | None,
     outcome: ScenarioOutcome | None,
     issue: KnownIssue | None,
+    race: tuple[KnownRace, str] | None,
 ) -> None:
-    """Attach how the run went (``outcome`` ``None``: it gave no run, the harness failed)."""
+    """Attach how the run went (``outcome`` ``None``: it gave no run, the harness failed;
+    ``race``: the known race whose evidence its timeline holds, with that evidence)."""
     lead = verdict.leading if verdict is not None else None
     item.user_properties.append(
         (
@@ -90,6 +93,16 @@ def ran(
                     "anchor": issue.anchor,
                     "versions": issue.versions,
                     "details": issue.details,
+                },
+                "known_race": None
+                if race is None
+                else {
+                    "name": race[0].name,
+                    "reason": race[0].reason,
+                    "anchor": race[0].anchor,
+                    "versions": race[0].versions,
+                    "details": race[0].details,
+                    "evidence": race[1],
                 },
             },
         )

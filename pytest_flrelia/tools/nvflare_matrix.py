@@ -52,6 +52,9 @@ WIRING = "nvflare-wiring.md"
 FAULTS = "nvflare-faults.md"
 
 PASS, CAUGHT, XFAIL, SKIPPED, XPASS, ERROR = "pass", "caught", "xfail", "skipped", "xpass", "error"
+RACE = "race"
+"""A failure the run's own timeline shows a known race of the target caused (an xfail of
+that race): accepted on any cell, never pinned, listed per race on the page."""
 _KINDS = {
     run_record.PASSED: PASS,
     run_record.FAILED: CAUGHT,
@@ -76,6 +79,8 @@ class Cell:
     file: str | None = None
     issue: Mapping[str, Any] | None = None
     """The known issue an ``xfail``/``xpass`` is of (as the record has it)."""
+    race: Mapping[str, Any] | None = None
+    """The known race a ``race`` cell is of, with the run's evidence (as the record has it)."""
 
     @property
     def pinned(self) -> str:
@@ -93,6 +98,8 @@ class Cell:
             return matrix_page.skipped(None)
         if self.kind == XPASS:
             return "**XPASS** (fixed: remove the known issue)"
+        if self.kind == RACE:
+            return f"known race [{self.check}](#{_anchor(self.race or {})})"
         return matrix_page.harness_error()
 
 
@@ -103,6 +110,9 @@ def cell_of(entry: Mapping[str, Any], version: str) -> Cell:
     check = run.get("leading_check") if kind in (CAUGHT, XFAIL) else None
     if kind == CAUGHT and check is None:
         kind = ERROR  # failed without a verdict: the harness broke, nothing was caught
+    race = run.get("known_race") if kind == XFAIL else None
+    if race is not None:
+        kind, check = RACE, str(race.get("name"))
     return Cell(
         item=str(entry["name"]),
         version=version,
@@ -111,6 +121,7 @@ def cell_of(entry: Mapping[str, Any], version: str) -> Cell:
         reason=entry.get("reason"),
         file=entry.get("file"),
         issue=run.get("known_issue"),
+        race=race,
     )
 
 
@@ -166,10 +177,15 @@ class Matrix:
         return max(seen, key=lambda c: counts[c.pinned])
 
     def outcomes(self, item: str, version: str) -> list[tuple[str, int]]:
-        """Every outcome of the item on ``version`` with how many runs gave it, the most
-        frequent first (first seen first among equals)."""
-        counts = Counter(c.pinned for c in self.runs.get((item, version), ()))
+        """Every outcome of the item on ``version`` but a known race's, with how many
+        runs gave it, the most frequent first (first seen first among equals)."""
+        counts = Counter(c.pinned for c in self.runs.get((item, version), ()) if c.kind != RACE)
         return counts.most_common()
+
+    def race_hits(self) -> list[Cell]:
+        """Every run of an item that a known race failed, in item order."""
+        return [c for item in self.items for v in self.versions
+                for c in self.runs.get((item, v), ()) if c.kind == RACE]
 
     def cells(self) -> list[Cell]:
         """Every cell of every run."""
@@ -326,7 +342,7 @@ def differences(pin: Mapping[str, Any], matrix: Matrix, version: str) -> list[st
     for item in sorted(set(pinned) | set(matrix.items)):
         want = accepted(pinned.get(item, {}).get(version))
         got = matrix.outcomes(item, version)
-        if not got and want:
+        if not got and want and not matrix.runs.get((item, version)):
             found.append(f"{item} on {version}: pinned {' or '.join(want)}, "
                          "got nothing (the item is gone)")
         for outcome, _ in got:
@@ -385,6 +401,7 @@ def render(matrix: Matrix, scenarios: Path, target: str, pin_name: str) -> str:
         ],
     )
     lines += _varying(matrix)
+    lines += _races(matrix)
     lines += _issues(matrix, scenarios, target)
     lines += _skips(matrix)
     return "\n".join(lines) + "\n"
@@ -404,7 +421,7 @@ def _text(matrix: Matrix, item: str, version: str) -> str:
     seen = matrix.runs.get((item, version))
     if not seen:
         return matrix_page.NONE
-    outcomes = matrix.outcomes(item, version)
+    outcomes = Counter(c.pinned for c in seen).most_common()
     if len(outcomes) == 1:
         return seen[0].text()
     return " or ".join(
@@ -442,6 +459,45 @@ def _varying(matrix: Matrix) -> list[str]:
     if not rows:
         return [*lines, "None: every cell gave the same outcome in every run."]
     return lines + matrix_page.table(["scenario", "version", "outcomes (runs)"], rows)
+
+
+def _races(matrix: Matrix) -> list[str]:
+    """Each known race a run hit: where, how often, and the evidence of one hit."""
+    races: dict[str, list[Cell]] = {}
+    for cell in matrix.race_hits():
+        races.setdefault(str(cell.check), []).append(cell)
+    if not races:
+        return []
+    lines = [
+        "",
+        "## Known races",
+        "",
+        "A race of the target can fail any item it reaches, in some runs only. A failed "
+        "item is reported as a known race (a non-strict xfail) only when its run's own "
+        "timeline holds the race's evidence; CI accepts such a run on any cell, and a "
+        "failure without the evidence stays a failure.",
+        "",
+    ]
+    for name, cells in sorted(races.items()):
+        race = cells[0].race or {}
+        hits = Counter((c.item, c.version) for c in cells)
+        lines += [
+            f'<a id="{_anchor(race)}"></a>',
+            f"### {name}: {race.get('reason')}",
+            "",
+            f"- declared for versions `{race.get('versions') or 'all'}`; hit in these runs: "
+            + ", ".join(
+                f"`{item}` on {v} {n}/{len(matrix.runs[(item, v)])}"
+                for (item, v), n in hits.items()
+            ),
+            f"- the evidence of one hit: {race.get('evidence')}",
+            f"- write-up and deterministic reproduction: [{race.get('anchor')}]"
+            f"({str(race.get('anchor')).removeprefix('docs/')})",
+        ]
+        if race.get("details"):
+            lines += ["", str(race["details"]).rstrip()]
+        lines.append("")
+    return lines[:-1]
 
 
 def _issues(matrix: Matrix, scenarios: Path, target: str) -> list[str]:
@@ -585,6 +641,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         found = differences(pin, matrix, args.check)
         for line in found:
             print(f"differs: {line}", file=sys.stderr)
+        for hit in matrix.race_hits():
+            print(f"known race {hit.check} on {hit.item}: {(hit.race or {}).get('evidence')}")
         cells = sum(1 for (_, v) in matrix.runs if v == args.check)
         print(
             f"{args.check}: {cells} cells, "

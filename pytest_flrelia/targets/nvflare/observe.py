@@ -17,6 +17,8 @@ deferred stop, the pipe handler's reader) belongs to that site.
 | result_received | ``ClientAPILauncherExecutor.check_output_shareable`` (its refs) |
 | task_sent | the CJ's ``PipeHandler.send_to_peer`` of a task request |
 | handler_created / handler_stopped | ``PipeHandler.__init__`` / ``stop`` |
+| handler_paused / handler_resumed | ``PipeHandler.pause`` / ``resume`` that change its state
+  (the launcher monitor pauses the current handler while no process runs) |
 | status_event | ``PipeHandler._add_message`` of END / ABORT / PEER_GONE |
 | status_ignored | the DEBUG line "Ignoring late ... from a previous pipe handler" |
 | pipe_cleared | ``CellPipe.clear`` / ``FilePipe.clear`` |
@@ -358,6 +360,8 @@ def _wrap_pipe_handler(obs: Observer) -> None:
     real_stop = cls.stop
     real_send = cls.send_to_peer
     real_add = cls._add_message
+    real_pause = cls.pause
+    real_resume = cls.resume
 
     def name_of(handler: Any) -> tuple[str | None, str | None]:
         for state in obs.sites.values():
@@ -384,6 +388,23 @@ def _wrap_pipe_handler(obs: Observer) -> None:
         real_stop(self, close_pipe)
         if site is not None and first:
             obs.record(EventKind.HANDLER_STOPPED, site, handler=name,
+                       round=getattr(self, "_flrelia_round", None))
+
+    def pause(self: Any) -> None:
+        was = bool(self._pause)
+        real_pause(self)
+        site, name = name_of(self)
+        if site is not None and not was:
+            obs.record(EventKind.HANDLER_PAUSED, site, handler=name,
+                       round=getattr(self, "_flrelia_round", None),
+                       by=threading.current_thread().name)
+
+    def resume(self: Any) -> None:
+        was = bool(self._pause)
+        real_resume(self)
+        site, name = name_of(self)
+        if site is not None and was:
+            obs.record(EventKind.HANDLER_RESUMED, site, handler=name,
                        round=getattr(self, "_flrelia_round", None))
 
     def send_to_peer(self: Any, msg: Any, *args: Any, **kwargs: Any) -> bool:
@@ -418,6 +439,8 @@ def _wrap_pipe_handler(obs: Observer) -> None:
     cls.stop = stop
     cls.send_to_peer = send_to_peer
     cls._add_message = _add_message
+    cls.pause = pause
+    cls.resume = resume
 
 
 def _wrap_pipes(obs: Observer) -> None:

@@ -34,7 +34,7 @@ from pytest_flrelia.contract import seams
 from pytest_flrelia.contract.events import server_lane
 from pytest_flrelia.contract.job import JobConfig
 from pytest_flrelia.contract.timeline import EventKind, Timeline
-from pytest_flrelia.targets.nvflare import codec, nv, observe, points, wiring
+from pytest_flrelia.targets.nvflare import codec, interleave, nv, observe, points, wiring
 from pytest_flrelia.targets.nvflare.job import Job, SiteCJ
 from pytest_flrelia.targets.nvflare.server import Server
 
@@ -74,6 +74,7 @@ def run(run_file: Path) -> int:
     os.environ[wiring.RUN_ENV] = str(run_file)
     timeline = Timeline(server_lane(), sink=events_dir / wiring.RUNNER_EVENTS)
     obs = observe.install(timeline)
+    interleave.install_requested()
     stopping = obs.stopping
     fed_utils = nv.module("private.fed.utils.fed_utils")
     fed_utils.nvflare_fobs_initialize()

@@ -40,6 +40,7 @@ from pytest_flrelia.contract.timeline import EventKind
 from pytest_flrelia.errors import TargetRunnerError
 from pytest_flrelia.targets.nvflare import codec, fault_support, version, wiring
 from pytest_flrelia.targets.nvflare.known_issues import KNOWN_ISSUES
+from pytest_flrelia.targets.nvflare.races import KNOWN_RACES
 from pytest_flrelia.targets.nvflare.tail import Tailer
 from pytest_flrelia.targets.reference.oracle import ReferenceModelOracle
 
@@ -65,6 +66,7 @@ EVENTS: frozenset[EventKind] = frozenset({
     EventKind.STOP_REQUESTED, EventKind.SIGNAL_SENT, EventKind.EXIT, EventKind.REAPED,
     EventKind.DEFERRED_STOP_START, EventKind.EXIT_SEEN, EventKind.DEFERRED_STOP_DONE,
     EventKind.ROUND_BOUNDARY_WAIT, EventKind.HANDLER_CREATED, EventKind.HANDLER_STOPPED,
+    EventKind.HANDLER_PAUSED, EventKind.HANDLER_RESUMED,
     EventKind.STATUS_EVENT, EventKind.STATUS_IGNORED, EventKind.PIPE_CLEARED,
     EventKind.FAULT, EventKind.ERROR,
 })
@@ -145,6 +147,7 @@ def _info(installed: version.Installed, pipe: str) -> TargetInfo:
         version=installed.label,
         unsupported=unsupported,
         known_issues=KNOWN_ISSUES,
+        known_races=KNOWN_RACES,
         error_aliases=ERROR_ALIASES,
     )
 
