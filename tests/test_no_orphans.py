@@ -475,6 +475,24 @@ def test_sigint_mid_scenario_leaves_no_process(start: Start, tmp_path: Path) -> 
     assert job_dirs_left(tmp_path) == []
 
 
+def test_sigterm_mid_scenario_unwinds_like_ctrl_c_and_leaves_no_process(
+    start: Start, tmp_path: Path
+) -> None:
+    """SIGTERM is how CI runners and ``timeout(1)`` stop a job: Python's default action
+    would end pytest at once, with no cleanup, and leave the run's processes behind."""
+    path = scenario_file(tmp_path, LONG_RUN)
+    inner = start(str(path))
+    inner.wait_for_training(with_child=True)
+
+    inner.popen.send_signal(signal.SIGTERM)
+    code = inner.wait_while_watching(INNER_BOUND)
+
+    assert code == pytest.ExitCode.INTERRUPTED, inner.output()
+    assert "Terminated" in inner.output()
+    assert_no_survivors(inner, SETTLE)
+    assert job_dirs_left(tmp_path) == []
+
+
 def test_sigkill_mid_scenario_training_process_and_worker_child_end(
     start: Start, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_flrelia.harness import termination
 from pytest_flrelia.harness.termination import SIGTERM_STATUS
 
 WAIT = 60.0
@@ -82,3 +83,18 @@ def test_a_sigterm_mid_run_leaves_no_temp_dir_of_the_explorer(tmp_path: Path, jo
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert sorted(p.name for p in temp.iterdir()) == []
+
+
+def test_the_plugins_sigterm_handler_goes_only_over_the_default_and_is_restored() -> None:
+    """This session's own plugin installed it already: set the default back for the test."""
+    session = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        restore = termination.unwind_on_sigterm()
+        assert restore is not None
+        assert termination.unwind_on_sigterm() is None  # a handler is there: left alone
+        with pytest.raises(termination.Terminated):
+            signal.raise_signal(signal.SIGTERM)
+        restore()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, session)

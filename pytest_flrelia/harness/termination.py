@@ -10,7 +10,8 @@ takes a ``SystemExit`` in a test body for a failure of that example and replays 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -26,6 +27,25 @@ def exit_on_sigterm() -> None:
     """From now on SIGTERM raises :class:`Terminated` in the main thread (a worker
     process's initializer; Python installs handlers only from the main thread)."""
     signal.signal(signal.SIGTERM, _terminated)
+
+
+def unwind_on_sigterm() -> Callable[[], None] | None:
+    """SIGTERM raises :class:`Terminated` from now on, if nobody handles SIGTERM yet (the
+    default action) and this is the main thread; the function that restores the default,
+    or ``None`` when nothing was installed.  For pytest itself: CI runners and
+    ``timeout(1)`` stop a job with SIGTERM, and this lets the session unwind as Ctrl-C
+    does (the running scenario's cleanup, then "Terminated" and exit status 2)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None  # someone else's handler: theirs to keep
+    signal.signal(signal.SIGTERM, _terminated)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is _terminated:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return restore
 
 
 @contextmanager
@@ -45,4 +65,10 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-__all__ = ["SIGTERM_STATUS", "Terminated", "exit_on_sigterm", "sigterm_exits"]
+__all__ = [
+    "SIGTERM_STATUS",
+    "Terminated",
+    "exit_on_sigterm",
+    "sigterm_exits",
+    "unwind_on_sigterm",
+]

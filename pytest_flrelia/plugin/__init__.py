@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ import pytest
 
 from pytest_flrelia.contract.timeout_checks import TimeoutConflictWarning
 from pytest_flrelia.contract.units import format_duration
-from pytest_flrelia.harness import cutoff
+from pytest_flrelia.harness import cutoff, termination
 from pytest_flrelia.harness.settings import (
     KNOWN_BUG,
     REPORT,
@@ -68,6 +68,8 @@ FLRELIA_MARKER_HELP = (
 SCENARIO_MARKER_HELP = f"{SCENARIO_MARKER}: a test collected from a *.scenario.yaml file"
 
 SCENARIO_COLLECT_ERRORS_KEY = pytest.StashKey[int]()
+SIGTERM_RESTORE_KEY = pytest.StashKey[Callable[[], None] | None]()
+"""Restores SIGTERM's default action at unconfigure, if the plugin changed it."""
 """How many scenario files failed to collect; if they are all the collection errors,
 the other files still run (see ``pytest_runtestloop``)."""
 
@@ -126,6 +128,13 @@ def pytest_configure(config: pytest.Config) -> None:
                 run_record.RunRecorder(Path(json_path).resolve()), run_record.RECORDER_NAME
             )
     explore_items.configure(config)
+    config.stash[SIGTERM_RESTORE_KEY] = termination.unwind_on_sigterm()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    restore = config.stash.get(SIGTERM_RESTORE_KEY, None)
+    if restore is not None:
+        restore()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
