@@ -62,9 +62,11 @@ INTERLEAVINGS: Mapping[str, Callable[[], None]] = MappingProxyType({
 
 
 def requested(environ: Mapping[str, str] = os.environ) -> list[str]:
-    """The interleavings ``FLRELIA_NVFLARE_INTERLEAVE`` names; an unknown one is an error
-    that names the known ones."""
-    names = [n.strip() for n in environ.get(INTERLEAVE_ENV, "").split(",") if n.strip()]
+    """The interleavings ``FLRELIA_NVFLARE_INTERLEAVE`` names, each once (a wrapper
+    installed twice would hold twice); an unknown one is an error naming the known ones."""
+    names = list(dict.fromkeys(
+        n.strip() for n in environ.get(INTERLEAVE_ENV, "").split(",") if n.strip()
+    ))
     unknown = [n for n in names if n not in INTERLEAVINGS]
     if unknown:
         raise ValueError(f"{INTERLEAVE_ENV}: unknown interleaving {', '.join(unknown)}; "
