@@ -10,14 +10,13 @@ fails: remove it), and the item fails with another leading check (a plain failur
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from _known_targets import import_this_checkout, stubborn_scenario
 
 from pytest_flrelia.plugin import run_record
 
-ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_ARGS = ("-p", "no:flrelia", "-p", "pytest_flrelia.plugin")
 QUIET_ARGS = ("-p", "no:hypothesispytest", "-p", "no:faker", "-p", "no:cacheprovider")
 INNER_TIMEOUT = 180.0
@@ -60,20 +59,7 @@ class KnownRef:
 def pytest_flrelia_make_target(name, config):
     return KnownRef() if name == "known-ref" else None
 '''
-STUBBORN = """\
-name: stubborn-one-round
-job:
-  sites: 1
-  rounds: 1
-  tensors: {count: 1, size: 16KiB}
-  timeouts: {download_complete: 500ms, download_connect: 200ms, stop_wait: 500ms, stop_grace: 200ms}
-faults:
-  - {fault: stuck_exit}
-  - {fault: ignore_sigterm}
-matrix:
-  launch_once: [false, true]
-expect: {outcome: success, within: 20s}
-"""
+STUBBORN = stubborn_scenario(both_modes=True)
 SKIPPED = """\
 name: always-skipped
 marks: [skip]
@@ -83,7 +69,7 @@ FALSE = "stubborn-one-round[launch_once=false]"
 
 
 def _inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, lead: str) -> None:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    import_this_checkout(monkeypatch)
     pytester.makeconftest(CONFTEST.format(lead=lead))
     (pytester.path / "stubborn.scenario.yaml").write_text(STUBBORN)
 

@@ -10,14 +10,11 @@ failure when it does not, and the correct runtime's pass stays a pass.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
+from _known_targets import import_this_checkout, stubborn_scenario
 
 from pytest_flrelia.plugin import run_record
 
-ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_ARGS = ("-p", "no:flrelia", "-p", "pytest_flrelia.plugin")
 QUIET_ARGS = ("-p", "no:hypothesispytest", "-p", "no:faker", "-p", "no:cacheprovider")
 INNER_TIMEOUT = 180.0
@@ -56,23 +53,12 @@ class RacyRef:
 def pytest_flrelia_make_target(name, config):
     return RacyRef() if name == "racy-ref" else None
 '''
-STUBBORN = """\
-name: stubborn-one-round
-job:
-  sites: 1
-  rounds: 1
-  tensors: {count: 1, size: 16KiB}
-  timeouts: {download_complete: 500ms, download_connect: 200ms, stop_wait: 500ms, stop_grace: 200ms}
-faults:
-  - {fault: stuck_exit}
-  - {fault: ignore_sigterm}
-expect: {outcome: success, within: 20s}
-"""
+STUBBORN = stubborn_scenario(both_modes=False)
 
 
 def _run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, kind: str,
          *args: str) -> tuple[pytest.RunResult, dict[str, object]]:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    import_this_checkout(monkeypatch)
     pytester.makeconftest(CONFTEST.format(kind=kind))
     (pytester.path / "stubborn.scenario.yaml").write_text(STUBBORN)
     result = pytester.runpytest_subprocess(

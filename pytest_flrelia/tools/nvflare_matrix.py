@@ -461,6 +461,12 @@ def _varying(matrix: Matrix) -> list[str]:
     return lines + matrix_page.table(["scenario", "version", "outcomes (runs)"], rows)
 
 
+def _details(declared: Mapping[str, Any]) -> list[str]:
+    """A known issue's or race's ``details`` markdown, after a blank line (none: nothing)."""
+    details = str(declared.get("details") or "").rstrip()
+    return ["", details] if details else []
+
+
 def _races(matrix: Matrix) -> list[str]:
     """Each known race a run hit: where, how often, and the evidence of one hit."""
     races: dict[str, list[Cell]] = {}
@@ -494,9 +500,7 @@ def _races(matrix: Matrix) -> list[str]:
             f"- write-up and deterministic reproduction: [{race.get('anchor')}]"
             f"({str(race.get('anchor')).removeprefix('docs/')})",
         ]
-        if race.get("details"):
-            lines += ["", str(race["details"]).rstrip()]
-        lines.append("")
+        lines += [*_details(race), ""]
     return lines[:-1]
 
 
@@ -524,9 +528,7 @@ def _issues(matrix: Matrix, scenarios: Path, target: str) -> list[str]:
             f"- reproduce: `pytest '{_shown(first.file, scenarios)}::{first.item}' "
             f"--flrelia-target={target}` in an environment with that version",
         ]
-        if issue.get("details"):
-            lines += ["", str(issue["details"]).rstrip()]
-        lines.append("")
+        lines += [*_details(issue), ""]
     return lines[:-1]
 
 
