@@ -56,6 +56,9 @@ EXPECTED: dict[str, dict[str, tuple[str, str | None]]] = {
         "failed-deferred-stop-next-round-launches": (S, "stop_error"),
     },
     "nvflare_findings/orphan-child.scenario.yaml": {"orphan-child-is-reaped": (P, None)},
+    "nvflare_findings/slow-init-heartbeat.scenario.yaml": {
+        "slow-init-within-pre-init": (P, None),
+    },
     "pipe_handler/status-events.scenario.yaml": {
         "stale-peer-gone[launch_once=false]": (S, "stale_peer_gone"),
         "stale-peer-gone[launch_once=true]": (S, "stale_peer_gone"),

@@ -5,10 +5,12 @@ paused handler of a round whose process never called init."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from pytest_flrelia.contract.target import TargetInfo
 from pytest_flrelia.contract.timeline import Event, EventKind
+from pytest_flrelia.targets.nvflare.observe import monitor_whereabouts
 from pytest_flrelia.targets.nvflare.races import (
     F5,
     MONITOR_ABORT,
@@ -55,6 +57,15 @@ def test_a_handler_left_paused_through_its_processs_init_is_f5() -> None:
     assert "round 2's pipe handler h2.2 was paused at +6000.0ms" in evidence
     assert MONITOR in evidence
     assert "(pid 200) called init at +8000.0ms, unread" in evidence
+
+
+def test_where_the_monitor_was_when_the_executor_gave_up_is_part_of_the_evidence() -> None:
+    events = _round_two(resumed=False)
+    wait = "_monitor_launcher line 548: if not self._received_result.wait(...):"
+    events.append(_e(36.0, EventKind.ERROR, 2, reason="External process has not called "
+                     "flare.init within timeout: 30.0", monitor=wait))
+    evidence = handler_left_paused(events)
+    assert evidence is not None and evidence.endswith(f"; then the monitor: {wait}")
 
 
 def test_a_handler_resumed_when_its_process_started_is_not() -> None:
@@ -125,3 +136,31 @@ def test_f5_is_declared_for_the_versions_with_the_deferred_stop_only() -> None:
         assert info(version).known_race(events) is None
     assert monitor_race([]) is None
     assert info("nvflare 2.7.2").known_race(_round_two(resumed=True)) is None
+
+
+class _Executor:
+    """Holds a thread as ``LauncherExecutor`` holds its monitor."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self._monitor_launcher_thread = thread
+
+
+def test_the_monitors_whereabouts_are_read_from_its_stack() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def _monitor_launcher() -> None:
+        entered.set()
+        release.wait(30.0)  # where the race leaves it: in a wait
+
+    thread = threading.Thread(target=_monitor_launcher, daemon=True)
+    executor = _Executor(thread)
+    thread.start()
+    try:
+        assert entered.wait(30.0)
+        where = monitor_whereabouts(executor)
+        assert where.startswith("_monitor_launcher line ")
+    finally:
+        release.set()
+        thread.join(30.0)
+    assert monitor_whereabouts(executor) == "the monitor thread has ended"
+    assert monitor_whereabouts(object()) == "no monitor thread"

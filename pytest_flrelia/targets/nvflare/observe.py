@@ -35,9 +35,11 @@ here polls or waits on a child.
 
 from __future__ import annotations
 
+import linecache
 import logging
 import os
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -502,7 +504,34 @@ class LogLines(logging.Handler):
             obs.record(EventKind.ROUND_BOUNDARY_WAIT, site,
                        timeout=None if wait is None else wait + 60.0, line=message)
         elif record.levelno >= logging.WARNING:
-            obs.record(EventKind.ERROR, site, reason=message, level=record.levelname)
+            extra = {}
+            if NOT_INITIALIZED in message:
+                extra["monitor"] = monitor_whereabouts(obs.sites[site].executor)
+            obs.record(EventKind.ERROR, site, reason=message, level=record.levelname, **extra)
+
+
+NOT_INITIALIZED = "has not called flare.init"
+"""The executor's words for a round whose process it never saw call ``init()``."""
+MONITOR_LOOP = "_monitor_launcher"
+
+
+def monitor_whereabouts(executor: Any) -> str:
+    """Where the executor's launcher monitor thread is at this instant, read from its
+    stack (``sys._current_frames``: nothing is stopped or changed): the line of
+    ``_monitor_launcher`` it is on, or that the thread has ended.  A round whose process
+    nobody saw call ``init()`` says with it whether the monitor was still looping."""
+    thread = getattr(executor, "_monitor_launcher_thread", None)
+    if not isinstance(thread, threading.Thread):
+        return "no monitor thread"
+    if not thread.is_alive() or thread.ident is None:
+        return "the monitor thread has ended"
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None and frame.f_code.co_name != MONITOR_LOOP:
+        frame = frame.f_back
+    if frame is None:
+        return "the monitor thread is not in its loop"
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f"{MONITOR_LOOP} line {frame.f_lineno}: {line}"
 
 
 def _install_log_lines(obs: Observer) -> None:
@@ -510,4 +539,14 @@ def _install_log_lines(obs: Observer) -> None:
     logging.getLogger("nvflare").addHandler(LogLines(obs))
 
 
-__all__ = ["LAUNCH_LOCK", "STOPPING", "Observer", "SiteState", "count_refs", "install", "observer"]
+__all__ = [
+    "LAUNCH_LOCK",
+    "NOT_INITIALIZED",
+    "STOPPING",
+    "Observer",
+    "SiteState",
+    "count_refs",
+    "install",
+    "monitor_whereabouts",
+    "observer",
+]

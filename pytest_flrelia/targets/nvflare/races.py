@@ -66,13 +66,26 @@ def handler_left_paused(events: Sequence[Event]) -> str | None:
         pause = _paused_at(events, site, handler, init.ts)
         if pause is None or _resumed_after(events, site, handler, init.ts):
             continue
-        return (
+        evidence = (
             f"{site}: round {init.round}'s pipe handler {handler} was paused at "
             f"{_at(pause.ts, start)} by {pause.detail.get('by', 'a thread')} and never "
             f"resumed; its training process (pid {init.pid}) called init at "
             f"{_at(init.ts, start)}, unread"
         )
+        monitor = _monitor_at_failure(events, site, init.ts)
+        return evidence if monitor is None else f"{evidence}; then the monitor: {monitor}"
     return None
+
+
+def _monitor_at_failure(events: Sequence[Event], site: str, after: float) -> str | None:
+    """Where the launcher monitor was when the executor gave up on the process's init
+    (the target reads it from the monitor thread's stack then), if it was recorded."""
+    return next(
+        (str(e.detail["monitor"]) for e in events
+         if e.kind is EventKind.ERROR and e.site == site and e.ts > after
+         and "monitor" in e.detail),
+        None,
+    )
 
 
 def _texts(event: Event) -> Iterator[str]:
