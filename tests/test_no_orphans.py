@@ -460,35 +460,27 @@ def test_a_job_frozen_by_the_interpreter_exit_leaves_no_job_directory(tmp_path: 
         watch.kill_survivors()  # the training process's watchdog ends it anyway
 
 
-def test_sigint_mid_scenario_leaves_no_process(start: Start, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "shown"),
+    [(signal.SIGINT, "KeyboardInterrupt"), (signal.SIGTERM, "Terminated")],
+    ids=["sigint", "sigterm"],
+)
+def test_sigint_or_sigterm_mid_scenario_unwinds_and_leaves_no_process(
+    start: Start, tmp_path: Path, stop: signal.Signals, shown: str
+) -> None:
+    """Ctrl-C, and SIGTERM, which is how CI runners and ``timeout(1)`` stop a job: the
+    plugin makes it unwind as Ctrl-C does (Python's default action would end pytest at
+    once, with no cleanup, and leave the run's processes behind)."""
     path = scenario_file(tmp_path, LONG_RUN)
     inner = start(str(path))
     inner.wait_for_training(with_child=True)
     assert len(job_dirs_left(tmp_path)) == 1  # the run's own, while it runs
 
-    inner.popen.send_signal(signal.SIGINT)
+    inner.popen.send_signal(stop)
     code = inner.wait_while_watching(INNER_BOUND)
 
     assert code == pytest.ExitCode.INTERRUPTED, inner.output()
-    assert "KeyboardInterrupt" in inner.output()
-    assert_no_survivors(inner, SETTLE)
-    assert job_dirs_left(tmp_path) == []
-
-
-def test_sigterm_mid_scenario_unwinds_like_ctrl_c_and_leaves_no_process(
-    start: Start, tmp_path: Path
-) -> None:
-    """SIGTERM is how CI runners and ``timeout(1)`` stop a job: Python's default action
-    would end pytest at once, with no cleanup, and leave the run's processes behind."""
-    path = scenario_file(tmp_path, LONG_RUN)
-    inner = start(str(path))
-    inner.wait_for_training(with_child=True)
-
-    inner.popen.send_signal(signal.SIGTERM)
-    code = inner.wait_while_watching(INNER_BOUND)
-
-    assert code == pytest.ExitCode.INTERRUPTED, inner.output()
-    assert "Terminated" in inner.output()
+    assert shown in inner.output()
     assert_no_survivors(inner, SETTLE)
     assert job_dirs_left(tmp_path) == []
 
