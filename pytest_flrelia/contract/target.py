@@ -283,10 +283,6 @@ class KnownRace:
     def matches_version(self, version: str | None) -> bool:
         return _in_versions(self.versions, version)
 
-    def evidence(self, events: Sequence[Event]) -> str | None:
-        """Why this run shows the race (``None``: it does not)."""
-        return self.detect(events)
-
 
 def _in_versions(versions: str, version: str | None) -> bool:
     """Whether ``version`` is one of ``versions`` (a specifier; empty: every version); a
@@ -352,7 +348,7 @@ class TargetInfo:
         """The first known race of this version whose evidence ``events`` hold, with it."""
         for race in self.known_races:
             if race.matches_version(self.version):
-                evidence = race.evidence(events)
+                evidence = race.detect(events)
                 if evidence is not None:
                     return race, evidence
         return None
